@@ -1,0 +1,3 @@
+"""chatsse: a small, fast streaming chat gateway in front of Azure OpenAI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,101 @@
+"""The app factory: routes, CORS, error rendering and the lifespan that owns the shared upstream client."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatsse import __version__
+from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
+from chatsse.relay import ChatRelay
+from chatsse.settings import ConfigError, Settings
+from chatsse.upstream import AzureClient, new_http_client
+
+log = logging.getLogger("chatsse")
+
+
+def create_app(settings: Settings) -> Starlette:
+    relay = ChatRelay(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with new_http_client(settings) as http:
+            relay.upstream = AzureClient(settings, http)
+            yield
+            relay.upstream = None
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "healthy", "version": __version__})
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/api/v1/chat/stream", relay.stream, methods=["POST"]),
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["Retry-After"],
+            )
+        ],
+        exception_handlers={
+            ChatSSEError: _render_error,
+            HTTPException: _render_http_exception,
+            Exception: _render_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def _render_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChatSSEError)
+    return exc.to_response()
+
+
+async def _render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ChatSSEError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+    elif exc.status_code == 404:
+        error = NotFound()
+    else:
+        error = InternalError()
+    response = error.to_response()
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _render_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
+    return InternalError().to_response()
+
+
+def factory() -> Starlette:
+    """`uvicorn chatsse.app:factory --factory`: settings from the environment, or a clear message and exit 2."""
+    try:
+        return create_app(Settings.from_env())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        print("To try chatsse without Azure, run: chatsse serve --demo", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def __getattr__(name: str) -> Starlette:
+    # `chatsse.app:app` is built on first access, so importing this module never needs settings.
+    if name == "app":
+        return factory()
+    raise AttributeError(name)

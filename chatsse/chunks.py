@@ -1,0 +1,92 @@
+"""Turns decoded Azure chat-completion chunks into chatsse's events: content, done or a failure (pure, no I/O).
+
+Azure rules this follows (see upstream-protocol.md): ignore unknown fields; a chunk with `choices: []`
+only carries `usage` or `prompt_filter_results`; a choice may lack `delta`; `delta.content` may be
+missing, "" or null; the last non-null `finish_reason` wins (a late asynchronous content filter
+overrides `stop`); the stream must end with `[DONE]` after a finish_reason, anything else is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chatsse.errors import ChatSSEError, UpstreamDisconnected, UpstreamMalformed, UpstreamStreamError
+from chatsse.sse import ServerSentEvent, encode_json_event
+
+
+class ChunkTranslator:
+    """Feed decoded upstream events in order; read `failure` after each feed."""
+
+    def __init__(self) -> None:
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.content_events = 0
+        self.done = False
+        self.failure: ChatSSEError | None = None
+
+    @property
+    def over(self) -> bool:
+        return self.done or self.failure is not None
+
+    def feed(self, events: list[ServerSentEvent]) -> bytes:
+        """Our event bytes for these upstream events (content and, at the end, done). Stops at a failure."""
+        out: list[bytes] = []
+        for event in events:
+            if self.over:
+                break  # events after [DONE] or after a failure are ignored
+            data = event.data
+            if data == "[DONE]":
+                self._finish(out)
+                continue
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                self.failure = UpstreamMalformed()
+                break
+            if not isinstance(chunk, dict):
+                self.failure = UpstreamMalformed()
+                break
+            if event.event == "error" or "error" in chunk:
+                self.failure = UpstreamStreamError()
+                break
+            self._chunk(chunk, out)
+        return b"".join(out)
+
+    def end_of_stream(self) -> None:
+        """The upstream body ended: without [DONE] that is a truncated reply, never a success."""
+        if not self.over:
+            self.failure = UpstreamDisconnected()
+
+    def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list):
+            return
+        choice = choices[0]  # we always ask for n=1
+        if not isinstance(choice, dict):
+            self.failure = UpstreamMalformed()
+            return
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            content = delta.get("content") or delta.get("refusal")
+            if content and isinstance(content, str):
+                self.content_events += 1
+                out.append(encode_json_event({"content": content}))
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            self.finish_reason = reason
+
+    def _finish(self, out: list[bytes]) -> None:
+        if self.finish_reason is None:
+            self.failure = UpstreamDisconnected(
+                "Azure OpenAI ended the stream without saying why it stopped; the reply may be incomplete."
+            )
+            return
+        self.done = True
+        done: dict[str, Any] = {"done": True, "finish_reason": self.finish_reason}
+        if self.usage is not None:
+            done["usage"] = self.usage
+        out.append(encode_json_event(done))

@@ -1,0 +1,79 @@
+"""The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from chatsse import __version__
+from chatsse.settings import ConfigError, Settings
+from chatsse.simulator import Simulator
+
+DEMO_DELAY_SECONDS = 0.03
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chatsse", description="Streaming chat gateway for Azure OpenAI.")
+    parser.add_argument("--version", action="version", version=f"chatsse {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway with uvicorn.")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=_env_int("PORT", 8000), help="port (default $PORT or 8000)")
+    serve.add_argument(
+        "--workers", type=int, default=_env_int("WEB_CONCURRENCY", 1), help="processes (default $WEB_CONCURRENCY or 1)"
+    )
+    serve.add_argument("--demo", action="store_true", help="answer from the built-in simulator instead of Azure")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        _serve(args.host, args.port, args.workers, args.demo)
+
+
+def _serve(host: str, port: int, workers: int, demo: bool) -> None:
+    if demo:
+        simulator_url = Simulator(delay=DEMO_DELAY_SECONDS).start_in_thread()
+        # Through the environment, so every uvicorn worker process builds the same settings.
+        os.environ.update(
+            AZURE_OPENAI_ENDPOINT=simulator_url,
+            AZURE_OPENAI_API_KEY="demo-key-not-secret",
+            AZURE_OPENAI_DEPLOYMENT_NAME="demo",
+        )
+        print(
+            f"chatsse: DEMO MODE. Replies are SIMULATED by the built-in simulator at {simulator_url}; "
+            "no Azure OpenAI calls are made.",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        if exc.missing:
+            print("To try chatsse without an Azure account, run: chatsse serve --demo", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(
+        f"chatsse: try  curl -N http://{_display(host)}:{port}/api/v1/chat/stream "
+        "-H 'Content-Type: application/json' -d '{\"message\": \"Hello\"}'",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run("chatsse.app:factory", factory=True, host=host, port=port, workers=workers)
+
+
+def _display(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        print(f"chatsse: {name}={raw!r} is not a whole number; using {default}.", file=sys.stderr)
+        return default
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Every failure chatsse reports, and the one table that maps it to an HTTP status and a stable code.
+
+    ChatSSEError                      status  code
+    ├── InvalidJSON                   400     invalid_json
+    ├── InvalidRequest                422     invalid_request
+    ├── PayloadTooLarge               413     payload_too_large
+    ├── UnsupportedMediaType          415     unsupported_media_type
+    ├── MethodNotAllowed              405     method_not_allowed
+    ├── NotFound                      404     not_found
+    ├── ContentFiltered               400     content_filter
+    ├── RateLimited                   429     rate_limited          (retried first)
+    ├── UpstreamAuthFailed            502     upstream_auth_failed
+    ├── UpstreamNotFound              502     upstream_not_found
+    ├── UpstreamRejected              502     upstream_rejected
+    ├── UpstreamUnavailable           502     upstream_unavailable  (retried first)
+    ├── UpstreamUnreachable           502     upstream_unreachable  (retried first)
+    ├── UpstreamTimeout               504     upstream_timeout
+    ├── UpstreamDisconnected          502     upstream_disconnected
+    ├── UpstreamMalformed             502     upstream_malformed
+    ├── UpstreamStreamError           502     upstream_error
+    └── InternalError                 500     internal_error
+
+Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
+error is the stream's last event (`to_event`). Messages are ours: upstream text is never echoed,
+so nothing the upstream or httpx says (URLs, headers, keys) can reach a client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+from starlette.responses import JSONResponse
+
+
+class ChatSSEError(Exception):
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Something went wrong inside chatsse."
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+    def to_response(self) -> JSONResponse:
+        return JSONResponse(self.payload(), status_code=self.status_code, headers=self.headers())
+
+    def to_event(self) -> bytes:
+        return b"data: " + json.dumps(self.payload(), separators=(",", ":")).encode() + b"\n\n"
+
+
+class InvalidJSON(ChatSSEError):
+    status_code, code = 400, "invalid_json"
+    default_message = "The request body is not valid JSON."
+
+
+class InvalidRequest(ChatSSEError):
+    status_code, code = 422, "invalid_request"
+    default_message = 'Send {"message": "<text>"} or {"messages": [{"role": "user", "content": "<text>"}]}.'
+
+
+class PayloadTooLarge(ChatSSEError):
+    status_code, code = 413, "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaType(ChatSSEError):
+    status_code, code = 415, "unsupported_media_type"
+    default_message = "Send the request body as JSON with the header 'Content-Type: application/json'."
+
+
+class MethodNotAllowed(ChatSSEError):
+    status_code, code = 405, "method_not_allowed"
+    default_message = "This method is not allowed here."
+
+
+class NotFound(ChatSSEError):
+    status_code, code = 404, "not_found"
+    default_message = "No such route. The chat stream is POST /api/v1/chat/stream."
+
+
+class ContentFiltered(ChatSSEError):
+    status_code, code = 400, "content_filter"
+    default_message = "Azure OpenAI's content filter blocked this prompt. Rephrase the message and try again."
+
+
+class RateLimited(ChatSSEError):
+    status_code, code, retryable = 429, "rate_limited", True
+    default_message = "Azure OpenAI is rate-limiting this deployment. Wait for Retry-After seconds and try again."
+
+
+class UpstreamAuthFailed(ChatSSEError):
+    status_code, code = 502, "upstream_auth_failed"
+    default_message = (
+        "Azure OpenAI rejected the gateway's credentials. The operator should check AZURE_OPENAI_API_KEY "
+        "and that AZURE_OPENAI_ENDPOINT is the resource the key belongs to."
+    )
+
+
+class UpstreamNotFound(ChatSSEError):
+    status_code, code = 502, "upstream_not_found"
+    default_message = (
+        "Azure OpenAI has no such deployment or api-version. The operator should check "
+        "AZURE_OPENAI_DEPLOYMENT_NAME, AZURE_OPENAI_API_VERSION and AZURE_OPENAI_ENDPOINT."
+    )
+
+
+class UpstreamRejected(ChatSSEError):
+    status_code, code = 502, "upstream_rejected"
+    default_message = "Azure OpenAI rejected the request the gateway sent. The operator should check the logs."
+
+
+class UpstreamUnavailable(ChatSSEError):
+    status_code, code, retryable = 502, "upstream_unavailable", True
+    default_message = "Azure OpenAI failed to answer (server error), even after retrying. Try again shortly."
+
+
+class UpstreamUnreachable(ChatSSEError):
+    status_code, code, retryable = 502, "upstream_unreachable", True
+    default_message = "The gateway could not connect to Azure OpenAI. The operator should check AZURE_OPENAI_ENDPOINT."
+
+
+class UpstreamTimeout(ChatSSEError):
+    status_code, code = 504, "upstream_timeout"
+    default_message = "Azure OpenAI went silent for longer than CHATSSE_UPSTREAM_TIMEOUT allows."
+
+
+class UpstreamDisconnected(ChatSSEError):
+    status_code, code = 502, "upstream_disconnected"
+    default_message = "The connection to Azure OpenAI broke before the reply was finished; the reply is incomplete."
+
+
+class UpstreamMalformed(ChatSSEError):
+    status_code, code = 502, "upstream_malformed"
+    default_message = "Azure OpenAI sent data the gateway could not read; the reply is incomplete."
+
+
+class UpstreamStreamError(ChatSSEError):
+    status_code, code = 502, "upstream_error"
+    default_message = "Azure OpenAI reported an error in the middle of the reply; the reply is incomplete."
+
+
+class InternalError(ChatSSEError):
+    pass
+
+
+_HTTPX_ERRORS: tuple[tuple[type[httpx.HTTPError], type[ChatSSEError]], ...] = (
+    # Order matters: most specific first (ConnectTimeout is both a connect and a timeout error).
+    (httpx.TimeoutException, UpstreamTimeout),
+    (httpx.ConnectError, UpstreamUnreachable),
+    (httpx.RemoteProtocolError, UpstreamDisconnected),
+    (httpx.NetworkError, UpstreamDisconnected),
+    (httpx.DecodingError, UpstreamMalformed),
+    (httpx.HTTPError, UpstreamDisconnected),
+)
+
+
+def from_transport_error(exc: httpx.HTTPError) -> ChatSSEError:
+    """Map an httpx failure to our error; the httpx text (which names the upstream URL) is dropped."""
+    for httpx_class, error_class in _HTTPX_ERRORS:
+        if isinstance(exc, httpx_class):
+            return error_class()
+    return UpstreamDisconnected()  # pragma: no cover - the table ends with the base class
+
+
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_RETRY_IN_TEXT = re.compile(r"(?:retry after|try again in)\s+(\d+(?:\.\d+)?)\s*second", re.IGNORECASE)
+
+
+def from_upstream_status(status: int, body: bytes, headers: Mapping[str, str]) -> ChatSSEError:
+    """Map a non-2xx upstream answer (sent instead of a stream) to our error."""
+    error = _error_object(body)
+    upstream_code = str(error.get("code") or "")
+    inner = error.get("innererror") or error.get("inner_error") or {}
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    if status == 400 and (upstream_code == "content_filter" or inner_code == "ResponsibleAIPolicyViolation"):
+        return ContentFiltered()
+    if status == 429:
+        return RateLimited(retry_after=retry_after_seconds(headers, str(error.get("message") or "")))
+    if status in (401, 403):
+        return UpstreamAuthFailed(f"{UpstreamAuthFailed.default_message} (Azure answered HTTP {status}.)")
+    if status == 404:
+        return UpstreamNotFound(f"{UpstreamNotFound.default_message} (Azure answered HTTP 404.)")
+    if status >= 500 or status == 408:
+        return UpstreamUnavailable(f"{UpstreamUnavailable.default_message} (Azure answered HTTP {status}.)")
+    detail = f"HTTP {status}"
+    for key in ("code", "param"):
+        value = error.get(key)
+        if isinstance(value, str) and _SAFE_TOKEN.match(value):
+            detail += f", {key} {value}"
+    return UpstreamRejected(f"{UpstreamRejected.default_message} (Azure answered {detail}.)")
+
+
+def retry_after_seconds(headers: Mapping[str, str], message: str = "") -> float | None:
+    """How long the upstream asks us to wait: retry-after-ms, then retry-after, then the message text."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) * scale
+        except ValueError:
+            continue
+        if math.isfinite(value) and value >= 0:
+            return value
+    found = _RETRY_IN_TEXT.search(message)
+    return float(found.group(1)) if found else None
+
+
+def _error_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}

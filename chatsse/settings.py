@@ -1,0 +1,111 @@
+"""Settings: read once from the environment and `.env`, validated up front, frozen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+DEFAULT_API_VERSION = "2024-10-21"
+REQUIRED = ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT_NAME")
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The configuration cannot start a server; the message lists every problem and how to fix it."""
+
+    def __init__(self, problems: list[str], missing: list[str]) -> None:
+        self.problems = problems
+        self.missing = missing
+        lines = ["chatsse cannot start: the configuration is incomplete or invalid."]
+        lines += [f"  - {p}" for p in problems]
+        lines.append("Set these in the environment or in a .env file (see .env.example for every setting).")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the gateway needs; build it with `Settings.from_env()` or directly in tests."""
+
+    endpoint: str
+    api_key: str = field(repr=False)
+    deployment: str
+    api_version: str = DEFAULT_API_VERSION
+    upstream_timeout: float = 60.0
+    cors_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = 64 * 1024
+    max_retries: int = 2
+    max_retry_wait: float = 10.0
+    system_prompt: str | None = None
+    ping_seconds: float = 15.0
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.endpoint.rstrip('/')}/openai/deployments/{self.deployment}/chat/completions"
+
+    @property
+    def asks_for_usage(self) -> bool:
+        # stream_options arrived in 2024-09-01-preview; older api-versions reject it with a 400.
+        return self.api_version[:10] >= "2024-09-01"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | None = ".env") -> Settings:
+        """Read settings; the real environment wins over `env_file`. Raises ConfigError naming every problem."""
+        values: dict[str, str] = {}
+        if env_file and os.path.isfile(env_file):
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        return _parse(values)
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    problems: list[str] = []
+    missing = [name for name in REQUIRED if not env.get(name, "").strip()]
+    if missing:
+        problems.append("missing required setting(s): " + ", ".join(missing))
+
+    def read(name: str, cast: Callable[[str], T], default: T, check: Callable[[T], bool], rule: str) -> T:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = cast(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r} is not valid: expected {rule}")
+            return default
+        if not check(value):
+            problems.append(f"{name}={raw!r} is not valid: expected {rule}")
+            return default
+        return value
+
+    endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(
+                f"AZURE_OPENAI_ENDPOINT={endpoint!r} is not a URL: expected e.g. https://my-resource.openai.azure.com"
+            )
+    origins = tuple(o.strip() for o in env.get("CHATSSE_CORS_ORIGINS", "*").split(",") if o.strip())
+    system_prompt = env.get("CHATSSE_SYSTEM_PROMPT", "").strip() or None
+
+    settings = Settings(
+        endpoint=endpoint,
+        api_key=env.get("AZURE_OPENAI_API_KEY", "").strip(),
+        deployment=env.get("AZURE_OPENAI_DEPLOYMENT_NAME", "").strip(),
+        api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
+        upstream_timeout=read("CHATSSE_UPSTREAM_TIMEOUT", float, 60.0, lambda v: v > 0, "a number of seconds > 0"),
+        cors_origins=origins,
+        max_body_bytes=read("CHATSSE_MAX_BODY_BYTES", int, 64 * 1024, lambda v: v > 0, "a whole number of bytes > 0"),
+        max_retries=read("CHATSSE_MAX_RETRIES", int, 2, lambda v: 0 <= v <= 10, "a whole number from 0 to 10"),
+        max_retry_wait=read("CHATSSE_MAX_RETRY_WAIT", float, 10.0, lambda v: v >= 0, "a number of seconds >= 0"),
+        system_prompt=system_prompt,
+        ping_seconds=read("CHATSSE_PING_SECONDS", float, 15.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+    )
+    if problems:
+        raise ConfigError(problems, missing)
+    return settings

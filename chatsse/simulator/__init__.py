@@ -1,0 +1,321 @@
+"""The built-in Azure OpenAI simulator: a real HTTP/1.1 server speaking Azure's streaming wire format.
+
+It is written on asyncio's Protocol rather than a web framework so that it controls every byte
+(chunked framing, abrupt cuts, silence) and knows the moment the gateway hangs up. It records each
+request it received and when its connection closed, for tests; `--demo` and benchmarks use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from chatsse.simulator.scenario import (
+    BAD_REQUEST,
+    ERROR_BODIES,
+    RESOURCE_NOT_FOUND,
+    Frames,
+    Scenario,
+    parse_scenario,
+    reply_text,
+    split_tokens,
+)
+
+PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+MAX_WAIT = 300.0  # no hold or silence outlives this: every simulator wait ends by itself
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the simulator saw it; times are `time.monotonic()`."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    received_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None  # the whole response was written
+    peer_closed_at: float | None = None  # the client hung up before the response was complete
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def closed(self) -> bool:
+        return self.finished_at is not None or self.peer_closed_at is not None
+
+
+class Simulator:
+    """Start with `await start()` on a running loop or `start_in_thread()`; the reply is chosen by the prompt."""
+
+    def __init__(self, *, api_key: str | None = None, deployment: str | None = None, delay: float = 0.0) -> None:
+        self.api_key = api_key
+        self.deployment = deployment
+        self.delay = delay
+        self.requests: list[RecordedRequest] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._holds: dict[str, asyncio.Event] = {}
+        self._failures_served: dict[str, int] = {}
+        self._connections: set[_Connection] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(lambda: _Connection(self), host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.close()
+            await self._server.wait_closed()
+
+    def start_in_thread(self) -> str:
+        """Run on a private event loop in a daemon thread; returns the base URL."""
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(self.start())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="chatsse-simulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the simulator did not start")
+        return self.url
+
+    def stop_thread(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def release(self, name: str = "default") -> None:
+        """Let streams waiting at `hold_after` go on (callable from any thread)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(lambda: self._hold(name).set())
+
+    def _hold(self, name: str) -> asyncio.Event:
+        return self._holds.setdefault(name, asyncio.Event())
+
+    def _should_fail(self, scenario: Scenario, prompt_key: str) -> bool:
+        if scenario.status == 200:
+            return False
+        if scenario.times <= 0:
+            return True
+        served = self._failures_served.get(prompt_key, 0)
+        self._failures_served[prompt_key] = served + 1
+        return served < scenario.times
+
+    async def respond(self, conn: _Connection, request: RecordedRequest) -> bool:
+        """Write the response; returns whether the connection may be reused."""
+        path = request.path
+        if request.method != "POST" or not (path.startswith(PATH_PREFIX) and path.endswith(PATH_SUFFIX)):
+            return conn.write_json(404, RESOURCE_NOT_FOUND)
+        if "api-version" not in request.query:
+            return conn.write_json(404, RESOURCE_NOT_FOUND)
+        if self.api_key is not None and request.headers.get("api-key") != self.api_key:
+            return conn.write_json(401, ERROR_BODIES[401])
+        deployment = path[len(PATH_PREFIX) : -len(PATH_SUFFIX)]
+        if self.deployment is not None and deployment != self.deployment:
+            return conn.write_json(404, ERROR_BODIES[404])
+        try:
+            body = request.json
+            messages = body["messages"]
+            last = str(messages[-1]["content"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return conn.write_json(400, BAD_REQUEST)
+        if body.get("stream") is not True:
+            return conn.write_json(400, BAD_REQUEST)
+        scenario, _ = parse_scenario(last, self.delay)
+        if self._should_fail(scenario, last):
+            status = scenario.status
+            headers = {}
+            if status == 429:
+                headers["retry-after"] = str(max(1, round(scenario.retry_after)))
+                if scenario.retry_after_ms is not None:
+                    headers["retry-after-ms"] = str(scenario.retry_after_ms)
+            return conn.write_json(status, ERROR_BODIES.get(status, ERROR_BODIES[500]), headers)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return await self._stream(conn, messages, scenario, include_usage)
+
+    async def _stream(self, conn: _Connection, messages: list[Any], scenario: Scenario, include_usage: bool) -> bool:
+        frames = Frames(f"chatcmpl-{uuid.uuid4().hex[:24]}", scenario.ascii, include_usage)
+        tokens = split_tokens(reply_text(messages, scenario), scenario)
+        conn.start_stream()
+        await conn.send(frames.prompt_filter() + frames.role(), scenario.split)
+        if scenario.first_delay:
+            await asyncio.sleep(scenario.first_delay)
+        start = time.monotonic()
+        for index, token in enumerate(tokens):
+            if index == scenario.cut_after:
+                conn.cut()
+                return False
+            if index == scenario.malformed_after:
+                await conn.send(frames.malformed(), scenario.split)
+            if index == scenario.error_after:
+                await conn.send(frames.in_stream_error(), scenario.split)
+                conn.end_stream()
+                return True
+            if index == scenario.hold_after:
+                await _wait(self._hold(scenario.hold).wait(), MAX_WAIT)
+                start = time.monotonic() - index * scenario.delay
+            if index == scenario.silence_after:
+                await asyncio.sleep(min(scenario.silence, MAX_WAIT))
+                start = time.monotonic() - index * scenario.delay
+            await conn.send(frames.content(token), scenario.split)
+            if scenario.delay:
+                # An absolute schedule: a late wake-up shortens the next sleep instead of adding drift.
+                await asyncio.sleep(max(0.0, start + (index + 1) * scenario.delay - time.monotonic()))
+        tail = frames.finish(scenario.finish)
+        if include_usage:
+            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+            tail += frames.usage(prompt_tokens, len(tokens))
+        if not scenario.no_done:
+            tail += Frames.DONE
+        await conn.send(tail, scenario.split)
+        conn.end_stream()
+        return True
+
+
+async def _wait(awaitable: Any, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        pass
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: parses requests, runs the simulator's response for each."""
+
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.current: RecordedRequest | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.simulator._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.task is None:
+            self._next_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.simulator._connections.discard(self)
+        if self.current is not None and self.current.finished_at is None:
+            self.current.peer_closed_at = time.monotonic()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _next_request(self) -> None:
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        head = self.buffer[:head_end].decode("latin-1").split("\r\n")
+        method, target, _ = head[0].split(" ", 2)
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        if len(self.buffer) < head_end + 4 + length:
+            return
+        body = self.buffer[head_end + 4 : head_end + 4 + length]
+        self.buffer = self.buffer[head_end + 4 + length :]
+        url = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.current = RecordedRequest(method, url.path, query, headers, body)
+        self.simulator.requests.append(self.current)
+        self.task = asyncio.get_running_loop().create_task(self._run(self.current))
+
+    async def _run(self, request: RecordedRequest) -> None:
+        reusable = await self.simulator.respond(self, request)
+        request.finished_at = time.monotonic()
+        self.task = None
+        self.current = None
+        if not reusable or request.headers.get("connection", "").lower() == "close":
+            self.close()
+        elif self.buffer:
+            self._next_request()
+
+    # Writing -------------------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def write_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> bool:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        lines = [
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            f"apim-request-id: {uuid.uuid4()}",
+            "x-ms-region: Simulated",
+        ]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self._write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return True
+
+    def start_stream(self) -> None:
+        request_id = uuid.uuid4()
+        self._write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
+            + f"apim-request-id: {request_id}\r\nx-request-id: {request_id}\r\nx-ms-region: Simulated\r\n"
+            "x-ratelimit-remaining-requests: 99\r\nx-ratelimit-remaining-tokens: 99000\r\n\r\n".encode()
+        )
+
+    async def send(self, data: bytes, piece: int) -> None:
+        """One HTTP chunk, or pieces of `piece` bytes with a pause between so they arrive as separate reads."""
+        if piece <= 0:
+            self._write(b"%x\r\n%b\r\n" % (len(data), data))
+            return
+        for start in range(0, len(data), piece):
+            part = data[start : start + piece]
+            self._write(b"%x\r\n%b\r\n" % (len(part), part))
+            await asyncio.sleep(0.002)
+
+    def end_stream(self) -> None:
+        self._write(b"0\r\n\r\n")
+
+    def cut(self) -> None:
+        """Drop the connection mid-body, as a network failure would."""
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,175 @@
+"""The Azure OpenAI client: sends the streaming chat request over httpx, retries what may be retried."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+
+from chatsse import __version__
+from chatsse.chunks import ChunkTranslator
+from chatsse.errors import ChatSSEError, from_transport_error, from_upstream_status
+from chatsse.schema import Message
+from chatsse.settings import Settings
+from chatsse.sse import SSEDecoder
+
+log = logging.getLogger("chatsse.upstream")
+
+MAX_ERROR_BODY = 64 * 1024
+BACKOFF_BASE_SECONDS = 0.25
+
+
+def new_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one pooled client the app shares; every timeout is the allowed upstream silence."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.upstream_timeout),
+        # One connection per open stream: a pool cap would queue streams behind each other.
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        headers={"user-agent": f"chatsse/{__version__}"},
+    )
+
+
+class UpstreamReply:
+    """An upstream reply that has produced its first content (or ended); `events()` relays the rest."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.translator = ChunkTranslator()
+        self._decoder = SSEDecoder()
+        self._reads = response.aiter_bytes()
+        self._first = b""
+
+    async def read_until_first_content(self) -> None:
+        """Read until there is something to send; a failure before that is raised, to become an HTTP error."""
+        while not self._first and not self.translator.over:
+            try:
+                raw = await anext(self._reads)
+            except StopAsyncIteration:
+                self.translator.end_of_stream()
+                break
+            except httpx.HTTPError as exc:
+                raise from_transport_error(exc) from None
+            self._first = self.translator.feed(self._decoder.decode(raw))
+        if not self._first and self.translator.failure is not None:
+            raise self.translator.failure
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Our event bytes, one write per upstream read, ending in a done event or an error event."""
+        translator = self.translator
+        try:
+            out = self._first
+            if not translator.over:
+                if out:
+                    yield out
+                out = b""
+                try:
+                    async for raw in self._reads:
+                        out = translator.feed(self._decoder.decode(raw))
+                        if translator.over:
+                            break
+                        if out:
+                            yield out
+                        out = b""
+                    else:
+                        translator.end_of_stream()
+                except httpx.HTTPError as exc:
+                    translator.failure = from_transport_error(exc)
+            if translator.failure is not None:
+                log.warning("upstream failed mid-stream: %s", translator.failure.code)
+                out += translator.failure.to_event()
+            if out:
+                yield out
+        finally:
+            await self.response.aclose()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class AzureClient:
+    """Opens streaming chat completions on one Azure deployment."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+
+    def request_body(self, messages: list[Message]) -> dict[str, Any]:
+        body: dict[str, Any] = {"messages": messages, "stream": True}
+        if self.settings.asks_for_usage:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def open(self, messages: list[Message]) -> UpstreamReply:
+        """Open the stream, retrying rate limits, server errors and refused connections within the budget."""
+        content = json.dumps(self.request_body(messages), ensure_ascii=False).encode()
+        waited = 0.0
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(content)
+            except ChatSSEError as error:
+                delay = error.retry_after if error.retry_after is not None else _backoff(attempt)
+                if not error.retryable or attempt >= self.settings.max_retries:
+                    raise
+                if waited + delay > self.settings.max_retry_wait:
+                    log.warning("upstream %s: asked to wait %.1fs, over the retry budget", error.code, delay)
+                    raise
+                log.info("upstream %s: retrying in %.2fs (attempt %d)", error.code, delay, attempt + 1)
+                await anyio.sleep(delay)
+                waited += delay
+                attempt += 1
+
+    async def _attempt(self, content: bytes) -> UpstreamReply:
+        settings = self.settings
+        request = self.http.build_request(
+            "POST",
+            settings.chat_url,
+            params={"api-version": settings.api_version},
+            headers={"api-key": settings.api_key, "content-type": "application/json", "accept": "text/event-stream"},
+            content=content,
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            error = from_transport_error(exc)
+            log.warning("upstream request failed: %s (%s)", error.code, type(exc).__name__)
+            raise error from None
+        try:
+            if response.status_code != 200:
+                body = await _read_bounded(response)
+                error = from_upstream_status(response.status_code, body, response.headers)
+                log.warning(
+                    "upstream answered %d: %s (apim-request-id %s)",
+                    response.status_code,
+                    error.code,
+                    response.headers.get("apim-request-id", "-"),
+                )
+                raise error
+            reply = UpstreamReply(response)
+            await reply.read_until_first_content()
+            return reply
+        except BaseException:
+            await response.aclose()
+            raise
+
+
+def _backoff(attempt: int) -> float:
+    # Full jitter keeps many gateway workers from retrying in lockstep.
+    return float(BACKOFF_BASE_SECONDS * 2.0**attempt * (0.5 + random.random() / 2))
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    body = b""
+    try:
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) > MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # an unreadable error body still maps by its status
+    return body
