@@ -82,6 +82,10 @@ class Simulator:
         self._connections: set[_Connection] = set()
 
     @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -307,7 +311,7 @@ class _Connection(asyncio.Protocol):
         for start in range(0, len(data), piece):
             part = data[start : start + piece]
             self._write(b"%x\r\n%b\r\n" % (len(part), part))
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0)
 
     def end_stream(self) -> None:
         self._write(b"0\r\n\r\n")

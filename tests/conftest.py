@@ -1,0 +1,63 @@
+"""Fixtures: the simulator as the upstream, and gateways built with their own settings, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from chatsse.app import create_app
+from chatsse.settings import Settings
+from chatsse.simulator import Simulator
+from tests.servers import RunningServer, serve_in_thread
+
+API_KEY = "sk-test-SECRET-4f9a1c7e2b"
+DEPLOYMENT = "gpt-test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    sim = Simulator(api_key=API_KEY, deployment=DEPLOYMENT)
+    sim.start_in_thread()
+    yield sim
+    sim.stop_thread()
+
+
+@pytest.fixture
+def settings(simulator: Simulator) -> Settings:
+    return Settings(
+        endpoint=simulator.url,
+        api_key=API_KEY,
+        deployment=DEPLOYMENT,
+        upstream_timeout=10,
+        max_retry_wait=5,
+        ping_seconds=0,
+    )
+
+
+GatewayFactory = Callable[..., RunningServer]
+
+
+@pytest.fixture
+def make_gateway(settings: Settings) -> Iterator[GatewayFactory]:
+    """Start a gateway whose settings are the defaults here with `overrides` applied."""
+    with ExitStack() as stack:
+
+        def start(**overrides: Any) -> RunningServer:
+            app = create_app(dataclasses.replace(settings, **overrides))
+            return stack.enter_context(serve_in_thread(app))
+
+        yield start
+
+
+@pytest.fixture
+def gateway(make_gateway: GatewayFactory) -> RunningServer:
+    return make_gateway()

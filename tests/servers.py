@@ -1,0 +1,63 @@
+"""Real servers for tests: a uvicorn server in a thread on a socket pre-bound to 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+@dataclass
+class RunningServer:
+    url: str
+    server: uvicorn.Server
+
+    def open_tasks(self) -> int:
+        """Connection tasks uvicorn still runs (each is a request that has not finished)."""
+        return len(self.server.server_state.tasks)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp) -> Iterator[RunningServer]:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.005)
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", server)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.005) -> bool:
+    """Poll `predicate()` until it is true or `timeout` passes (a safety net, not a timing assertion)."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
