@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import anyio
 import httpx
@@ -91,7 +92,7 @@ async def test_body_over_the_limit_is_413(make_gateway: GatewayFactory, simulato
         assert "1000" in response.json()["error"]["message"]
 
         # Without a Content-Length (chunked upload) the limit still holds while reading.
-        async def chunks():
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(200):
                 yield b" " * 100
 

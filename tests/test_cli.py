@@ -1,0 +1,121 @@
+"""The real console script and entry points as subprocesses: refusing bad config cleanly, and demo mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import free_port, wait_until
+
+CHATSSE = str(Path(sys.executable).with_name("chatsse"))
+NO_AZURE = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, env=env or NO_AZURE, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [CHATSSE, "serve"],
+        [sys.executable, "-m", "uvicorn", "chatsse.app:factory", "--factory"],
+        [sys.executable, "-m", "uvicorn", "chatsse.app:app"],
+    ],
+    ids=["chatsse-serve", "uvicorn-factory", "uvicorn-app"],
+)
+def test_missing_settings_refuse_to_start_with_one_clear_message(command: list[str], tmp_path: Path) -> None:
+    result = run(command, tmp_path)
+    assert result.returncode != 0
+    for name in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT_NAME"):
+        assert name in result.stderr
+    assert ".env.example" in result.stderr
+    assert "--demo" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_setting_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "AZURE_OPENAI_ENDPOINT=https://x.openai.azure.com\nAZURE_OPENAI_API_KEY=k\n"
+        "AZURE_OPENAI_DEPLOYMENT_NAME=d\nCHATSSE_UPSTREAM_TIMEOUT=soon\n"
+    )
+    result = run([CHATSSE, "serve"], tmp_path)
+    assert result.returncode == 2
+    assert "CHATSSE_UPSTREAM_TIMEOUT='soon'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [CHATSSE, "serve", "--demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=NO_AZURE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        assert wait_until(healthy, timeout=20, interval=0.1), "demo server did not come up"
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def test_demo_mode_streams_without_azure_and_says_it_is_simulated(
+    demo_server: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, process = demo_server
+    chunks: list[bytes] = []
+    with httpx.stream("POST", url + "/api/v1/chat/stream", json={"message": "Hello demo"}, timeout=10) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+    assert len(chunks) > 3  # it streamed: many writes, token by token
+    events = [json.loads(block[6:]) for block in b"".join(chunks).decode().split("\n\n") if block.startswith("data: ")]
+    assert events[-1]["done"] is True
+    assert "Hello demo" in "".join(e.get("content", "") for e in events)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert "DEMO MODE" in stderr and "SIMULATED" in stderr
+
+
+def test_simulator_runs_alone(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "chatsse.simulator", "--port", str(port), "--delay", "0"]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        assert f"http://127.0.0.1:{port}" in process.stdout.readline()
+        body = {"messages": [{"role": "user", "content": "echo:hi there"}], "stream": True}
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/openai/deployments/any/chat/completions?api-version=2024-10-21",
+            json=body,
+            timeout=10,
+        )
+        process.send_signal(signal.SIGINT)
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert response.text.endswith("data: [DONE]\n\n")
+        assert '"content":"hi"' in response.text and '"content":" there"' in response.text

@@ -1,0 +1,116 @@
+"""Settings from the environment and `.env`: defaults, precedence, and one clear message for every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatsse.settings import ConfigError, Settings
+
+REQUIRED = {
+    "AZURE_OPENAI_ENDPOINT": "https://my-resource.openai.azure.com/",
+    "AZURE_OPENAI_API_KEY": "sk-settings-SECRET",
+    "AZURE_OPENAI_DEPLOYMENT_NAME": "gpt-4o",
+}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(REQUIRED, env_file=None)
+    assert settings.api_version == "2024-10-21"
+    assert settings.upstream_timeout == 60
+    assert settings.cors_origins == ("*",)
+    assert settings.max_body_bytes == 64 * 1024
+    assert settings.max_retries == 2
+    assert settings.system_prompt is None
+    assert settings.chat_url == "https://my-resource.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
+
+
+def test_every_setting_is_read() -> None:
+    env = {
+        **REQUIRED,
+        "AZURE_OPENAI_API_VERSION": "2025-04-01-preview",
+        "CHATSSE_UPSTREAM_TIMEOUT": "12.5",
+        "CHATSSE_CORS_ORIGINS": "https://a.example, https://b.example",
+        "CHATSSE_MAX_BODY_BYTES": "1000",
+        "CHATSSE_MAX_RETRIES": "0",
+        "CHATSSE_MAX_RETRY_WAIT": "3",
+        "CHATSSE_SYSTEM_PROMPT": "Be brief.",
+        "CHATSSE_PING_SECONDS": "5",
+    }
+    settings = Settings.from_env(env, env_file=None)
+    assert settings.api_version == "2025-04-01-preview"
+    assert settings.upstream_timeout == 12.5
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert (settings.max_body_bytes, settings.max_retries, settings.max_retry_wait) == (1000, 0, 3)
+    assert settings.system_prompt == "Be brief."
+    assert settings.ping_seconds == 5
+
+
+def test_missing_settings_are_all_named_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({}, env_file=None)
+    message = str(caught.value)
+    for name in REQUIRED:
+        assert name in message
+    assert ".env.example" in message
+    assert caught.value.missing == list(REQUIRED)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AZURE_OPENAI_ENDPOINT", "my-resource.openai.azure.com"),
+        ("AZURE_OPENAI_ENDPOINT", "ftp://x"),
+        ("CHATSSE_UPSTREAM_TIMEOUT", "sixty"),
+        ("CHATSSE_UPSTREAM_TIMEOUT", "-1"),
+        ("CHATSSE_MAX_BODY_BYTES", "64k"),
+        ("CHATSSE_MAX_RETRIES", "99"),
+    ],
+)
+def test_invalid_values_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**REQUIRED, name: value}, env_file=None)
+    assert f"{name}={value!r}" in str(caught.value)
+
+
+def test_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"AZURE_OPENAI_ENDPOINT": "nope", "CHATSSE_UPSTREAM_TIMEOUT": "x"}, env_file=None)
+    message = str(caught.value)
+    assert "AZURE_OPENAI_API_KEY" in message and "AZURE_OPENAI_ENDPOINT='nope'" in message
+    assert "CHATSSE_UPSTREAM_TIMEOUT='x'" in message
+
+
+def test_env_file_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "AZURE_OPENAI_ENDPOINT=https://from-file.openai.azure.com\n"
+        "AZURE_OPENAI_API_KEY=file-key\n"
+        "AZURE_OPENAI_DEPLOYMENT_NAME=file-deployment\n"
+        "CHATSSE_MAX_RETRIES=1\n"
+    )
+    settings = Settings.from_env({"AZURE_OPENAI_DEPLOYMENT_NAME": "env-deployment"}, env_file=str(env_file))
+    assert settings.endpoint == "https://from-file.openai.azure.com"
+    assert settings.deployment == "env-deployment"
+    assert settings.max_retries == 1
+
+
+def test_api_key_is_not_in_repr() -> None:
+    settings = Settings.from_env(REQUIRED, env_file=None)
+    assert "sk-settings-SECRET" not in repr(settings)
+    assert "sk-settings-SECRET" not in str(settings)
+
+
+def test_env_example_documents_every_setting() -> None:
+    root = Path(__file__).parent.parent
+    documented = (root / ".env.example").read_text()
+    readme = (root / "README.md").read_text()
+    source = (root / "chatsse" / "settings.py").read_text()
+    import re
+
+    names = set(re.findall(r'"((?:AZURE_OPENAI|CHATSSE)_[A-Z_]+)"', source))
+    assert len(names) >= 11
+    for name in names:
+        assert name in documented, f"{name} missing from .env.example"
+        assert f"`{name}`" in readme, f"{name} missing from the README settings table"
