@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from chatsse import __version__
 from chatsse.settings import ConfigError, Settings
@@ -59,7 +62,14 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run("chatsse.app:factory", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run("chatsse.app:factory", factory=True, host=host, port=port, workers=workers, log_config=_log_config())
+
+
+def _log_config() -> dict[str, Any]:
+    # uvicorn's own logging setup, plus our logger on the same handler and format.
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["chatsse"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def _display(host: str) -> str:
