@@ -119,3 +119,45 @@ def test_simulator_runs_alone(tmp_path: Path) -> None:
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert response.text.endswith("data: [DONE]\n\n")
         assert '"content":"hi"' in response.text and '"content":" there"' in response.text
+
+
+def test_procfile_binds_port_and_runs_web_concurrency_workers(tmp_path: Path) -> None:
+    from chatsse.simulator import Simulator
+
+    [web] = [line for line in (Path(__file__).parent.parent / "Procfile").read_text().splitlines() if line]
+    assert web.startswith("web: ")
+    simulator = Simulator()
+    simulator_url = simulator.start_in_thread()
+    port = free_port()
+    env = {
+        **NO_AZURE,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "AZURE_OPENAI_ENDPOINT": simulator_url,
+        "AZURE_OPENAI_API_KEY": "k",
+        "AZURE_OPENAI_DEPLOYMENT_NAME": "d",
+    }
+    with subprocess.Popen(
+        ["bash", "-c", "exec " + web[len("web: ") :]], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            url = f"http://127.0.0.1:{port}"
+            assert wait_until(lambda: _healthy(url), timeout=30, interval=0.1)
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            commands = [Path(f"/proc/{child}/cmdline").read_text() for child in children]
+            assert sum("spawn_main" in command for command in commands) == 2  # uvicorn's worker processes
+            response = httpx.post(url + "/api/v1/chat/stream", json={"message": "echo:via procfile"}, timeout=10)
+            assert '"content":" procfile"' in response.text and '"done":true' in response.text
+        finally:
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=20)
+            simulator.stop_thread()
+    assert "0.0.0.0:" + str(port) in stderr
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
