@@ -6,14 +6,16 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from chatsse import __version__
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
@@ -22,6 +24,8 @@ from chatsse.settings import ConfigError, Settings
 from chatsse.upstream import AzureClient, new_http_client
 
 log = logging.getLogger("chatsse")
+STATIC = Path(__file__).parent / "static"
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -37,11 +41,16 @@ def create_app(settings: Settings) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "healthy", "version": __version__})
 
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/api/v1/chat/stream", relay.stream, methods=["GET", "POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    if settings.web_ui:
+        routes.append(Route("/", _page, methods=["GET"]))
+
     return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/api/v1/chat/stream", relay.stream, methods=["POST"]),
-        ],
+        routes=routes,
         middleware=[
             Middleware(
                 CORSMiddleware,
@@ -58,6 +67,11 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+
+
+async def _page(request: Request) -> Response:
+    # The page talks only to this origin and renders replies as text; the policy makes injected markup inert.
+    return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
 
 async def _render_error(request: Request, exc: Exception) -> Response:

@@ -7,12 +7,15 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatsse.errors import PayloadTooLarge, UnsupportedMediaType
-from chatsse.schema import parse_chat_body
+from chatsse.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from chatsse.schema import Message, parse_chat_body, parse_chat_query
 from chatsse.settings import Settings
 from chatsse.upstream import AzureClient
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# EventSource reconnects by itself whenever a stream ends; clients should close on done/error, and this
+# slows down the ones that do not.
+EVENTSOURCE_RETRY = b"retry: 30000\n\n"
 
 
 class ChatRelay:
@@ -23,13 +26,20 @@ class ChatRelay:
         self.upstream: AzureClient | None = None
 
     async def stream(self, request: Request) -> Response:
-        _require_json(request)
-        body = await _read_body(request, self.settings.max_body_bytes)
-        messages = parse_chat_body(body, self.settings.system_prompt)
+        """POST with a JSON body, or GET `?message=` for EventSource."""
+        if request.method == "HEAD":
+            raise MethodNotAllowed("HEAD would start a chat; use GET (EventSource) or POST.")
+        if request.method == "GET":
+            messages = parse_chat_query(_query_message(request, self.settings.max_body_bytes))
+            prefix = EVENTSOURCE_RETRY
+        else:
+            _require_json(request)
+            messages = parse_chat_body(await _read_body(request, self.settings.max_body_bytes))
+            prefix = b""
         assert self.upstream is not None, "the app lifespan did not run"
-        reply = await self.upstream.open(messages)
+        reply = await self.upstream.open(self._with_system_prompt(messages))
         return EventSourceResponse(
-            reply.events(),
+            reply.events(prefix),
             headers=STREAM_HEADERS,
             ping=self.settings.ping_seconds,
             sep="\n",
@@ -37,6 +47,22 @@ class ChatRelay:
             # event (sse-starlette #156); closing here too makes sure the upstream is released.
             background=BackgroundTask(reply.aclose),
         )
+
+    def _with_system_prompt(self, messages: list[Message]) -> list[Message]:
+        if not self.settings.system_prompt:
+            return messages
+        return [{"role": "system", "content": self.settings.system_prompt}, *messages]
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request is larger than {limit} bytes (CHATSSE_MAX_BODY_BYTES).")
+
+
+def _query_message(request: Request, limit: int) -> str | None:
+    message = request.query_params.get("message")
+    if message is not None and len(message.encode()) > limit:
+        raise _too_large(limit)
+    return message
 
 
 def _require_json(request: Request) -> None:
@@ -47,15 +73,14 @@ def _require_json(request: Request) -> None:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (never read whole into memory)."""
-    too_large = PayloadTooLarge(f"The request body is larger than {limit} bytes (CHATSSE_MAX_BODY_BYTES).")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         parts.append(part)
     return b"".join(parts)

@@ -13,7 +13,7 @@ MAX_MESSAGES = 200
 Message = dict[str, str]
 
 
-def parse_chat_body(body: bytes, system_prompt: str | None = None) -> list[Message]:
+def parse_chat_body(body: bytes) -> list[Message]:
     """Validate `{"message": ...}` or `{"messages": [...]}`; return the upstream `messages` list."""
     try:
         parsed: Any = json.loads(body)
@@ -27,9 +27,14 @@ def parse_chat_body(body: bytes, system_prompt: str | None = None) -> list[Messa
         messages = [{"role": "user", "content": _text(parsed["message"], '"message"')}]
     else:
         messages = _turns(parsed["messages"])
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def parse_chat_query(message: str | None) -> list[Message]:
+    """The messages for `GET ...?message=` (EventSource cannot POST): one user turn."""
+    if message is None:
+        raise InvalidRequest("Add the message to the URL: /api/v1/chat/stream?message=<text>.")
+    return [{"role": "user", "content": _text(message, '"message"')}]
 
 
 def _text(value: Any, where: str) -> str:

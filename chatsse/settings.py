@@ -43,6 +43,7 @@ class Settings:
     max_retry_wait: float = 10.0
     system_prompt: str | None = None
     ping_seconds: float = 15.0
+    web_ui: bool = True
 
     @property
     def chat_url(self) -> str:
@@ -61,6 +62,15 @@ class Settings:
             values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
         values.update(os.environ if environ is None else environ)
         return _parse(values)
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
@@ -105,6 +115,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_retry_wait=read("CHATSSE_MAX_RETRY_WAIT", float, 10.0, lambda v: v >= 0, "a number of seconds >= 0"),
         system_prompt=system_prompt,
         ping_seconds=read("CHATSSE_PING_SECONDS", float, 15.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+        web_ui=read("CHATSSE_WEB_UI", _boolean, True, lambda v: True, "true or false"),
     )
     if problems:
         raise ConfigError(problems, missing)

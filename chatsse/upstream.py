@@ -58,11 +58,11 @@ class UpstreamReply:
         if not self._first and self.translator.failure is not None:
             raise self.translator.failure
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self, prefix: bytes = b"") -> AsyncIterator[bytes]:
         """Our event bytes, one write per upstream read, ending in a done event or an error event."""
         translator = self.translator
         try:
-            out = self._first
+            out = prefix + self._first
             if not translator.over:
                 if out:
                     yield out

@@ -154,3 +154,17 @@ async def test_many_concurrent_streams_each_get_their_own_text(gateway: RunningS
             tg.start_soon(one, client, index)
     assert results == {index: f"stream number {index} " for index in range(40)}
     assert wait_until(lambda: gateway.open_tasks() == 0)
+
+
+async def test_eventsource_get_streams_the_same_events_with_a_retry_hint(
+    gateway: RunningServer, simulator: Simulator
+) -> None:
+    async with httpx.AsyncClient() as client:
+        url = gateway.url + STREAM
+        async with aconnect_sse(client, "GET", url, params={"message": "echo:över there"}) as source:
+            assert source.response.headers["content-type"].startswith("text/event-stream")
+            raw = [event async for event in source.aiter_sse()]
+    events = [json.loads(event.data) for event in raw if event.data]
+    assert text_of(events) == "över there" and kinds(events)[-1] == "done"
+    assert raw[0].retry == 30000
+    assert simulator.requests[-1].json["messages"] == [{"role": "user", "content": "echo:över there"}]

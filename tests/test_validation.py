@@ -109,10 +109,12 @@ async def test_body_over_the_limit_is_413(make_gateway: GatewayFactory, simulato
 
 async def test_wrong_method_is_405_json(gateway: RunningServer, simulator: Simulator) -> None:
     async with httpx.AsyncClient() as client:
-        for method in ("GET", "PUT", "DELETE", "PATCH"):
+        for method in ("PUT", "DELETE", "PATCH"):
             response = await client.request(method, gateway.url + STREAM)
             assert_error(response, 405, "method_not_allowed")
             assert "POST" in response.headers["allow"]
+        response = await client.head(gateway.url + STREAM, params={"message": "hi"})
+        assert response.status_code == 405
         response = await client.post(gateway.url + "/health")
         assert_error(response, 405, "method_not_allowed")
     assert simulator.requests == []
@@ -147,3 +149,16 @@ async def test_bad_requests_do_not_disturb_a_stream_in_flight(gateway: RunningSe
         response, after = await chat(client, gateway.url, {"message": "echo:still here"})
     assert response.status_code == 200 and text_of(after) == "still here"
     assert len(simulator.requests) == 2
+
+
+async def test_eventsource_get_without_or_with_overlong_message(
+    make_gateway: GatewayFactory, simulator: Simulator
+) -> None:
+    gateway = make_gateway(max_body_bytes=100)
+    async with httpx.AsyncClient() as client:
+        assert_error(await client.get(gateway.url + STREAM), 422, "invalid_request")
+        assert_error(await client.get(gateway.url + STREAM, params={"message": " "}), 422, "invalid_request")
+        assert_error(await client.get(gateway.url + STREAM, params={"message": "é" * 51}), 413, "payload_too_large")
+        response = await client.get(gateway.url + STREAM, params={"message": "echo:" + "x" * 95})
+        assert response.status_code == 200
+    assert len(simulator.requests) == 1

@@ -1,0 +1,98 @@
+// The chat page: keeps the conversation, streams each reply into the log as text, shows errors in words.
+import { chat } from "/static/chatsse.js";
+
+const log = document.getElementById("log");
+const form = document.getElementById("composer");
+const prompt = document.getElementById("prompt");
+const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+
+const history = [];
+let current = null; // { abort } while a reply streams
+
+function addTurn(role, text = "") {
+  const item = document.createElement("li");
+  item.className = role;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : "Assistant";
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text; // always text, never HTML
+  item.append(who, body);
+  log.append(item);
+  item.scrollIntoView({ block: "end" });
+  return item;
+}
+
+function note(item, className, text) {
+  const line = document.createElement("div");
+  line.className = className;
+  if (className === "error") line.setAttribute("role", "alert");
+  line.textContent = text;
+  item.append(line);
+}
+
+function setBusy(busy) {
+  sendButton.disabled = busy;
+  stopButton.disabled = !busy;
+  form.setAttribute("aria-busy", String(busy));
+}
+
+async function send(text) {
+  history.push({ role: "user", content: text });
+  addTurn("user", text);
+  const item = addTurn("assistant");
+  item.setAttribute("aria-busy", "true");
+  const body = item.querySelector(".text");
+  const started = performance.now();
+  let firstTokenMs = null;
+  let reply = "";
+  const request = chat("/api/v1/chat/stream", { messages: history.slice() });
+  current = request;
+  setBusy(true);
+  try {
+    for await (const event of request.events) {
+      if (event.content) {
+        if (firstTokenMs === null) firstTokenMs = Math.round(performance.now() - started);
+        reply += event.content;
+        body.textContent = reply;
+      } else if (event.done) {
+        const parts = [`finish: ${event.finish_reason}`];
+        if (firstTokenMs !== null) parts.push(`first token ${firstTokenMs} ms`);
+        if (event.usage) parts.push(`${event.usage.completion_tokens} tokens`);
+        note(item, "meta", parts.join(" · "));
+      } else if (event.error) {
+        note(item, "error", `The reply broke off: ${event.error.message}`);
+      }
+    }
+  } catch (error) {
+    if (error.name === "AbortError") note(item, "meta", "Stopped.");
+    else if (error.name === "ChatError") note(item, "error", error.message);
+    else note(item, "error", "Network error: the gateway could not be reached. Check your connection and try again.");
+  } finally {
+    if (reply) history.push({ role: "assistant", content: reply });
+    item.removeAttribute("aria-busy");
+    current = null;
+    setBusy(false);
+    prompt.focus();
+  }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = prompt.value;
+  if (!text.trim() || current) return;
+  prompt.value = "";
+  send(text);
+});
+
+prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+stopButton.addEventListener("click", () => current?.abort());
+prompt.focus();
