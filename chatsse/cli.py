@@ -1,4 +1,4 @@
-"""The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn."""
+"""The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn; `chatsse chat` talks to one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from chatsse import __version__
+from chatsse import __version__, client
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
 
@@ -29,9 +29,22 @@ def main(argv: list[str] | None = None) -> None:
         "--workers", type=int, default=_env_int("WEB_CONCURRENCY", 1), help="processes (default $WEB_CONCURRENCY or 1)"
     )
     serve.add_argument("--demo", action="store_true", help="answer from the built-in simulator instead of Azure")
+    chat = commands.add_parser(
+        "chat",
+        help="chat with a running gateway from the terminal",
+        description="Stream a reply to stdout. With no message: read stdin, or chat interactively at a terminal.",
+    )
+    chat.add_argument("message", nargs="?", help="the message ('-' reads stdin)")
+    chat.add_argument(
+        "--url",
+        default=os.environ.get("CHATSSE_URL", "http://127.0.0.1:8000"),
+        help="the gateway (default $CHATSSE_URL or http://127.0.0.1:8000)",
+    )
     args = parser.parse_args(argv)
     if args.command == "serve":
         _serve(args.host, args.port, args.workers, args.demo)
+    elif args.command == "chat":
+        raise SystemExit(client.run(args.url, args.message))
 
 
 def _serve(host: str, port: int, workers: int, demo: bool) -> None:
