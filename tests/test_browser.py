@@ -1,0 +1,259 @@
+"""The web page, chatsse.js and EventSource in real headless Chromium, against a live gateway and the simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from chatsse.app import create_app
+from chatsse.settings import Settings
+from chatsse.simulator import Simulator
+from tests.conftest import GatewayFactory
+from tests.helpers import STREAM
+from tests.servers import RunningServer, serve_in_thread, wait_until
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHATSSE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STATIC = Path(__file__).parent.parent / "chatsse" / "static"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium, or deselect with -m 'not browser'")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A browser tab that records console errors and uncaught exceptions."""
+
+    def __init__(self, browser: Any, **context: Any) -> None:
+        self.context = browser.new_context(**context)
+        self.tab = self.context.new_page()
+        self.tab.set_default_timeout(15_000)
+        self.errors: list[str] = []
+        self.tab.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.tab.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def send(self, text: str) -> None:
+        self.tab.get_by_label("Message").fill(text)
+        self.tab.get_by_label("Message").press("Enter")
+
+    def reply(self, index: int = -1) -> Any:
+        return self.tab.locator("#log li.assistant").nth(index)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    opened = Page(browser)
+    yield opened
+    opened.context.close()
+
+
+def test_page_loads_without_console_errors(gateway: RunningServer, page: Page) -> None:
+    response = page.tab.goto(gateway.url + "/")
+    assert response is not None and response.status == 200
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert page.tab.get_by_label("Message").is_visible()
+    assert page.tab.get_by_role("button", name="Send").is_enabled()
+    assert page.tab.get_by_role("button", name="Stop").is_disabled()
+    assert page.errors == []
+
+
+def test_reply_appears_token_by_token_then_in_full(gateway: RunningServer, simulator: Simulator, page: Page) -> None:
+    page.tab.goto(gateway.url + "/")
+    page.send("echo:alpha beta gamma delta[sim: hold_after=2 hold=page]")
+    text = page.reply().locator(".text")
+    text.filter(has_text="alpha beta").wait_for()
+    assert text.text_content() == "alpha beta"  # partial, while the simulator holds the rest
+    assert simulator.requests[-1].finished_at is None
+    simulator.release("page")
+    page.reply().locator(".meta").wait_for()
+    assert text.text_content() == "alpha beta gamma delta"
+    meta = page.reply().locator(".meta").text_content() or ""
+    assert "finish: stop" in meta and "first token" in meta and "4 tokens" in meta
+    assert page.errors == []
+
+
+def test_stop_aborts_and_the_upstream_is_closed(gateway: RunningServer, simulator: Simulator, page: Page) -> None:
+    page.tab.goto(gateway.url + "/")
+    page.send("echo:never finishes[sim: hold_after=1 hold=stop-test]")
+    page.reply().locator(".text").filter(has_text="never").wait_for()
+    page.tab.get_by_role("button", name="Stop").click()
+    page.reply().get_by_text("Stopped.").wait_for()
+    assert page.reply().locator(".text").text_content() == "never"  # the reply so far is kept
+    assert wait_until(lambda: simulator.requests[-1].peer_closed_at is not None)
+    assert page.tab.get_by_role("button", name="Send").is_enabled()
+
+
+def test_errors_are_shown_in_words_and_the_partial_reply_kept(gateway: RunningServer, page: Page) -> None:
+    page.tab.goto(gateway.url + "/")
+    page.send("hi [sim: status=400]")
+    alert = page.reply(0).get_by_role("alert")
+    alert.wait_for()
+    assert "content filter" in (alert.text_content() or "")
+
+    page.send("echo:one two three[sim: cut_after=2]")
+    alert = page.reply(1).get_by_role("alert")
+    alert.wait_for()
+    assert "broke off" in (alert.text_content() or "")
+    assert page.reply(1).locator(".text").text_content() == "one two"
+
+    page.send("")  # an empty message is not sent
+    assert page.tab.locator("#log li.user").count() == 2
+
+
+def test_network_failure_is_shown(settings: Settings, browser: Any) -> None:
+    opened = Page(browser)
+    with serve_in_thread(create_app(settings)) as gateway:
+        opened.tab.goto(gateway.url + "/")
+    opened.send("anyone there?")  # the gateway is gone
+    alert = opened.reply().get_by_role("alert")
+    alert.wait_for()
+    assert "Network error" in (alert.text_content() or "")
+    opened.context.close()
+
+
+def test_html_in_a_reply_is_shown_as_text_and_never_runs(gateway: RunningServer, page: Page) -> None:
+    markup = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script><b>bold</b>'
+    page.tab.goto(gateway.url + "/")
+    page.send("echo:" + markup)
+    page.reply().locator(".meta").wait_for()
+    assert page.reply().locator(".text").text_content() == markup
+    assert page.tab.locator("#log img, #log script, #log b").count() == 0
+    assert page.tab.evaluate("window.pwned") is None
+
+
+def test_conversation_history_is_sent(gateway: RunningServer, simulator: Simulator, page: Page) -> None:
+    page.tab.goto(gateway.url + "/")
+    page.send("echo:first")
+    page.reply(0).locator(".meta").wait_for()
+    page.send("echo:second")
+    page.reply(1).locator(".meta").wait_for()
+    assert simulator.requests[-1].json["messages"] == [
+        {"role": "user", "content": "echo:first"},
+        {"role": "assistant", "content": "first"},
+        {"role": "user", "content": "echo:second"},
+    ]
+
+
+def test_keyboard_and_phone_width(gateway: RunningServer, browser: Any) -> None:
+    phone = Page(browser, viewport={"width": 360, "height": 640})
+    phone.tab.goto(gateway.url + "/")
+    box = phone.tab.get_by_label("Message")
+    box.type("line one")
+    box.press("Shift+Enter")
+    box.type("line two")
+    assert box.input_value() == "line one\nline two"  # Shift+Enter is a newline, not a send
+    assert phone.tab.locator("#log li").count() == 0
+    phone.tab.keyboard.press("Tab")
+    assert phone.tab.evaluate("document.activeElement.textContent") == "Send"
+    phone.tab.keyboard.press("Enter")
+    phone.reply().locator(".meta").wait_for()
+    assert phone.tab.evaluate("document.documentElement.scrollWidth") <= 360
+    phone.context.close()
+
+
+def test_web_ui_can_be_turned_off(make_gateway: GatewayFactory, page: Page) -> None:
+    gateway = make_gateway(web_ui=False)
+    response = page.tab.goto(gateway.url + "/")
+    assert response is not None and response.status == 404
+    script = page.tab.goto(gateway.url + "/static/chatsse.js")
+    assert script is not None and script.status == 200
+
+
+EVENTSOURCE = """async (url) => {
+  const { openEventSource } = await import("/static/chatsse.js");
+  return await new Promise((resolve) => {
+    const events = [];
+    const source = openEventSource(url, {
+      onEvent: (event) => events.push(event),
+      onClose: (last) => resolve({ events, last, state: source.readyState }),
+    });
+  });
+}"""
+
+
+def test_eventsource_gets_every_event_and_closes_on_done(
+    gateway: RunningServer, simulator: Simulator, page: Page
+) -> None:
+    page.tab.goto(gateway.url + "/")
+    url = STREAM + "?message=" + "echo%3Aover%20EventSource%20%F0%9F%98%80"
+    result = page.tab.evaluate(EVENTSOURCE, url)
+    assert "".join(e.get("content", "") for e in result["events"]) == "over EventSource 😀"
+    assert result["last"]["done"] is True
+    assert result["state"] == 2  # EventSource.CLOSED
+    page.tab.wait_for_timeout(1500)
+    assert len(simulator.requests) == 1  # no reconnect
+
+
+CROSS_ORIGIN_PAGE = """<!doctype html><meta charset="utf-8"><title>another front end</title>
+<script type="module">
+const { chat } = await import(new URLSearchParams(location.search).get("module"));
+window.runChat = async (url, message) => {
+  try {
+    let text = "";
+    for await (const event of chat(url, { message }).events) {
+      if (event.content) text += event.content;
+      if (event.done) return { text };
+    }
+  } catch (error) {
+    return { error: error.message };
+  }
+};
+</script>"""
+
+
+async def _front_end_page(request: Any) -> HTMLResponse:
+    return HTMLResponse(CROSS_ORIGIN_PAGE)
+
+
+OTHER_ORIGIN = Starlette(routes=[Route("/", _front_end_page), Mount("/static", StaticFiles(directory=STATIC))])
+
+
+def run_chat_from(page: Page, front_end: RunningServer, module_url: str, gateway: RunningServer, text: str) -> Any:
+    page.tab.goto(front_end.url + "/?module=" + module_url)
+    page.tab.wait_for_function("typeof window.runChat === 'function'")
+    return page.tab.evaluate("([u, m]) => window.runChat(u, m)", [gateway.url + STREAM, text])
+
+
+def test_cross_origin_front_end_streams_when_its_origin_is_allowed(make_gateway: GatewayFactory, page: Page) -> None:
+    with serve_in_thread(OTHER_ORIGIN) as front_end:
+        gateway = make_gateway(cors_origins=("https://someone-else.example", front_end.url))
+        # It imports chatsse.js from the gateway itself, as the README shows.
+        result = run_chat_from(page, front_end, gateway.url + "/static/chatsse.js", gateway, "echo:hello from afar")
+    assert result == {"text": "hello from afar"}
+
+
+def test_cross_origin_front_end_is_refused_when_not_allowed(
+    make_gateway: GatewayFactory, simulator: Simulator, page: Page
+) -> None:
+    gateway = make_gateway(cors_origins=("https://only-this.example",))
+    with serve_in_thread(OTHER_ORIGIN) as front_end:
+        result = run_chat_from(page, front_end, "/static/chatsse.js", gateway, "echo:let me in")
+    assert "error" in result and "fetch" in result["error"].lower()
+    assert simulator.requests == []  # the browser's preflight was refused, so the chat never started
