@@ -13,11 +13,11 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatsse.app import create_app  # noqa: E402
-from chatsse.settings import Settings  # noqa: E402
-from chatsse.simulator import Simulator  # noqa: E402
-from tests.servers import serve_in_thread  # noqa: E402
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from chatsse.app import create_app
+from chatsse.settings import Settings
+from chatsse.simulator import Simulator
+from tests.servers import serve_in_thread
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 OUTPUT = Path(__file__).parent / "screenshot.png"
 FIRST = "What are Server-Sent Events?"
