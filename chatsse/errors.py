@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import aiohttp
 import httpx
 from starlette.responses import JSONResponse
 
@@ -171,6 +172,12 @@ _HTTPX_ERRORS: tuple[tuple[type[httpx.HTTPError], type[ChatSSEError]], ...] = (
 
 def from_transport_error(exc: httpx.HTTPError) -> ChatSSEError:
     """Map an httpx failure to our error; the httpx text (which names the upstream URL) is dropped."""
+    # httpx-aiohttp reports every aiohttp connection error as ConnectTimeout; the cause says what happened.
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable()
+    if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, aiohttp.ServerTimeoutError):
+        return UpstreamDisconnected()
     for httpx_class, error_class in _HTTPX_ERRORS:
         if isinstance(exc, httpx_class):
             return error_class()

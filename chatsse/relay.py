@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,6 +9,7 @@ from starlette.responses import Response
 from chatsse.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
 from chatsse.schema import Message, parse_chat_body, parse_chat_query
 from chatsse.settings import Settings
+from chatsse.stream_response import RelayResponse
 from chatsse.upstream import AzureClient
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -38,7 +38,7 @@ class ChatRelay:
             prefix = b""
         assert self.upstream is not None, "the app lifespan did not run"
         reply = await self.upstream.open(self._with_system_prompt(messages))
-        return EventSourceResponse(
+        return RelayResponse(
             reply.events(prefix),
             headers=STREAM_HEADERS,
             ping=self.settings.ping_seconds,

@@ -1,0 +1,207 @@
+"""The benchmark's lean parts, in one asyncio process: a fake Azure upstream with pre-encoded frames paced on
+absolute timers, and a load generator that counts tokens in raw bytes. Both are far cheaper than any gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+TOKEN = "Zq"  # a token text that appears nowhere else in any of the wire formats
+WORKLOAD = re.compile(rb"bench tokens=(\d+) delay=([\d.]+)")
+BATCH = 50  # unpaced tokens are written this many per write, as a bursty upstream does
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _event(payload: dict[str, object]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), sort_keys=True).encode() + b"\n\n"
+
+
+_SAFE = {"hate": {"filtered": False, "severity": "safe"}, "violence": {"filtered": False, "severity": "safe"}}
+_ID = {"created": 1742460935, "id": "chatcmpl-bench", "model": "gpt-4o", "object": "chat.completion.chunk"}
+HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+    + _chunk(
+        _event({"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": []})
+        + _event(
+            {**_ID, "choices": [{"delta": {"content": "", "role": "assistant"}, "finish_reason": None, "index": 0}]}
+        )
+    )
+)
+CONTENT = _event(
+    {
+        **_ID,
+        "choices": [{"content_filter_results": _SAFE, "delta": {"content": TOKEN}, "finish_reason": None, "index": 0}],
+    }
+)
+CONTENT_CHUNK = _chunk(CONTENT)
+
+
+def tail(tokens: int) -> bytes:
+    usage = {"completion_tokens": tokens, "prompt_tokens": 4, "total_tokens": tokens + 4}
+    return (
+        _chunk(
+            _event({**_ID, "choices": [{"delta": {}, "finish_reason": "stop", "index": 0}]})
+            + _event({**_ID, "choices": [], "usage": usage})
+            + b"data: [DONE]\n\n"
+        )
+        + b"0\r\n\r\n"
+    )
+
+
+class _UpstreamConnection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio classes
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        length = int(re.search(rb"(?i)content-length: *(\d+)", self.buffer[:head_end]).group(1))  # type: ignore[union-attr]
+        if len(self.buffer) < head_end + 4 + length:
+            return
+        body, self.buffer = self.buffer[head_end + 4 : head_end + 4 + length], self.buffer[head_end + 4 + length :]
+        found = WORKLOAD.search(body)
+        tokens, delay = (int(found.group(1)), float(found.group(2))) if found else (10, 0.0)
+        assert self.transport is not None
+        self.transport.write(HEAD)
+        start = self.loop.time()
+        if delay > 0:
+            self._paced(0, tokens, delay, start)
+        else:
+            self._burst(0, tokens)
+
+    def _paced(self, sent: int, tokens: int, delay: float, start: float) -> None:
+        # An absolute schedule: token i is due at start + i * delay, however late the previous one ran.
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(CONTENT_CHUNK)
+        sent += 1
+        if sent == tokens:
+            self.transport.write(tail(tokens))
+            return
+        self.loop.call_at(start + sent * delay, self._paced, sent, tokens, delay, start)
+
+    def _burst(self, sent: int, tokens: int) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        batch = min(BATCH, tokens - sent)
+        self.transport.write(_chunk(CONTENT * batch))
+        sent += batch
+        if sent == tokens:
+            self.transport.write(tail(tokens))
+        else:
+            self.loop.call_soon(self._burst, sent, tokens)
+
+
+async def start_upstream(port: int = 0) -> tuple[asyncio.Server, int]:
+    server = await asyncio.get_running_loop().create_server(_UpstreamConnection, "127.0.0.1", port, backlog=4096)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@dataclass
+class StreamResult:
+    sent_at: float = 0.0
+    first_at: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    tokens: int = 0
+    done: bool = False
+    error: str | None = None
+
+
+class _ClientConnection(asyncio.Protocol):
+    """One streaming request; counts TOKEN in the raw bytes (carrying a byte over read boundaries)."""
+
+    def __init__(self, request: bytes, done_marker: bytes, result: StreamResult, finished: asyncio.Future[None]):
+        self.request = request
+        self.done_marker = done_marker
+        self.result = result
+        self.finished = finished
+        self.carry = b""
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.result.sent_at = time.perf_counter()
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        # Carry fewer bytes than a marker's length, so that nothing is counted twice.
+        window = self.carry[-(len(TOKEN) - 1) :] + data
+        count = window.count(TOKEN.encode())
+        if count:
+            if self.result.first_at is None:
+                self.result.first_at = now
+            self.result.token_times.append(now)
+            self.result.tokens += count
+        if self.done_marker in self.carry + data:
+            self.result.done = True
+            assert self.transport is not None
+            self.transport.close()
+        self.carry = (self.carry + data)[-(len(self.done_marker) - 1) :]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.result.done and self.result.error is None:
+            self.result.error = "closed before done"
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    port: int
+    path: str
+    body: str  # with {message}
+    done_marker: bytes
+
+    def request(self, message: str) -> bytes:
+        body = self.body.replace("{message}", message).encode()
+        return (
+            f"POST {self.path} HTTP/1.1\r\nhost: 127.0.0.1:{self.port}\r\ncontent-type: application/json\r\n"
+            f"api-key: bench\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode() + body
+
+
+async def run_streams(target: Target, streams: int, tokens: int, delay: float, stagger: float) -> list[StreamResult]:
+    """Open `streams` concurrent streams (start times spread over `stagger` s); wait for all, bounded in time."""
+    loop = asyncio.get_running_loop()
+    request = target.request(f"bench tokens={tokens} delay={delay}")
+    results = [StreamResult() for _ in range(streams)]
+    finished: list[asyncio.Future[None]] = [loop.create_future() for _ in range(streams)]
+    transports: list[asyncio.BaseTransport] = []
+
+    async def one(index: int) -> None:
+        await asyncio.sleep(stagger * index / max(1, streams))
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: _ClientConnection(request, target.done_marker, results[index], finished[index]),
+                "127.0.0.1",
+                target.port,
+            )
+            transports.append(transport)
+        except OSError as exc:
+            results[index].error = f"connect: {exc}"
+            finished[index].set_result(None)
+
+    bound = stagger + tokens * delay * 3 + 60  # every run ends by itself
+    await asyncio.gather(*(one(i) for i in range(streams)))
+    _, pending = await asyncio.wait(finished, timeout=bound)
+    for transport in transports:
+        transport.close()
+    for index, future in enumerate(finished):
+        if future in pending:
+            results[index].error = "timed out"
+    return results

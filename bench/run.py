@@ -1,0 +1,375 @@
+"""Benchmark chatsse against the upstream itself and a seed-style peer, in the same run.
+
+    python bench/run.py            # full: W1/W2/W3 x 3 interleaved repetitions, + peer, + WEB_CONCURRENCY=2
+    python bench/run.py --quick    # a smoke run in well under a minute (CI): completion and correctness only
+
+The gateway under test is a real process started as the Procfile starts it, pinned to CPU 0; this process
+(fake upstream + load generator) is pinned to CPU 1. Writes bench/results/<mode>.json and, for a full run,
+bench/REPORT.md. Exits 1 if any stream was incomplete or lost tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import StreamResult, Target, run_streams, start_upstream
+
+BENCH = Path(__file__).resolve().parent
+PEER_VENV = BENCH / ".venv-peer"
+FULL = {"W1": (200, 200, 0.02, 1.0), "W2": (16, 2000, 0.0, 0.0), "W3": (20, 200, 0.02, 0.5)}
+QUICK = {"W1": (20, 50, 0.02, 0.2), "W2": (4, 500, 0.0, 0.0), "W3": (5, 50, 0.02, 0.1)}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CHAT_BODY = '{"message":"{message}"}'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [pid, *(p for child in children for p in tree(int(child)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLK_TCK
+
+
+def peak_rss_mb(pid: int) -> float:
+    peak = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+def ensure_peer() -> Path:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        print("installing the seed-style peer (fastapi, openai, uvicorn) in bench/.venv-peer ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "fastapi", "openai", "uvicorn[standard]"], check=True
+        )
+    return python
+
+
+class Gateway:
+    """A gateway process pinned to its CPUs; `pid` for /proc readings."""
+
+    def __init__(self, name: str, upstream_port: int, workers: int, cpus: set[int]) -> None:
+        self.name, self.port = name, free_port()
+        env = {
+            **os.environ,
+            "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{upstream_port}",
+            "AZURE_OPENAI_API_KEY": "bench",
+            "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
+            "WEB_CONCURRENCY": str(workers),
+            "PORT": str(self.port),
+        }
+        if name == "peer":
+            command = [str(ensure_peer()), "-m", "uvicorn", "peer_app:app", "--app-dir", str(BENCH)]
+            command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+        else:  # as the Procfile does: chatsse serve --port $PORT (WEB_CONCURRENCY workers)
+            command = [str(Path(sys.executable).with_name("chatsse")), "serve", "--host", "127.0.0.1"]
+            command += ["--port", str(self.port)]
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        )
+        self.pid = self.process.pid
+
+    async def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                ok = (await reader.read(100)).startswith(b"HTTP/1.1 200")
+                writer.close()
+                if ok:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def target(self) -> Target:
+        marker = b'"done": true' if self.name == "peer" else b'"done":true'
+        return Target(self.name, self.port, "/api/v1/chat/stream", CHAT_BODY, marker)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(results: list[StreamResult], tokens: int) -> dict[str, Any]:
+    ok = [r for r in results if r.done and r.tokens == tokens]
+    chunks = sum(r.tokens for r in results)
+    start = min(r.sent_at for r in results)
+    end = max((r.token_times[-1] for r in results if r.token_times), default=start)
+    gaps = [b - a for r in results for a, b in zip(r.token_times, r.token_times[1:], strict=False)]
+    return {
+        "streams": len(results),
+        "complete": len(ok),
+        "incomplete": len(results) - len(ok),
+        "errors": sorted({r.error for r in results if r.error}),
+        "chunks": chunks,
+        "expected_chunks": len(results) * tokens,
+        "seconds": end - start,
+        "chunks_per_s": chunks / (end - start) if end > start else float("nan"),
+        "ttft_p50_ms": 1000 * percentile([r.first_at - r.sent_at for r in results if r.first_at], 0.5),
+        "ttft_p99_ms": 1000 * percentile([r.first_at - r.sent_at for r in results if r.first_at], 0.99),
+        "gap_p99_ms": 1000 * percentile(gaps, 0.99),
+    }
+
+
+async def run_workload(target: Target, spec: tuple[int, int, float, float], gateway: Gateway | None) -> dict[str, Any]:
+    streams, tokens, delay, stagger = spec
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
+    started = time.perf_counter()
+    results = await run_streams(target, streams, tokens, delay, stagger)
+    wall = time.perf_counter() - started
+    own_after = resource.getrusage(resource.RUSAGE_SELF)
+    row = measure(results, tokens)
+    harness_cpu = (own_after.ru_utime - own_before.ru_utime) + (own_after.ru_stime - own_before.ru_stime)
+    row["harness_cpu_pct"] = 100 * harness_cpu / wall
+    if gateway:
+        gateway_cpu = cpu_seconds(gateway.pid) - cpu_before
+        row["gateway_cpu_s"] = gateway_cpu
+        row["gateway_cpu_pct"] = 100 * gateway_cpu / wall
+        row["cpu_s_per_1k_chunks"] = gateway_cpu / (row["chunks"] / 1000) if row["chunks"] else float("nan")
+        row["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+    return row
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    workloads = QUICK if args.quick else FULL
+    upstream, upstream_port = await start_upstream()
+    direct = Target(
+        "direct",
+        upstream_port,
+        "/openai/deployments/bench/chat/completions?api-version=2024-10-21",
+        '{"messages":[{"role":"user","content":"{message}"}],"stream":true}',
+        b"[DONE]",
+    )
+    names = ["direct", "chatsse", *(["peer"] if args.peer else [])]
+    runs: list[dict[str, Any]] = []
+    for rep in range(args.reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]  # interleave: each target goes first once
+        for name in order:
+            gateway = None if name == "direct" else Gateway(name, upstream_port, 1, {0})
+            if gateway:
+                await gateway.wait_ready()
+            target = gateway.target() if gateway else direct
+            try:
+                for workload, spec in workloads.items():
+                    row = await run_workload(target, spec, gateway)
+                    runs.append({"rep": rep, "target": name, "workload": workload, "workers": 1, **row})
+                    print(f"rep {rep} {name:8} {workload}: {summary_line(row)}", flush=True)
+            finally:
+                if gateway:
+                    gateway.stop()
+    if args.workers2:
+        for workers, cpus in ((1, {0}), (2, {0, 1})):
+            gateway = Gateway("chatsse", upstream_port, workers, cpus)
+            await gateway.wait_ready()
+            try:
+                row = await run_workload(gateway.target(), workloads["W1"], gateway)
+            finally:
+                gateway.stop()
+            runs.append({"rep": 0, "target": "chatsse", "workload": "W1", "workers": workers, "scaling": True, **row})
+            print(f"WEB_CONCURRENCY={workers} chatsse W1: {summary_line(row)}", flush=True)
+    upstream.close()
+    return {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    text = f"{row['complete']}/{row['streams']} ok, {row['chunks_per_s']:.0f} chunks/s"
+    text += f", ttft p50 {row['ttft_p50_ms']:.1f} ms"
+    if "cpu_s_per_1k_chunks" in row:
+        text += f", {row['cpu_s_per_1k_chunks']:.4f} cpu-s/1k, rss {row['peak_rss_mb']:.0f} MB"
+    return text + f", harness cpu {row['harness_cpu_pct']:.0f}%"
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per workload and target: each figure's median, min and max over repetitions (vs direct in the same rep)."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    by_key = {(r["rep"], r["target"], r["workload"]): r for r in runs if r.get("scaling") is None}
+    for (rep, target, workload), row in sorted(by_key.items()):
+        base = by_key.get((rep, "direct", workload))
+        figures = {
+            "chunks_per_s": row["chunks_per_s"],
+            "ttft_p50_ms": row["ttft_p50_ms"],
+            "gap_p99_ms": row["gap_p99_ms"],
+        }
+        if target != "direct" and base:
+            figures["delivered_pct_of_direct"] = 100 * row["chunks_per_s"] / base["chunks_per_s"]
+            figures["ttft_p50_added_ms"] = row["ttft_p50_ms"] - base["ttft_p50_ms"]
+            figures["gap_p99_added_ms"] = row["gap_p99_ms"] - base["gap_p99_ms"]
+            figures["cpu_s_per_1k_chunks"] = row["cpu_s_per_1k_chunks"]
+            figures["peak_rss_mb"] = row["peak_rss_mb"]
+        figures["incomplete"] = row["incomplete"]
+        for name, value in figures.items():
+            out.setdefault(workload, {}).setdefault(target, {}).setdefault(name, []).append(value)
+    return {
+        w: {t: {n: [statistics.median(v), min(v), max(v)] for n, v in figs.items()} for t, figs in targets.items()}
+        for w, targets in out.items()
+    }
+
+
+def machine(args: argparse.Namespace, workloads: dict[str, Any]) -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.machine())  # fmt: skip
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "mode": "quick" if args.quick else "full",
+        "reps": args.reps,
+        "workloads": {
+            k: dict(zip(["streams", "tokens", "delay_s", "stagger_s"], v, strict=True)) for k, v in workloads.items()
+        },
+    }
+
+
+ROWS = [
+    ("delivered_pct_of_direct", "delivered, % of direct", "{:.1f}"),
+    ("cpu_s_per_1k_chunks", "gateway CPU-s / 1k chunks", "{:.4f}"),
+    ("ttft_p50_ms", "TTFT p50, ms", "{:.1f}"),
+    ("ttft_p50_added_ms", "TTFT p50 added, ms", "{:+.1f}"),
+    ("gap_p99_added_ms", "inter-token gap p99 added, ms", "{:+.1f}"),
+    ("chunks_per_s", "chunks/s delivered", "{:,.0f}"),
+    ("peak_rss_mb", "peak RSS, MB", "{:.0f}"),
+    ("incomplete", "incomplete streams", "{:.0f}"),
+]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as tables: median [min-max] over repetitions, for each workload and target."""
+    meta = report["meta"]
+    lines = [
+        f"# chatsse benchmark ({meta['mode']}, {meta['date']})",
+        "",
+        f"{meta['cpus']} CPUs ({meta['cpu_model']}), Python {meta['python']}; gateway pinned to CPU 0, harness to "
+        f"CPU 1; {meta['reps']} interleaved repetitions; median [min-max].",
+        "",
+    ]
+    for workload, targets in report["summary"].items():
+        spec = meta["workloads"][workload]
+        lines += [
+            f"## {workload}: {spec['streams']} streams x {spec['tokens']} tokens, "
+            + (f"{spec['delay_s'] * 1000:.0f} ms/token" if spec["delay_s"] else "no delay"),
+            "",
+            "| figure | " + " | ".join(targets) + " |",
+            "|---|" + "---|" * len(targets),
+        ]
+        for key, label, fmt in ROWS:
+            cells = []
+            for figures in targets.values():
+                if key not in figures:
+                    cells.append("")
+                    continue
+                median, low, high = figures[key]
+                cell = fmt.format(median)
+                cells.append(cell if low == high else f"{cell} [{fmt.format(low)} to {fmt.format(high)}]")
+            if any(cells):
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    scaled = [r for r in report["runs"] if r.get("scaling")]
+    if scaled:
+        lines += ["## W1 with WEB_CONCURRENCY=1 and 2 (one run each; 2 workers share both CPUs with the harness)", ""]
+        lines += [
+            "| workers | chunks/s | gateway CPU % of one core | CPU-s / 1k chunks | TTFT p50 ms |",
+            "|---|---|---|---|---|",
+        ]
+        for r in scaled:
+            lines.append(
+                f"| {r['workers']} | {r['chunks_per_s']:,.0f} | {r['gateway_cpu_pct']:.0f} | "
+                f"{r['cpu_s_per_1k_chunks']:.4f} | {r['ttft_p50_ms']:.1f} |"
+            )
+        lines.append("")
+    harness = max(r["harness_cpu_pct"] for r in report["runs"] if r["workload"] != "W2" or r["target"] != "direct")
+    lines.append(f"Harness CPU (upstream + load generator) peaked at {harness:.0f}% of its core while a gateway ran.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small workloads, 1 repetition, no peer")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3; quick 1)")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, help="include the seed-style peer")
+    parser.add_argument("--workers2", action=argparse.BooleanOptionalAction, help="also W1 with WEB_CONCURRENCY=2")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the JSON goes")
+    args = parser.parse_args()
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.peer = (not args.quick) if args.peer is None else args.peer
+    args.workers2 = (not args.quick) if args.workers2 is None else args.workers2
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    report = asyncio.run(bench(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{report['meta']['mode']}.json"
+    path.write_text(json.dumps(report, indent=1))
+    path.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    broken = [r for r in report["runs"] if r["incomplete"] or r["chunks"] != r["expected_chunks"]]
+    if broken:
+        print(f"FAILED: {len(broken)} runs lost streams or tokens", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
