@@ -8,8 +8,9 @@ overrides `stop`); the stream must end with `[DONE]` after a finish_reason, anyt
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from chatsse.errors import ChatSSEError, UpstreamDisconnected, UpstreamMalformed, UpstreamStreamError
 from chatsse.sse import ServerSentEvent, encode_json_event
@@ -40,8 +41,8 @@ class ChunkTranslator:
                 self._finish(out)
                 continue
             try:
-                chunk = json.loads(data)
-            except ValueError:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
                 self.failure = UpstreamMalformed()
                 break
             if not isinstance(chunk, dict):

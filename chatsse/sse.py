@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -95,9 +97,8 @@ class SSEDecoder:
 
 
 def encode_json_event(payload: Any) -> bytes:
-    """One `data:` line of compact JSON. json escapes CR and LF, so the payload can never end the event early."""
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    """One `data:` line of compact JSON. JSON escapes CR and LF, so the payload can never end the event early."""
     try:
-        return b"data: " + text.encode() + b"\n\n"
-    except UnicodeEncodeError:  # a lone surrogate from upstream: fall back to \u escapes, still valid JSON
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+    except orjson.JSONEncodeError:  # a lone surrogate from upstream: \u escapes instead, still valid JSON
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
