@@ -1,4 +1,4 @@
-"""The app factory: routes, CORS, error rendering and the lifespan that owns the shared upstream client."""
+"""The app factory: routes, middleware, error rendering and the lifespan that owns the shared upstream client."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatsse import __version__
+from chatsse.access import AccessMiddleware
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
+from chatsse.observe import Metrics, ObserveMiddleware
 from chatsse.relay import ChatRelay
 from chatsse.settings import ConfigError, Settings
+from chatsse.streams import DrainOnSigterm, StreamRegistry
 from chatsse.upstream import AzureClient, new_http_client
 
 log = logging.getLogger("chatsse")
@@ -29,36 +32,57 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base
 
 
 def create_app(settings: Settings) -> Starlette:
-    relay = ChatRelay(settings)
+    streams = StreamRegistry(settings.max_streams)
+    relay = ChatRelay(settings, streams)
+    metrics = Metrics()
+    metrics.active_streams.set_function(lambda: streams.count)
+    drain = DrainOnSigterm(streams, settings.drain_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with new_http_client(settings) as http:
             relay.upstream = AzureClient(settings, http)
-            yield
-            relay.upstream = None
+            drain.install()
+            try:
+                yield
+            finally:
+                drain.uninstall()
+                relay.upstream = None
 
     async def health(request: Request) -> Response:
+        if streams.draining:
+            return JSONResponse({"status": "draining", "version": __version__}, status_code=503)
         return JSONResponse({"status": "healthy", "version": __version__})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
         Route("/api/v1/chat/stream", relay.stream, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if settings.web_ui:
         routes.append(Route("/", _page, methods=["GET"]))
 
+    log_format = settings.log_format
+    if log_format == "auto":
+        log_format = "text" if sys.stderr.isatty() else "json"
     return Starlette(
         routes=routes,
+        # Outermost first: every response (401s and CORS refusals included) gets a request id and a log line,
+        # and the browser can read our errors because CORS wraps the access checks.
         middleware=[
+            Middleware(ObserveMiddleware, metrics=metrics, log_format=log_format),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["Retry-After"],
-            )
+                expose_headers=["Retry-After", "X-Request-ID"],
+            ),
+            Middleware(AccessMiddleware, settings=settings),
         ],
         exception_handlers={
             ChatSSEError: _render_error,

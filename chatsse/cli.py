@@ -63,7 +63,7 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             flush=True,
         )
     try:
-        Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         if exc.missing:
@@ -75,7 +75,20 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run("chatsse.app:factory", factory=True, host=host, port=port, workers=workers, log_config=_log_config())
+    trusted = settings.trusted_proxies
+    uvicorn.run(
+        "chatsse.app:factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=_log_config(),
+        access_log=False,  # chatsse logs each request itself, without query strings (which may hold a key)
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        # A backstop behind chatsse's own drain (CHATSSE_DRAIN_SECONDS), which ends streams itself.
+        timeout_graceful_shutdown=int(settings.drain_seconds) + 10,
+    )
 
 
 def _log_config() -> dict[str, Any]:

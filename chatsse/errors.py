@@ -18,6 +18,13 @@
     ├── UpstreamDisconnected          502     upstream_disconnected
     ├── UpstreamMalformed             502     upstream_malformed
     ├── UpstreamStreamError           502     upstream_error
+    ├── Unauthorized                  401     unauthorized
+    ├── CallerRateLimited             429     too_many_requests
+    ├── TooManyStreams                503     too_many_streams
+    ├── Draining                      503     draining
+    ├── ServerShutdown                503     server_shutdown
+    ├── RequestTimeout                408     request_timeout
+    ├── HeadersTooLarge               431     headers_too_large
     └── InternalError                 500     internal_error
 
 Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
@@ -37,6 +44,8 @@ import aiohttp
 import httpx
 from starlette.responses import JSONResponse
 
+from chatsse.observe import current_record
+
 
 class ChatSSEError(Exception):
     status_code: ClassVar[int] = 500
@@ -50,7 +59,13 @@ class ChatSSEError(Exception):
         super().__init__(self.message)
 
     def payload(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        """The JSON body or event; rendering an error also records it on the request's log line."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        record = current_record.get()
+        if record is not None:
+            record.error_code = self.code
+            error["request_id"] = record.request_id
+        return {"error": error}
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -153,6 +168,44 @@ class UpstreamMalformed(ChatSSEError):
 class UpstreamStreamError(ChatSSEError):
     status_code, code = 502, "upstream_error"
     default_message = "Azure OpenAI reported an error in the middle of the reply; the reply is incomplete."
+
+
+class Unauthorized(ChatSSEError):
+    status_code, code = 401, "unauthorized"
+    default_message = "Send a caller key: 'Authorization: Bearer <key>' (EventSource: ?access_token=<key>)."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="chatsse"'}
+
+
+class CallerRateLimited(ChatSSEError):
+    status_code, code = 429, "too_many_requests"
+    default_message = "This caller sent too many requests (CHATSSE_RATE_LIMIT). Wait for Retry-After seconds."
+
+
+class TooManyStreams(ChatSSEError):
+    status_code, code = 503, "too_many_streams"
+    default_message = "The gateway is at its limit of open streams (CHATSSE_MAX_STREAMS). Try again shortly."
+
+
+class Draining(ChatSSEError):
+    status_code, code = 503, "draining"
+    default_message = "The gateway is shutting down; try again in a moment (another instance will answer)."
+
+
+class ServerShutdown(ChatSSEError):
+    status_code, code = 503, "server_shutdown"
+    default_message = "The gateway shut down before the reply was finished; the reply is incomplete."
+
+
+class RequestTimeout(ChatSSEError):
+    status_code, code = 408, "request_timeout"
+    default_message = "The request body arrived too slowly (CHATSSE_BODY_TIMEOUT)."
+
+
+class HeadersTooLarge(ChatSSEError):
+    status_code, code = 431, "headers_too_large"
+    default_message = "The request headers are too large (CHATSSE_MAX_HEADER_BYTES)."
 
 
 class InternalError(ChatSSEError):

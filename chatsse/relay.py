@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import anyio
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatsse.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from chatsse.errors import MethodNotAllowed, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from chatsse.schema import Message, parse_chat_body, parse_chat_query
 from chatsse.settings import Settings
 from chatsse.stream_response import RelayResponse
-from chatsse.upstream import AzureClient
+from chatsse.streams import StreamRegistry
+from chatsse.upstream import AzureClient, UpstreamReply
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # EventSource reconnects by itself whenever a stream ends; clients should close on done/error, and this
@@ -21,8 +23,9 @@ EVENTSOURCE_RETRY = b"retry: 30000\n\n"
 class ChatRelay:
     """Owns the chat endpoint; `upstream` is attached by the app's lifespan."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, streams: StreamRegistry) -> None:
         self.settings = settings
+        self.streams = streams
         self.upstream: AzureClient | None = None
 
     async def stream(self, request: Request) -> Response:
@@ -34,10 +37,20 @@ class ChatRelay:
             prefix = EVENTSOURCE_RETRY
         else:
             _require_json(request)
-            messages = parse_chat_body(await _read_body(request, self.settings.max_body_bytes))
+            try:
+                with anyio.fail_after(self.settings.body_timeout):
+                    body = await _read_body(request, self.settings.max_body_bytes)
+            except TimeoutError:
+                raise RequestTimeout() from None
+            messages = parse_chat_body(body)
             prefix = b""
         assert self.upstream is not None, "the app lifespan did not run"
-        reply = await self.upstream.open(self._with_system_prompt(messages))
+        self.streams.admit()
+        reply = None
+        try:
+            reply = await self.upstream.open(self._with_system_prompt(messages))
+        finally:
+            self.streams.opened(reply)
         return RelayResponse(
             reply.events(prefix),
             headers=STREAM_HEADERS,
@@ -45,8 +58,12 @@ class ChatRelay:
             sep="\n",
             # sse-starlette skips the generator's `finally` when the client leaves before its first
             # event (sse-starlette #156); closing here too makes sure the upstream is released.
-            background=BackgroundTask(reply.aclose),
+            background=BackgroundTask(self._finished, reply),
         )
+
+    async def _finished(self, reply: UpstreamReply) -> None:
+        await reply.aclose()
+        self.streams.closed(reply)
 
     def _with_system_prompt(self, messages: list[Message]) -> list[Message]:
         if not self.settings.system_prompt:

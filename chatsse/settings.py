@@ -44,6 +44,14 @@ class Settings:
     system_prompt: str | None = None
     ping_seconds: float = 15.0
     web_ui: bool = True
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
+    max_streams: int = 0  # 0: no cap
+    drain_seconds: float = 25.0
+    log_format: str = "auto"
+    trusted_proxies: str = ""
+    body_timeout: float = 10.0
+    max_header_bytes: int = 16 * 1024
 
     @property
     def chat_url(self) -> str:
@@ -62,6 +70,31 @@ class Settings:
             values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
         values.update(os.environ if environ is None else environ)
         return _parse(values)
+
+
+LOG_FORMATS = ("auto", "json", "text")
+RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def _rate(raw: str) -> tuple[int, float] | None:
+    """`60/minute` -> (60, 60.0); also second, hour, day (a trailing s is fine)."""
+    count, _, period = raw.partition("/")
+    seconds = RATE_PERIODS.get(period.strip().lower().removesuffix("s"))
+    if seconds is None:
+        raise ValueError(raw)
+    return int(count), seconds
+
+
+def _api_keys(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
+    keys = [k.strip() for k in env.get("CHATSSE_API_KEYS", "").split(",")]
+    path = env.get("CHATSSE_API_KEYS_FILE", "").strip()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                keys += [line.strip() for line in file if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            problems.append(f"CHATSSE_API_KEYS_FILE={path!r} cannot be read ({exc.strerror})")
+    return tuple(k for k in keys if k)
 
 
 def _boolean(raw: str) -> bool:
@@ -116,6 +149,14 @@ def _parse(env: Mapping[str, str]) -> Settings:
         system_prompt=system_prompt,
         ping_seconds=read("CHATSSE_PING_SECONDS", float, 15.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
         web_ui=read("CHATSSE_WEB_UI", _boolean, True, lambda v: True, "true or false"),
+        api_keys=_api_keys(env, problems),
+        rate_limit=read("CHATSSE_RATE_LIMIT", _rate, None, lambda v: v is None or v[0] > 0, "like 60/minute"),
+        max_streams=read("CHATSSE_MAX_STREAMS", int, 0, lambda v: v >= 0, "a whole number >= 0 (0: no cap)"),
+        drain_seconds=read("CHATSSE_DRAIN_SECONDS", float, 25.0, lambda v: v >= 0, "a number of seconds >= 0"),
+        log_format=read("CHATSSE_LOG_FORMAT", str.lower, "auto", lambda v: v in LOG_FORMATS, "auto, json or text"),
+        trusted_proxies=env.get("CHATSSE_TRUSTED_PROXIES", "").strip(),
+        body_timeout=read("CHATSSE_BODY_TIMEOUT", float, 10.0, lambda v: v > 0, "a number of seconds > 0"),
+        max_header_bytes=read("CHATSSE_MAX_HEADER_BYTES", int, 16384, lambda v: v >= 1024, "a whole number >= 1024"),
     )
     if problems:
         raise ConfigError(problems, missing)

@@ -14,7 +14,8 @@ from httpx_aiohttp import AiohttpTransport
 
 from chatsse import __version__
 from chatsse.chunks import ChunkTranslator
-from chatsse.errors import ChatSSEError, from_transport_error, from_upstream_status
+from chatsse.errors import ChatSSEError, ServerShutdown, from_transport_error, from_upstream_status
+from chatsse.observe import current_record
 from chatsse.schema import Message
 from chatsse.settings import Settings
 from chatsse.sse import SSEDecoder
@@ -46,6 +47,7 @@ class UpstreamReply:
         self._decoder = SSEDecoder()
         self._reads = response.aiter_bytes()
         self._first = b""
+        self._shutting_down = False
 
     async def read_until_first_content(self) -> None:
         """Read until there is something to send; a failure before that is raised, to become an HTTP error."""
@@ -60,6 +62,9 @@ class UpstreamReply:
             self._first = self.translator.feed(self._decoder.decode(raw))
         if not self._first and self.translator.failure is not None:
             raise self.translator.failure
+        record = current_record.get()
+        if record is not None and self.translator.content_events:
+            record.first_token()
 
     async def events(self, prefix: bytes = b"") -> AsyncIterator[bytes]:
         """Our event bytes, one write per upstream read, ending in a done event or an error event."""
@@ -82,15 +87,26 @@ class UpstreamReply:
                         translator.end_of_stream()
                 except httpx.HTTPError as exc:
                     translator.failure = from_transport_error(exc)
+            if self._shutting_down and not translator.done:
+                translator.failure = ServerShutdown()
             if translator.failure is not None:
                 log.warning("upstream failed mid-stream: %s", translator.failure.code)
                 out += translator.failure.to_event()
             if out:
                 yield out
         finally:
+            record = current_record.get()
+            if record is not None:
+                record.content_chunks = translator.content_events
+                record.finish_reason = translator.finish_reason
             await self.response.aclose()
 
     async def aclose(self) -> None:
+        await self.response.aclose()
+
+    async def shut_down(self) -> None:
+        """End this stream now (server drain): the reader sees the upstream close and sends server_shutdown."""
+        self._shutting_down = True
         await self.response.aclose()
 
 
@@ -116,6 +132,7 @@ class AzureClient:
             try:
                 return await self._attempt(content)
             except ChatSSEError as error:
+                record = current_record.get()
                 delay = error.retry_after if error.retry_after is not None else _backoff(attempt)
                 if not error.retryable or attempt >= self.settings.max_retries:
                     raise
@@ -126,6 +143,8 @@ class AzureClient:
                 await anyio.sleep(delay)
                 waited += delay
                 attempt += 1
+                if record is not None:
+                    record.retries = attempt
 
     async def _attempt(self, content: bytes) -> UpstreamReply:
         settings = self.settings
@@ -142,6 +161,9 @@ class AzureClient:
             error = from_transport_error(exc)
             log.warning("upstream request failed: %s (%s)", error.code, type(exc).__name__)
             raise error from None
+        record = current_record.get()
+        if record is not None:
+            record.upstream_status = response.status_code
         try:
             if response.status_code != 200:
                 body = await _read_bounded(response)

@@ -1,0 +1,138 @@
+"""Seeing what happens: request ids, one structured log line per request, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("chatsse.access")
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+ROUTES = ("/api/v1/chat/stream", "/health", "/metrics", "/")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass
+class RequestRecord:
+    """What one request did; filled in by the layers it passes through, logged once at its end."""
+
+    request_id: str
+    method: str
+    route: str
+    started: float = field(default_factory=time.perf_counter)
+    status: int = 0
+    caller: str = "-"
+    upstream_status: int | None = None
+    retries: int = 0
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    content_chunks: int = 0
+    finish_reason: str | None = None
+    error_code: str | None = None
+    client_disconnected: bool = False
+    completed: bool = False
+
+    def first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 2)
+
+
+current_record: ContextVar[RequestRecord | None] = ContextVar("chatsse_request", default=None)
+
+
+def current_request_id() -> str | None:
+    record = current_record.get()
+    return record.request_id if record else None
+
+
+class Metrics:
+    """The app's metrics in a registry of its own (several apps can live in one process, as in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("chatsse_requests", "Requests by route and status.", ["route", "status"], registry=r)
+        self.active_streams = Gauge("chatsse_active_streams", "Streams open right now.", registry=r)
+        self.ttft = Histogram(
+            "chatsse_time_to_first_token_seconds", "Request start to first upstream token.", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "chatsse_request_duration_seconds", "Whole request, stream included.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.upstream_errors = Counter("chatsse_upstream_errors", "Upstream failures by code.", ["code"], registry=r)
+        self.retries = Counter("chatsse_upstream_retries", "Upstream requests retried.", registry=r)
+        self.disconnects = Counter("chatsse_client_disconnects", "Clients that left mid-stream.", registry=r)
+
+    def observe(self, record: RequestRecord) -> None:
+        self.requests.labels(record.route, str(record.status)).inc()
+        self.duration.observe(record.duration_ms / 1000)
+        if record.ttft_ms is not None:
+            self.ttft.observe(record.ttft_ms / 1000)
+        if record.error_code and record.error_code.startswith(("upstream_", "content_filter", "rate_limited")):
+            self.upstream_errors.labels(record.error_code).inc()
+        if record.retries:
+            self.retries.inc(record.retries)
+        if record.client_disconnected:
+            self.disconnects.inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def format_line(record: RequestRecord, fmt: str) -> str:
+    fields = asdict(record)
+    del fields["started"], fields["completed"]
+    if fmt == "json":
+        return json.dumps(fields, separators=(",", ":"))
+    return " ".join(f"{key}={value}" for key, value in fields.items() if value not in (None, "-", 0, False))
+
+
+class ObserveMiddleware:
+    """Gives every request an id (the client's X-Request-ID if valid), returns it, and logs and counts the request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_format: str) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log_format = log_format
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        path = scope["path"]
+        route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
+        record = RequestRecord(request_id, scope["method"], route)
+        token = current_record.set(record)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record.completed = True
+            await send(message)
+
+        async def receive_watching() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and record.status and not record.completed:
+                record.client_disconnected = True
+            return message
+
+        try:
+            await self.app(scope, receive_watching, send_with_id)
+        finally:
+            record.duration_ms = round((time.perf_counter() - record.started) * 1000, 2)
+            current_record.reset(token)
+            if route != "/static":
+                self.metrics.observe(record)
+                log.info(format_line(record, self.log_format))

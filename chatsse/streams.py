@@ -1,0 +1,97 @@
+"""Open streams: the cap on how many may be open, their count, and the graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from chatsse.errors import Draining, TooManyStreams
+from chatsse.upstream import UpstreamReply
+
+log = logging.getLogger("chatsse")
+
+
+class StreamRegistry:
+    """Admits streams (503 when full or draining) and tracks them until they end."""
+
+    def __init__(self, max_streams: int) -> None:
+        self.max_streams = max_streams
+        self.reserved = 0  # admitted, upstream still opening
+        self.open: set[UpstreamReply] = set()
+        self.draining = False
+
+    @property
+    def count(self) -> int:
+        return self.reserved + len(self.open)
+
+    def admit(self) -> None:
+        if self.draining:
+            raise Draining(retry_after=1)
+        if self.max_streams and self.count >= self.max_streams:
+            raise TooManyStreams(retry_after=1)
+        self.reserved += 1
+
+    def opened(self, reply: UpstreamReply | None) -> None:
+        """The upstream answered (`reply`) or failed (None): the reservation becomes an open stream or is freed."""
+        self.reserved -= 1
+        if reply is not None:
+            self.open.add(reply)
+
+    def closed(self, reply: UpstreamReply) -> None:
+        self.open.discard(reply)
+
+    async def drain(self, seconds: float) -> None:
+        """Refuse new streams, let open ones finish for up to `seconds`, then end the rest with server_shutdown."""
+        self.draining = True
+        deadline = time.monotonic() + seconds
+        log.info("draining: %d open streams, up to %.0fs", self.count, seconds)
+        while self.count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        remaining = list(self.open)
+        for reply in remaining:
+            await reply.shut_down()
+        if remaining:
+            log.info("drain: ended %d streams with server_shutdown", len(remaining))
+        while self.open and time.monotonic() < deadline + 5:
+            await asyncio.sleep(0.02)  # let the farewell events go out
+
+
+class DrainOnSigterm:
+    """Replaces uvicorn's SIGTERM handler while the app runs: drain first, then ask uvicorn to exit normally
+    (setting `should_exit` directly, so uvicorn does not re-raise the signal and the process exits 0)."""
+
+    def __init__(self, registry: StreamRegistry, seconds: float) -> None:
+        self.registry = registry
+        self.seconds = seconds
+        self.previous: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals belong to the main thread (servers run in threads in tests)
+        self.loop = asyncio.get_running_loop()
+        self.previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.task is None:
+            self.loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        self.task = self.loop.create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        await self.registry.drain(self.seconds)
+        server = getattr(self.previous, "__self__", None)  # uvicorn's Server, whose handle_exit we replaced
+        if server is not None and hasattr(server, "should_exit"):
+            server.should_exit = True
+        elif callable(self.previous):
+            self.previous(signal.SIGTERM, None)
