@@ -95,6 +95,14 @@ def _log_config() -> dict[str, Any]:
     # uvicorn's own logging setup, plus our logger on the same handler and format.
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["chatsse"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # The per-request line is already formatted (JSON or key=value): print it bare, one per line.
+    config["formatters"]["bare"] = {"format": "%(message)s"}
+    config["handlers"]["requests"] = {
+        "formatter": "bare",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["chatsse.access"] = {"handlers": ["requests"], "level": "INFO", "propagate": False}
     return config
 
 
