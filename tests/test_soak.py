@@ -1,0 +1,23 @@
+"""The short soak run: thousands of streams with random faults and hang-ups end cleanly, and nothing leaks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
+
+
+def test_short_soak_run_ends_every_stream_and_leaks_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SOAK), "--seconds", "8", "--concurrency", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "soak: OK" in result.stdout
+    summary = result.stdout.splitlines()[0]
+    for outcome in ("done", "error_event", "client_hung_up", "http_502"):
+        assert outcome in summary, summary  # every kind of ending was exercised
