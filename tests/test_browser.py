@@ -178,6 +178,21 @@ def test_keyboard_and_phone_width(gateway: RunningServer, browser: Any) -> None:
     phone.context.close()
 
 
+def test_page_asks_for_a_caller_key_when_the_gateway_needs_one(make_gateway: GatewayFactory, page: Page) -> None:
+    gateway = make_gateway(api_keys=("page-key-123",))
+    page.tab.goto(gateway.url + "/")
+    assert page.tab.get_by_label("Caller key", exact=False).is_hidden()
+    page.send("echo:locked")
+    page.reply().get_by_role("alert").wait_for()
+    assert "caller key" in (page.reply().get_by_role("alert").text_content() or "").lower()
+    page.tab.get_by_label("Caller key", exact=False).fill("page-key-123")
+    page.tab.get_by_role("button", name="Use key").click()
+    page.send("echo:unlocked")
+    page.reply().locator(".meta").wait_for()
+    assert page.reply().locator(".text").text_content() == "unlocked"
+    assert page.errors == [] or all("401" in e for e in page.errors)
+
+
 def test_web_ui_can_be_turned_off(make_gateway: GatewayFactory, page: Page) -> None:
     gateway = make_gateway(web_ui=False)
     response = page.tab.goto(gateway.url + "/")

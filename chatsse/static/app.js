@@ -7,7 +7,11 @@ const prompt = document.getElementById("prompt");
 const sendButton = document.getElementById("send");
 const stopButton = document.getElementById("stop");
 
+const keyForm = document.getElementById("keybox");
+const keyInput = document.getElementById("key");
+
 const history = [];
+let callerKey = sessionStorage.getItem("chatsse-caller-key");
 let current = null; // { abort } while a reply streams
 
 function addTurn(role, text = "") {
@@ -48,7 +52,8 @@ async function send(text) {
   const started = performance.now();
   let firstTokenMs = null;
   let reply = "";
-  const request = chat("/api/v1/chat/stream", { messages: history.slice() });
+  const headers = callerKey ? { Authorization: `Bearer ${callerKey}` } : {};
+  const request = chat("/api/v1/chat/stream", { messages: history.slice() }, { headers });
   current = request;
   setBusy(true);
   try {
@@ -68,7 +73,13 @@ async function send(text) {
     }
   } catch (error) {
     if (error.name === "AbortError") note(item, "meta", "Stopped.");
-    else if (error.name === "ChatError") note(item, "error", error.message);
+    else if (error.name === "ChatError") {
+      note(item, "error", error.message);
+      if (error.status === 401) {
+        keyForm.hidden = false;
+        keyInput.focus();
+      }
+    }
     else note(item, "error", "Network error: the gateway could not be reached. Check your connection and try again.");
   } finally {
     if (reply) history.push({ role: "assistant", content: reply });
@@ -95,4 +106,13 @@ prompt.addEventListener("keydown", (event) => {
 });
 
 stopButton.addEventListener("click", () => current?.abort());
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  callerKey = keyInput.value.trim();
+  sessionStorage.setItem("chatsse-caller-key", callerKey);
+  keyInput.value = "";
+  keyForm.hidden = true;
+  prompt.focus();
+});
 prompt.focus();
