@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,12 +50,27 @@ class UpstreamReply:
         self._reads = response.aiter_bytes()
         self._first = b""
         self._shutting_down = False
+        self._pending: asyncio.Future[bytes] | None = None
 
-    async def read_until_first_content(self) -> None:
-        """Read until there is something to send; a failure before that is raised, to become an HTTP error."""
+    async def read_until_first_content(self, patience: float = 0) -> None:
+        """Read until there is something to send; a failure before that is raised, to become an HTTP error.
+
+        After `patience` seconds (0: no limit) with no content yet, return anyway: the stream starts and its
+        heartbeats flow, because PaaS routers give up on a response whose first byte is late (Heroku: 30 s)
+        and slow models can think for longer. The read under way carries on in `events()`."""
+        deadline = time.monotonic() + patience if patience else None
         while not self._first and not self.translator.over:
             try:
-                raw = await anext(self._reads)
+                if deadline is None:
+                    raw = await anext(self._reads)
+                else:
+                    if self._pending is None:
+                        self._pending = asyncio.ensure_future(anext(self._reads))
+                    done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - time.monotonic()))
+                    if not done:
+                        return
+                    pending, self._pending = self._pending, None
+                    raw = pending.result()
             except StopAsyncIteration:
                 self.translator.end_of_stream()
                 break
@@ -62,9 +79,25 @@ class UpstreamReply:
             self._first = self.translator.feed(self._decoder.decode(raw))
         if not self._first and self.translator.failure is not None:
             raise self.translator.failure
+        self._note_first_token()
+
+    def _note_first_token(self) -> None:
         record = current_record.get()
-        if record is not None and self.translator.content_events:
+        if record is not None and record.ttft_ms is None and self.translator.content_events:
             record.first_token()
+
+    async def _reads_after_early_start(self) -> AsyncIterator[bytes]:
+        """The upstream reads when the stream started before any content: the read under way, then the rest."""
+        assert self._pending is not None
+        pending, self._pending = self._pending, None
+        try:
+            yield await pending
+        except StopAsyncIteration:
+            return
+        self._note_first_token()
+        async for raw in self._reads:
+            yield raw
+            self._note_first_token()
 
     async def events(self, prefix: bytes = b"") -> AsyncIterator[bytes]:
         """Our event bytes, one write per upstream read, ending in a done event or an error event."""
@@ -76,7 +109,8 @@ class UpstreamReply:
                     yield out
                 out = b""
                 try:
-                    async for raw in self._reads:
+                    reads = self._reads if self._pending is None else self._reads_after_early_start()
+                    async for raw in reads:
                         out = translator.feed(self._decoder.decode(raw))
                         if translator.over:
                             break
@@ -102,6 +136,8 @@ class UpstreamReply:
             await self.response.aclose()
 
     async def aclose(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
         await self.response.aclose()
 
     async def shut_down(self) -> None:
@@ -176,7 +212,11 @@ class AzureClient:
                 )
                 raise error
             reply = UpstreamReply(response)
-            await reply.read_until_first_content()
+            try:
+                await reply.read_until_first_content(patience=settings.ping_seconds)
+            except BaseException:
+                await reply.aclose()
+                raise
             return reply
         except BaseException:
             await response.aclose()

@@ -184,6 +184,7 @@ async def test_stream_cap_refuses_at_once_with_retry_after(make_gateway: Gateway
             assert refused.headers["retry-after"] == "1"
             assert len(simulator.requests) == 2
             simulator.release("cap")
+        assert wait_until(lambda: gateway.open_tasks() == 0)  # the two held streams have ended
         response, events = await chat(client, gateway.url, {"message": "echo:room again"})
     assert response.status_code == 200 and text_of(events) == "room again"
 
@@ -216,3 +217,23 @@ async def test_heartbeat_comments_keep_a_silent_stream_alive(make_gateway: Gatew
     assert body.index(": ping") > body.index('"content":"before"')
     events = [json.loads(block[6:]) for block in body.split("\n\n") if block.startswith("data: ")]
     assert text_of(events) == "before after" and kinds(events)[-1] == "done"
+
+
+async def test_a_slow_first_token_starts_the_stream_with_heartbeats(make_gateway: GatewayFactory) -> None:
+    """Routers give up on a response with no first byte (Heroku: 30 s), so a slow model's stream starts anyway."""
+    gateway = make_gateway(ping_seconds=0.3, upstream_timeout=5)
+    async with httpx.AsyncClient() as client:
+        payload = {"message": "echo:thought hard[sim: first_delay=1.2]"}
+        async with client.stream("POST", gateway.url + STREAM, json=payload) as response:
+            assert response.status_code == 200
+            body = b"".join([chunk async for chunk in response.aiter_bytes()]).decode()
+        before_text = body[: body.index('"content":"thought"')]
+        assert body.startswith(": ping") and before_text.count(": ping") >= 2  # 1.2 s of thinking, pings at 0.3 s
+        events = [json.loads(block[6:]) for block in body.split("\n\n") if block.startswith("data: ")]
+        assert text_of(events) == "thought hard" and kinds(events)[-1] == "done"
+
+        # Once started, a failure before any text can only be an error event.
+        payload = {"message": "echo:never[sim: first_delay=0.8 cut_after=0]"}
+        response, events = await chat(client, gateway.url, payload)
+    assert response.status_code == 200
+    assert kinds(events) == ["error"] and events[0]["error"]["code"] == "upstream_disconnected"

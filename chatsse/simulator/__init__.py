@@ -183,6 +183,9 @@ class Simulator:
         start = time.monotonic()
         for index, token in enumerate(tokens):
             if index == scenario.cut_after:
+                # A pause first, so the bytes already sent are read before the connection drops (aiohttp's reader
+                # raises a dropped connection before handing over what it still buffers).
+                await asyncio.sleep(0.05)
                 conn.cut()
                 return False
             if index == scenario.malformed_after:
