@@ -8,14 +8,12 @@ request it received and when its connection closed, for tests; `--demo` and benc
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+from chatsse.simulator.http import Connection, RecordedRequest
 from chatsse.simulator.scenario import (
     BAD_REQUEST,
     ERROR_BODIES,
@@ -28,41 +26,7 @@ from chatsse.simulator.scenario import (
 )
 
 PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 MAX_WAIT = 300.0  # no hold or silence outlives this: every simulator wait ends by itself
-
-
-@dataclass
-class RecordedRequest:
-    """One request as the simulator saw it; times are `time.monotonic()`."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    received_at: float = field(default_factory=time.monotonic)
-    finished_at: float | None = None  # the whole response was written
-    peer_closed_at: float | None = None  # the client hung up before the response was complete
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def closed(self) -> bool:
-        return self.finished_at is not None or self.peer_closed_at is not None
 
 
 class Simulator:
@@ -79,7 +43,7 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._holds: dict[str, asyncio.Event] = {}
         self._failures_served: dict[str, int] = {}
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
 
     @property
     def open_connections(self) -> int:
@@ -91,7 +55,7 @@ class Simulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(lambda: _Connection(self), host, port)
+        self._server = await self._loop.create_server(lambda: Connection(self), host, port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -141,7 +105,7 @@ class Simulator:
         self._failures_served[prompt_key] = served + 1
         return served < scenario.times
 
-    async def respond(self, conn: _Connection, request: RecordedRequest) -> bool:
+    async def respond(self, conn: Connection, request: RecordedRequest) -> bool:
         """Write the response; returns whether the connection may be reused."""
         path = request.path
         if request.method != "POST" or not (path.startswith(PATH_PREFIX) and path.endswith(PATH_SUFFIX)):
@@ -173,7 +137,7 @@ class Simulator:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._stream(conn, messages, scenario, include_usage)
 
-    async def _stream(self, conn: _Connection, messages: list[Any], scenario: Scenario, include_usage: bool) -> bool:
+    async def _stream(self, conn: Connection, messages: list[Any], scenario: Scenario, include_usage: bool) -> bool:
         frames = Frames(f"chatcmpl-{uuid.uuid4().hex[:24]}", scenario.ascii, include_usage)
         tokens = split_tokens(reply_text(messages, scenario), scenario)
         conn.start_stream()
@@ -220,109 +184,3 @@ async def _wait(awaitable: Any, timeout: float) -> None:
         await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         pass
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: parses requests, runs the simulator's response for each."""
-
-    def __init__(self, simulator: Simulator) -> None:
-        self.simulator = simulator
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-        self.current: RecordedRequest | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.simulator._connections.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if self.task is None:
-            self._next_request()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.simulator._connections.discard(self)
-        if self.current is not None and self.current.finished_at is None:
-            self.current.peer_closed_at = time.monotonic()
-        if self.task is not None:
-            self.task.cancel()
-
-    def _next_request(self) -> None:
-        head_end = self.buffer.find(b"\r\n\r\n")
-        if head_end < 0:
-            return
-        head = self.buffer[:head_end].decode("latin-1").split("\r\n")
-        method, target, _ = head[0].split(" ", 2)
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        if len(self.buffer) < head_end + 4 + length:
-            return
-        body = self.buffer[head_end + 4 : head_end + 4 + length]
-        self.buffer = self.buffer[head_end + 4 + length :]
-        url = urlsplit(target)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.current = RecordedRequest(method, url.path, query, headers, body)
-        self.simulator.requests.append(self.current)
-        self.task = asyncio.get_running_loop().create_task(self._run(self.current))
-
-    async def _run(self, request: RecordedRequest) -> None:
-        reusable = await self.simulator.respond(self, request)
-        request.finished_at = time.monotonic()
-        self.task = None
-        self.current = None
-        if not reusable or request.headers.get("connection", "").lower() == "close":
-            self.close()
-        elif self.buffer:
-            self._next_request()
-
-    # Writing -------------------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def write_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> bool:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        lines = [
-            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-            "content-type: application/json",
-            f"content-length: {len(body)}",
-            f"apim-request-id: {uuid.uuid4()}",
-            "x-ms-region: Simulated",
-        ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self._write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        return True
-
-    def start_stream(self) -> None:
-        request_id = uuid.uuid4()
-        self._write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
-            + f"apim-request-id: {request_id}\r\nx-request-id: {request_id}\r\nx-ms-region: Simulated\r\n"
-            "x-ratelimit-remaining-requests: 99\r\nx-ratelimit-remaining-tokens: 99000\r\n\r\n".encode()
-        )
-
-    async def send(self, data: bytes, piece: int) -> None:
-        """One HTTP chunk, or pieces of `piece` bytes with a pause between so they arrive as separate reads."""
-        if piece <= 0:
-            self._write(b"%x\r\n%b\r\n" % (len(data), data))
-            return
-        for start in range(0, len(data), piece):
-            part = data[start : start + piece]
-            self._write(b"%x\r\n%b\r\n" % (len(part), part))
-            await asyncio.sleep(0)
-
-    def end_stream(self) -> None:
-        self._write(b"0\r\n\r\n")
-
-    def cut(self) -> None:
-        """Drop the connection mid-body, as a network failure would."""
-        self.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
