@@ -8,7 +8,7 @@ from starlette.types import Message, Send
 
 class RelayResponse(EventSourceResponse):
     """Without a send timeout, send directly: sse-starlette otherwise opens an anyio cancel scope (`move_on_after`)
-    around every event, about a tenth of the gateway's CPU per chunk in the W1 profile (bench/REPORT.md)."""
+    around every event; skipping it cut the gateway's CPU per chunk by about a quarter on W1 (bench/REPORT.md)."""
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         if self.send_timeout is None:
