@@ -114,3 +114,51 @@ def test_env_example_documents_every_setting() -> None:
     for name in names:
         assert name in documented, f"{name} missing from .env.example"
         assert f"`{name}`" in readme, f"{name} missing from the README settings table"
+
+
+def test_hardening_settings_are_read(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# one key per line\nfile-key-1\n\nfile-key-2\n")
+    env = {
+        **REQUIRED,
+        "CHATSSE_API_KEYS": "env-key-1, env-key-2",
+        "CHATSSE_API_KEYS_FILE": str(keys_file),
+        "CHATSSE_RATE_LIMIT": "30/hours",
+        "CHATSSE_MAX_STREAMS": "100",
+        "CHATSSE_DRAIN_SECONDS": "5",
+        "CHATSSE_LOG_FORMAT": "JSON",
+        "CHATSSE_TRUSTED_PROXIES": "10.0.0.1,10.0.0.2",
+        "CHATSSE_BODY_TIMEOUT": "2.5",
+        "CHATSSE_MAX_HEADER_BYTES": "8192",
+        "CHATSSE_WEB_UI": "off",
+    }
+    settings = Settings.from_env(env, env_file=None)
+    assert settings.api_keys == ("env-key-1", "env-key-2", "file-key-1", "file-key-2")
+    assert "env-key-1" not in repr(settings) and "file-key-1" not in repr(settings)
+    assert settings.rate_limit == (30, 3600.0)
+    assert (settings.max_streams, settings.drain_seconds, settings.log_format) == (100, 5, "json")
+    assert settings.trusted_proxies == "10.0.0.1,10.0.0.2"
+    assert (settings.body_timeout, settings.max_header_bytes, settings.web_ui) == (2.5, 8192, False)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHATSSE_RATE_LIMIT", "60"),
+        ("CHATSSE_RATE_LIMIT", "60/fortnight"),
+        ("CHATSSE_RATE_LIMIT", "0/minute"),
+        ("CHATSSE_LOG_FORMAT", "xml"),
+        ("CHATSSE_WEB_UI", "maybe"),
+        ("CHATSSE_MAX_HEADER_BYTES", "10"),
+    ],
+)
+def test_invalid_hardening_values_are_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**REQUIRED, name: value}, env_file=None)
+    assert f"{name}={value!r}" in str(caught.value)
+
+
+def test_unreadable_keys_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**REQUIRED, "CHATSSE_API_KEYS_FILE": str(tmp_path / "missing")}, env_file=None)
+    assert "CHATSSE_API_KEYS_FILE" in str(caught.value)
