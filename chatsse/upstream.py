@@ -16,7 +16,14 @@ from httpx_aiohttp import AiohttpTransport
 
 from chatsse import __version__
 from chatsse.chunks import ChunkTranslator
-from chatsse.errors import ChatSSEError, ServerShutdown, from_transport_error, from_upstream_status
+from chatsse.errors import (
+    ChatSSEError,
+    ServerShutdown,
+    UpstreamDisconnected,
+    UpstreamUnavailable,
+    from_transport_error,
+    from_upstream_status,
+)
 from chatsse.observe import current_record
 from chatsse.schema import Message
 from chatsse.settings import Settings
@@ -195,6 +202,11 @@ class AzureClient:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
             error = from_transport_error(exc)
+            if isinstance(error, UpstreamDisconnected):
+                # Dropped before any answer (a dying server, a stale pooled connection): safe to ask again.
+                error = UpstreamUnavailable(
+                    "Azure OpenAI closed the connection without answering, even after retrying."
+                )
             log.warning("upstream request failed: %s (%s)", error.code, type(exc).__name__)
             raise error from None
         record = current_record.get()

@@ -104,6 +104,18 @@ async def test_server_errors_are_retried_then_502(gateway: RunningServer, simula
     assert len(simulator.requests) == 2 + 3
 
 
+async def test_connection_dropped_without_an_answer_is_retried(gateway: RunningServer, simulator: Simulator) -> None:
+    async with httpx.AsyncClient() as client:
+        response, events = await chat(client, gateway.url, {"message": "echo:second time lucky[sim: drop=1 times=1]"})
+        assert response.status_code == 200 and text_of(events) == "second time lucky"
+        assert len(simulator.requests) == 2
+
+        response, _ = await chat(client, gateway.url, {"message": "hi [sim: drop=1]"})
+    assert response.status_code == 502
+    assert error_of(response)["code"] == "upstream_unavailable"
+    assert len(simulator.requests) == 2 + 3
+
+
 async def test_no_retries_when_max_retries_is_zero(make_gateway: GatewayFactory, simulator: Simulator) -> None:
     gateway = make_gateway(max_retries=0)
     async with httpx.AsyncClient() as client:

@@ -97,7 +97,7 @@ class Simulator:
         return self._holds.setdefault(name, asyncio.Event())
 
     def _should_fail(self, scenario: Scenario, prompt_key: str) -> bool:
-        if scenario.status == 200:
+        if scenario.status == 200 and not scenario.drop:
             return False
         if scenario.times <= 0:
             return True
@@ -127,6 +127,8 @@ class Simulator:
             return conn.write_json(400, BAD_REQUEST)
         scenario, _ = parse_scenario(last, self.delay)
         if self._should_fail(scenario, last):
+            if scenario.drop:
+                return False  # hang up without a word, as a dying server or a stale keep-alive connection does
             status = scenario.status
             headers = {}
             if status == 429:

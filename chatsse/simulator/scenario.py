@@ -4,7 +4,8 @@ A directive anywhere in the last user message picks a behaviour, e.g. `[sim: sta
 or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
 
     status=N            answer N with Azure's real error body instead of a stream (400 = prompt content filter)
-    times=N             only the first N requests with this exact prompt get `status`; later ones stream
+    times=N             only the first N requests with this exact prompt get `status` (or `drop`); later ones stream
+    drop=1              close the connection without any response
     retry_after=S       `retry-after` header on a 429 (default 1); retry_after_ms=MS adds `retry-after-ms`
     delay=S             seconds between content chunks (absolute schedule, no drift); first_delay=S before the first
     tokens=N            reply with N filler tokens instead of the derived text
@@ -117,6 +118,7 @@ class Scenario:
     hold: str = "default"
     finish: str = "stop"
     no_done: bool = False
+    drop: bool = False
     split: int = 0
     ascii: bool = False
 
