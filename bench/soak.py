@@ -147,8 +147,10 @@ async def soak(args: argparse.Namespace) -> int:
             problems.append(f"RSS grew from {baseline_rss:.0f} MB to {end_rss:.0f} MB")
         problems += [f"{count} x {name}" for name, count in outcomes.items() if name.startswith("VIOLATION")]
         total = sum(outcomes.values())
-        print(f"soak: {total} streams in {args.seconds:.0f}s with {args.concurrency} clients: " + ", ".join(
-            f"{name} {count}" for name, count in sorted(outcomes.items())))  # fmt: skip
+        print(
+            f"soak: {total} streams in {args.seconds:.0f}s with {args.concurrency} clients: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()))
+        )
         print(f"soak: gateway fds {baseline_fds} -> {end_fds}, RSS {baseline_rss:.0f} -> {end_rss:.0f} MB, {active}")
         if total == 0:
             problems.append("no streams ran")

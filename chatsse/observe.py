@@ -61,9 +61,11 @@ class Metrics:
         self.requests = Counter("chatsse_requests", "Requests by route and status.", ["route", "status"], registry=r)
         self.active_streams = Gauge("chatsse_active_streams", "Streams open right now.", registry=r)
         self.ttft = Histogram(
-            "chatsse_time_to_first_token_seconds", "Request start to first upstream token.", buckets=LATENCY_BUCKETS,
+            "chatsse_time_to_first_token_seconds",
+            "Request start to first upstream token.",
+            buckets=LATENCY_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.duration = Histogram(
             "chatsse_request_duration_seconds", "Whole request, stream included.", buckets=LATENCY_BUCKETS, registry=r
         )

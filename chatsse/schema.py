@@ -24,16 +24,18 @@ def parse_chat_body(body: bytes) -> list[Message]:
     if ("message" in parsed) == ("messages" in parsed):
         raise InvalidRequest('Send exactly one of "message" (a string) or "messages" (a list of turns).')
     if "message" in parsed:
-        messages = [{"role": "user", "content": _text(parsed["message"], '"message"')}]
-    else:
-        messages = _turns(parsed["messages"])
-    return messages
+        return _one_turn(parsed["message"])
+    return _turns(parsed["messages"])
 
 
 def parse_chat_query(message: str | None) -> list[Message]:
     """The messages for `GET ...?message=` (EventSource cannot POST): one user turn."""
     if message is None:
         raise InvalidRequest("Add the message to the URL: /api/v1/chat/stream?message=<text>.")
+    return _one_turn(message)
+
+
+def _one_turn(message: Any) -> list[Message]:
     return [{"role": "user", "content": _text(message, '"message"')}]
 
 

@@ -68,7 +68,7 @@ class UpstreamReply:
         deadline = time.monotonic() + patience if patience else None
         while not self._first and not self.translator.over:
             try:
-                if deadline is None:
+                if deadline is None:  # no heartbeats: read directly, without a task per read
                     raw = await anext(self._reads)
                 else:
                     if self._pending is None:

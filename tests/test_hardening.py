@@ -44,9 +44,12 @@ async def test_request_id_is_generated_or_taken_from_the_client(gateway: Running
         assert refused.headers["x-request-id"] == "req-400"
         assert refused.json()["error"]["request_id"] == "req-400"
         async with aconnect_sse(
-            client, "POST", gateway.url + STREAM, json={"message": "echo:a b[sim: cut_after=1]"},
+            client,
+            "POST",
+            gateway.url + STREAM,
+            json={"message": "echo:a b[sim: cut_after=1]"},
             headers={"x-request-id": "req-cut"},
-        ) as source:  # fmt: skip
+        ) as source:
             assert source.response.headers["x-request-id"] == "req-cut"
             events = [json.loads(e.data) async for e in source.aiter_sse()]
     assert events[-1]["error"]["request_id"] == "req-cut"
