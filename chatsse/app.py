@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> Starlette:
         # Outermost first: every response (401s and CORS refusals included) gets a request id and a log line,
         # and the browser can read our errors because CORS wraps the access checks.
         middleware=[
-            Middleware(ObserveMiddleware, metrics=metrics, log_format=log_format),
+            Middleware(ObserveMiddleware, metrics=metrics, log_format=log_format, internal_error=_internal_error),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
@@ -87,7 +87,6 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             ChatSSEError: _render_error,
             HTTPException: _render_http_exception,
-            Exception: _render_unexpected,
         },
         lifespan=lifespan,
     )
@@ -117,8 +116,7 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
-async def _render_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
+def _internal_error() -> Response:
     return InternalError().to_response()
 
 

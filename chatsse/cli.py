@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ipaddress
 import os
 import sys
 from typing import Any
@@ -75,6 +76,13 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if not demo and _reachable_beyond_loopback(host) and not settings.api_keys and not settings.rate_limit:
+        print(
+            f"chatsse: WARNING: listening on {host or 'every address'} with neither CHATSSE_API_KEYS nor "
+            "CHATSSE_RATE_LIMIT: anyone who finds this URL can spend your Azure OpenAI quota (CORS does not stop curl)",
+            file=sys.stderr,
+            flush=True,
+        )
     trusted = settings.trusted_proxies
     uvicorn.run(
         "chatsse.app:factory",
@@ -104,6 +112,15 @@ def _log_config() -> dict[str, Any]:
     }
     config["loggers"]["chatsse.access"] = {"handlers": ["requests"], "level": "INFO", "propagate": False}
     return config
+
+
+def _reachable_beyond_loopback(host: str) -> bool:
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return True  # a host name: it may resolve to anything
 
 
 def _display(host: str) -> str:

@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("chatsse.access")
+bug_log = logging.getLogger("chatsse.bug")
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 ROUTES = ("/api/v1/chat/stream", "/health", "/metrics", "/")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -37,6 +39,7 @@ class RequestRecord:
     finish_reason: str | None = None
     error_code: str | None = None
     client_disconnected: bool = False
+    exception: str | None = None  # the type of an unexpected exception (a bug), never its text
     completed: bool = False
 
     def first_token(self) -> None:
@@ -100,10 +103,11 @@ def format_line(record: RequestRecord, fmt: str) -> str:
 class ObserveMiddleware:
     """Gives every request an id (the client's X-Request-ID if valid), returns it, and logs and counts the request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_format: str) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_format: str, internal_error: Callable[[], ASGIApp]) -> None:
         self.app = app
         self.metrics = metrics
         self.log_format = log_format
+        self.internal_error = internal_error  # the 500 response, rendered by errors.py (which imports this module)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -132,6 +136,12 @@ class ObserveMiddleware:
 
         try:
             await self.app(scope, receive_watching, send_with_id)
+        except Exception as exc:
+            # A bug, not the client's doing: one traceback, and the response is traced like every other one.
+            record.exception = type(exc).__name__
+            bug_log.exception("unexpected %s on %s (request %s)", record.exception, route, request_id)
+            if not record.status:
+                await self.internal_error()(scope, receive, send_with_id)
         finally:
             record.duration_ms = round((time.perf_counter() - record.started) * 1000, 2)
             current_record.reset(token)

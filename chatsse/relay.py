@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsse.errors import MethodNotAllowed, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from chatsse.schema import Message, parse_chat_body, parse_chat_query
+from chatsse.schema import Message, parse_chat_body, parse_chat_query, parse_query
 from chatsse.settings import Settings
 from chatsse.stream_response import RelayResponse
 from chatsse.streams import StreamRegistry
@@ -76,7 +76,7 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 def _query_message(request: Request, limit: int) -> str | None:
-    message = request.query_params.get("message")
+    message = parse_query(request.scope["query_string"]).get("message")
     if message is not None and len(message.encode()) > limit:
         raise _too_large(limit)
     return message

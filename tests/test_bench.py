@@ -28,6 +28,8 @@ def test_quick_benchmark_completes_and_accounts_for_every_token(tmp_path: Path) 
         assert run["chunks"] == run["expected_chunks"] > 0
         assert run["chunks_per_s"] > 0 and run["ttft_p50_ms"] >= 0
         if run["target"] == "chatsse":
-            assert run["gateway_cpu_s"] > 0 and run["peak_rss_mb"] > 10
+            # CPU time comes in 10 ms ticks: a quick W2 can take less than one, so only the sum must be positive.
+            assert run["gateway_cpu_s"] >= 0 and run["peak_rss_mb"] > 10
+    assert sum(run.get("gateway_cpu_s", 0) for run in runs) > 0
     summary = report["summary"]["W1"]["chatsse"]
     assert 50 < summary["delivered_pct_of_direct"][0] <= 110
