@@ -24,7 +24,7 @@ from chatsse.observe import Metrics, ObserveMiddleware
 from chatsse.relay import ChatRelay
 from chatsse.settings import ConfigError, Settings
 from chatsse.streams import DrainOnSigterm, StreamRegistry
-from chatsse.upstream import AzureClient, new_http_client
+from chatsse.upstreams import Upstreams
 
 log = logging.getLogger("chatsse")
 STATIC = Path(__file__).parent / "static"
@@ -33,26 +33,28 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base
 
 def create_app(settings: Settings) -> Starlette:
     streams = StreamRegistry(settings.max_streams)
-    relay = ChatRelay(settings, streams)
+    upstreams = Upstreams(settings)
+    relay = ChatRelay(settings, streams, upstreams)
     metrics = Metrics()
     metrics.active_streams.set_function(lambda: streams.count)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with new_http_client(settings) as http:
-            relay.upstream = AzureClient(settings, http)
+        async with upstreams.running():
             drain.install()
             try:
                 yield
             finally:
                 drain.uninstall()
-                relay.upstream = None
 
     async def health(request: Request) -> Response:
         if streams.draining:
             return JSONResponse({"status": "draining", "version": __version__}, status_code=503)
-        return JSONResponse({"status": "healthy", "version": __version__})
+        return JSONResponse({"status": "healthy", "version": __version__, "resting_upstreams": upstreams.resting()})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"models": settings.models})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -61,6 +63,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/api/v1/chat/stream", relay.stream, methods=["GET", "POST"]),
+        Route("/api/v1/models", models, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if settings.web_ui:
@@ -80,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["Retry-After", "X-Request-ID"],
+                expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream"],
             ),
             Middleware(AccessMiddleware, settings=settings),
         ],

@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("chatsse.access")
 bug_log = logging.getLogger("chatsse.bug")
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-ROUTES = ("/api/v1/chat/stream", "/health", "/metrics", "/")
+ROUTES = ("/api/v1/chat/stream", "/api/v1/models", "/health", "/metrics", "/")
+RESTING_CODES = ("rate_limited", "upstream_unavailable", "upstream_unreachable")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -31,6 +32,8 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     status: int = 0
     caller: str = "-"
+    upstream: str | None = None  # the name of the upstream that served the reply
+    attempts: list[str] = field(default_factory=list)  # "<upstream>:<ok or error code>", in order
     upstream_status: int | None = None
     retries: int = 0
     ttft_ms: float | None = None
@@ -75,12 +78,37 @@ class Metrics:
         self.upstream_errors = Counter("chatsse_upstream_errors", "Upstream failures by code.", ["code"], registry=r)
         self.retries = Counter("chatsse_upstream_retries", "Upstream requests retried.", registry=r)
         self.disconnects = Counter("chatsse_client_disconnects", "Clients that left mid-stream.", registry=r)
+        self.upstream_requests = Counter(
+            "chatsse_upstream_requests",
+            "Upstream attempts by upstream and outcome.",
+            ["upstream", "outcome"],
+            registry=r,
+        )
+        self.upstream_cooldowns = Counter(
+            "chatsse_upstream_cooldowns", "Upstreams put to rest, by reason.", ["upstream", "reason"], registry=r
+        )
+        self.upstream_ttft = Histogram(
+            "chatsse_upstream_time_to_first_token_seconds",
+            "Request start to first token, by the upstream that served it.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def observe(self, record: RequestRecord) -> None:
         self.requests.labels(record.route, str(record.status)).inc()
         self.duration.observe(record.duration_ms / 1000)
         if record.ttft_ms is not None:
             self.ttft.observe(record.ttft_ms / 1000)
+            if record.upstream is not None:
+                self.upstream_ttft.labels(record.upstream).observe(record.ttft_ms / 1000)
+        for attempt in record.attempts:
+            upstream, _, outcome = attempt.rpartition(":")
+            self.upstream_requests.labels(upstream, outcome).inc()
+            if outcome in RESTING_CODES:
+                self.upstream_cooldowns.labels(
+                    upstream, "rate_limited" if outcome == "rate_limited" else "circuit"
+                ).inc()
         if record.error_code and record.error_code.startswith(("upstream_", "content_filter", "rate_limited")):
             self.upstream_errors.labels(record.error_code).inc()
         if record.retries:

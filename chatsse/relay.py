@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import anyio
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsse.errors import MethodNotAllowed, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
-from chatsse.schema import Message, parse_chat_body, parse_chat_query, parse_query
+from chatsse.schema import ChatRequest, parse_chat_body, parse_chat_query, parse_query
 from chatsse.settings import Settings
 from chatsse.stream_response import RelayResponse
 from chatsse.streams import StreamRegistry
-from chatsse.upstream import AzureClient, UpstreamReply
+from chatsse.upstreams import UpstreamReply, Upstreams
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # EventSource reconnects by itself whenever a stream ends; clients should close on done/error, and this
@@ -21,19 +23,20 @@ EVENTSOURCE_RETRY = b"retry: 30000\n\n"
 
 
 class ChatRelay:
-    """Owns the chat endpoint; `upstream` is attached by the app's lifespan."""
+    """Owns the chat endpoint."""
 
-    def __init__(self, settings: Settings, streams: StreamRegistry) -> None:
+    def __init__(self, settings: Settings, streams: StreamRegistry, upstreams: Upstreams) -> None:
         self.settings = settings
         self.streams = streams
-        self.upstream: AzureClient | None = None
+        self.upstreams = upstreams
+        self.models = settings.models
 
     async def stream(self, request: Request) -> Response:
         """POST with a JSON body, or GET `?message=` for EventSource."""
         if request.method == "HEAD":
             raise MethodNotAllowed("HEAD would start a chat; use GET (EventSource) or POST.")
         if request.method == "GET":
-            messages = parse_chat_query(_query_message(request, self.settings.max_body_bytes))
+            chat = parse_chat_query(_query(request, self.settings.max_body_bytes), self.models)
             prefix = EVENTSOURCE_RETRY
         else:
             _require_json(request)
@@ -42,18 +45,17 @@ class ChatRelay:
                     body = await _read_body(request, self.settings.max_body_bytes)
             except TimeoutError:
                 raise RequestTimeout() from None
-            messages = parse_chat_body(body)
+            chat = parse_chat_body(body, self.models)
             prefix = b""
-        assert self.upstream is not None, "the app lifespan did not run"
         self.streams.admit()
         reply = None
         try:
-            reply = await self.upstream.open(self._with_system_prompt(messages))
+            reply = await self.upstreams.open(self._with_system_prompt(chat))
         finally:
             self.streams.opened(reply)
         return RelayResponse(
             reply.events(prefix),
-            headers=STREAM_HEADERS,
+            headers={**STREAM_HEADERS, "X-Chatsse-Upstream": reply.upstream},
             ping=self.settings.ping_seconds,
             sep="\n",
             # sse-starlette skips the generator's `finally` when the client leaves before its first
@@ -65,21 +67,23 @@ class ChatRelay:
         await reply.aclose()
         self.streams.closed(reply)
 
-    def _with_system_prompt(self, messages: list[Message]) -> list[Message]:
+    def _with_system_prompt(self, chat: ChatRequest) -> ChatRequest:
         if not self.settings.system_prompt:
-            return messages
-        return [{"role": "system", "content": self.settings.system_prompt}, *messages]
+            return chat
+        return dataclasses.replace(
+            chat, messages=[{"role": "system", "content": self.settings.system_prompt}, *chat.messages]
+        )
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request is larger than {limit} bytes (CHATSSE_MAX_BODY_BYTES).")
 
 
-def _query_message(request: Request, limit: int) -> str | None:
-    message = parse_query(request.scope["query_string"]).get("message")
-    if message is not None and len(message.encode()) > limit:
+def _query(request: Request, limit: int) -> dict[str, str]:
+    query = parse_query(request.scope["query_string"])
+    if len(query.get("message", "").encode()) > limit:
         raise _too_large(limit)
-    return message
+    return query
 
 
 def _require_json(request: Request) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -13,7 +16,19 @@ ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 200
 _BOM = b"\xef\xbb\xbf"
 
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+BODY_FIELDS = ("message", "messages", "model", "temperature", "top_p", "max_tokens", "reasoning_effort")
+
 Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat: the conversation, the model group it asks for, and its generation parameters."""
+
+    messages: list[Message]
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, reasoning_effort
 
 
 def load_json(body: bytes) -> Any:
@@ -40,23 +55,66 @@ def parse_query(raw: bytes) -> dict[str, str]:
         ) from None
 
 
-def parse_chat_body(body: bytes) -> list[Message]:
-    """Validate `{"message": ...}` or `{"messages": [...]}`; return the upstream `messages` list."""
+def parse_chat_body(body: bytes, models: Sequence[str]) -> ChatRequest:
+    """Validate `{"message": ...}` or `{"messages": [...]}` with optional model and parameters."""
     parsed = load_json(body)
     if not isinstance(parsed, dict):
         raise InvalidRequest('The request body must be a JSON object such as {"message": "Hello"}.')
+    unknown = [key for key in parsed if key not in BODY_FIELDS]
+    if unknown:
+        raise InvalidRequest(f"Unknown field {_quoted(unknown[0])}; the fields are {', '.join(BODY_FIELDS)}.")
     if ("message" in parsed) == ("messages" in parsed):
         raise InvalidRequest('Send exactly one of "message" (a string) or "messages" (a list of turns).')
-    if "message" in parsed:
-        return _one_turn(parsed["message"])
-    return _turns(parsed["messages"])
+    messages = _one_turn(parsed["message"]) if "message" in parsed else _turns(parsed["messages"])
+    return ChatRequest(messages, parse_model(parsed.get("model"), models), parse_params(parsed))
 
 
-def parse_chat_query(message: str | None) -> list[Message]:
-    """The messages for `GET ...?message=` (EventSource cannot POST): one user turn."""
+def parse_chat_query(query: dict[str, str], models: Sequence[str]) -> ChatRequest:
+    """The chat for `GET ...?message=&model=` (EventSource cannot POST): one user turn."""
+    message = query.get("message")
     if message is None:
         raise InvalidRequest("Add the message to the URL: /api/v1/chat/stream?message=<text>.")
-    return _one_turn(message)
+    return ChatRequest(_one_turn(message), parse_model(query.get("model"), models))
+
+
+def parse_model(value: Any, models: Sequence[str]) -> str:
+    """The model group asked for (the first configured one when none is named)."""
+    if value is None:
+        return models[0]
+    if not isinstance(value, str) or value not in models:
+        raise InvalidRequest(f'"model" must be one of: {", ".join(models)} (GET /api/v1/models lists them).')
+    return value
+
+
+def parse_params(body: dict[str, Any]) -> dict[str, Any]:
+    """The generation parameters a client may set, each checked for type and range."""
+    params: dict[str, Any] = {}
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _is_number(value) or not low <= value <= high:
+            raise InvalidRequest(f'"{name}" must be a number from {low:g} to {high:g}.')
+        params[name] = value
+    tokens = body.get("max_tokens")
+    if tokens is not None:
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= 1_000_000:
+            raise InvalidRequest('"max_tokens" must be a whole number from 1 to 1000000.')
+        params["max_tokens"] = tokens
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in REASONING_EFFORTS:
+            raise InvalidRequest(f'"reasoning_effort" must be one of: {", ".join(REASONING_EFFORTS)}.')
+        params["reasoning_effort"] = effort
+    return params
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _quoted(key: str) -> str:
+    return f'"{key}"' if key.isprintable() and len(key) <= 40 else "(unprintable or long)"
 
 
 def _one_turn(message: Any) -> list[Message]:

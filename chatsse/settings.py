@@ -6,12 +6,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-DEFAULT_API_VERSION = "2024-10-21"
-REQUIRED = ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT_NAME")
+from chatsse.upstream_config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, load_config_file
+
+AUTH_MODES = ("key", "entra")
 
 T = TypeVar("T")
 
@@ -32,10 +32,7 @@ class ConfigError(Exception):
 class Settings:
     """Everything the gateway needs; build it with `Settings.from_env()` or directly in tests."""
 
-    endpoint: str
-    api_key: str = field(repr=False)
-    deployment: str
-    api_version: str = DEFAULT_API_VERSION
+    upstreams: tuple[UpstreamConfig, ...]
     upstream_timeout: float = 60.0
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 64 * 1024
@@ -54,13 +51,9 @@ class Settings:
     max_header_bytes: int = 16 * 1024
 
     @property
-    def chat_url(self) -> str:
-        return f"{self.endpoint.rstrip('/')}/openai/deployments/{self.deployment}/chat/completions"
-
-    @property
-    def asks_for_usage(self) -> bool:
-        # stream_options arrived in 2024-09-01-preview; older api-versions reject it with a 400.
-        return self.api_version[:10] >= "2024-09-01"
+    def models(self) -> list[str]:
+        """The model group names requests may choose, in the order the configuration first names them."""
+        return list(dict.fromkeys(upstream.model for upstream in self.upstreams))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | None = ".env") -> Settings:
@@ -106,11 +99,57 @@ def _boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
+def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[str]) -> tuple[UpstreamConfig, ...]:
+    """Today's three variables (or two, with AZURE_OPENAI_AUTH=entra): one upstream serving the default model."""
+    endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    key = env.get("AZURE_OPENAI_API_KEY", "").strip()
+    deployment = env.get("AZURE_OPENAI_DEPLOYMENT_NAME", "").strip()
+    auth = env.get("AZURE_OPENAI_AUTH", "").strip().lower() or "key"
+    missing += [name for name, value in (("AZURE_OPENAI_ENDPOINT", endpoint),) if not value]
+    if auth not in AUTH_MODES:
+        problems.append(f"AZURE_OPENAI_AUTH={auth!r} is not valid: expected key or entra")
+    elif auth == "entra" and key:
+        problems.append("set AZURE_OPENAI_API_KEY or AZURE_OPENAI_AUTH=entra, not both")
+    elif auth == "key" and not key:
+        missing.append("AZURE_OPENAI_API_KEY")
+    if not deployment:
+        missing.append("AZURE_OPENAI_DEPLOYMENT_NAME")
+    if missing:
+        named = ", ".join(
+            "AZURE_OPENAI_API_KEY (or AZURE_OPENAI_AUTH=entra for keyless Microsoft Entra ID)"
+            if name == "AZURE_OPENAI_API_KEY"
+            else name
+            for name in missing
+        )
+        problems.append(f"missing required setting(s): {named}; or name a file of upstreams in CHATSSE_CONFIG")
+    if endpoint and endpoint_problem(endpoint):
+        problems.append(
+            f"AZURE_OPENAI_ENDPOINT={endpoint!r} is not a URL: expected e.g. https://my-resource.openai.azure.com"
+        )
+    upstream = UpstreamConfig(
+        name="azure",
+        endpoint=endpoint,
+        deployment=deployment,
+        api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
+        api_key=key or None,
+        entra=auth == "entra",
+    )
+    return (upstream,)
+
+
+def _upstreams(env: Mapping[str, str], problems: list[str], missing: list[str]) -> tuple[UpstreamConfig, ...]:
+    path = env.get("CHATSSE_CONFIG", "").strip()
+    if not path:
+        return _azure_upstream(env, problems, missing)
+    if env.get("AZURE_OPENAI_ENDPOINT", "").strip():
+        problems.append("set CHATSSE_CONFIG (a file of upstreams) or AZURE_OPENAI_ENDPOINT (one upstream), not both")
+    return load_config_file(path, env, problems)
+
+
 def _parse(env: Mapping[str, str]) -> Settings:
     problems: list[str] = []
-    missing = [name for name in REQUIRED if not env.get(name, "").strip()]
-    if missing:
-        problems.append("missing required setting(s): " + ", ".join(missing))
+    missing: list[str] = []
+    upstreams = _upstreams(env, problems, missing)
 
     def read(name: str, cast: Callable[[str], T], default: T, check: Callable[[T], bool], rule: str) -> T:
         raw = env.get(name, "").strip()
@@ -126,21 +165,11 @@ def _parse(env: Mapping[str, str]) -> Settings:
             return default
         return value
 
-    endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
-    if endpoint:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append(
-                f"AZURE_OPENAI_ENDPOINT={endpoint!r} is not a URL: expected e.g. https://my-resource.openai.azure.com"
-            )
     origins = tuple(o.strip() for o in env.get("CHATSSE_CORS_ORIGINS", "*").split(",") if o.strip())
     system_prompt = env.get("CHATSSE_SYSTEM_PROMPT", "").strip() or None
 
     settings = Settings(
-        endpoint=endpoint,
-        api_key=env.get("AZURE_OPENAI_API_KEY", "").strip(),
-        deployment=env.get("AZURE_OPENAI_DEPLOYMENT_NAME", "").strip(),
-        api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
+        upstreams=upstreams,
         upstream_timeout=read("CHATSSE_UPSTREAM_TIMEOUT", float, 60.0, lambda v: v > 0, "a number of seconds > 0"),
         cors_origins=origins,
         max_body_bytes=read("CHATSSE_MAX_BODY_BYTES", int, 64 * 1024, lambda v: v > 0, "a whole number of bytes > 0"),

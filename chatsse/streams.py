@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from chatsse.errors import Draining, TooManyStreams
-from chatsse.upstream import UpstreamReply
+from chatsse.upstreams.reply import UpstreamReply
 
 log = logging.getLogger("chatsse")
 

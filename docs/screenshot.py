@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
+from chatsse.upstream_config import UpstreamConfig
 from tests.servers import serve_in_thread
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -31,7 +32,8 @@ SECOND = (
 def main() -> None:
     simulator = Simulator(delay=0.01)
     simulator.start_in_thread()
-    settings = Settings(endpoint=simulator.url, api_key="demo", deployment="demo", ping_seconds=0)
+    upstream = UpstreamConfig(name="demo", endpoint=simulator.url, api_key="demo", deployment="demo")
+    settings = Settings(upstreams=(upstream,), ping_seconds=0)
     with serve_in_thread(create_app(settings)) as gateway, sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=os.environ.get("CHATSSE_CHROMIUM", CHROMIUM), args=CHROMIUM_ARGS

@@ -12,6 +12,7 @@ import pytest
 from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
+from chatsse.upstream_config import UpstreamConfig
 from tests.servers import RunningServer, serve_in_thread
 
 API_KEY = "sk-test-SECRET-4f9a1c7e2b"
@@ -34,9 +35,7 @@ def simulator() -> Iterator[Simulator]:
 @pytest.fixture
 def settings(simulator: Simulator) -> Settings:
     return Settings(
-        endpoint=simulator.url,
-        api_key=API_KEY,
-        deployment=DEPLOYMENT,
+        upstreams=(UpstreamConfig(name="sim", endpoint=simulator.url, api_key=API_KEY, deployment=DEPLOYMENT),),
         upstream_timeout=10,
         max_retry_wait=5,
         ping_seconds=0,
@@ -48,10 +47,15 @@ GatewayFactory = Callable[..., RunningServer]
 
 @pytest.fixture
 def make_gateway(settings: Settings) -> Iterator[GatewayFactory]:
-    """Start a gateway whose settings are the defaults here with `overrides` applied."""
+    """Start a gateway whose settings are the defaults here with `overrides` applied; overrides named like an
+    UpstreamConfig field (api_key, endpoint, deployment, api_version, ...) change the one upstream."""
+    upstream_fields = {field.name for field in dataclasses.fields(UpstreamConfig)}
     with ExitStack() as stack:
 
         def start(**overrides: Any) -> RunningServer:
+            upstream = {k: overrides.pop(k) for k in list(overrides) if k in upstream_fields}
+            if upstream:
+                overrides["upstreams"] = (dataclasses.replace(settings.upstreams[0], **upstream),)
             app = create_app(dataclasses.replace(settings, **overrides))
             return stack.enter_context(serve_in_thread(app))
 

@@ -17,13 +17,16 @@ REQUIRED = {
 
 def test_defaults() -> None:
     settings = Settings.from_env(REQUIRED, env_file=None)
-    assert settings.api_version == "2024-10-21"
+    [upstream] = settings.upstreams
+    assert (upstream.name, upstream.model, upstream.api, upstream.entra) == ("azure", "default", "azure", False)
+    assert upstream.api_version == "2024-10-21" and upstream.api_key == "sk-settings-SECRET"
+    assert settings.models == ["default"]
     assert settings.upstream_timeout == 60
     assert settings.cors_origins == ("*",)
     assert settings.max_body_bytes == 64 * 1024
     assert settings.max_retries == 2
     assert settings.system_prompt is None
-    assert settings.chat_url == "https://my-resource.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
+    assert (upstream.endpoint, upstream.deployment) == ("https://my-resource.openai.azure.com/", "gpt-4o")
 
 
 def test_every_setting_is_read() -> None:
@@ -39,7 +42,7 @@ def test_every_setting_is_read() -> None:
         "CHATSSE_PING_SECONDS": "5",
     }
     settings = Settings.from_env(env, env_file=None)
-    assert settings.api_version == "2025-04-01-preview"
+    assert settings.upstreams[0].api_version == "2025-04-01-preview"
     assert settings.upstream_timeout == 12.5
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert (settings.max_body_bytes, settings.max_retries, settings.max_retry_wait) == (1000, 0, 3)
@@ -91,8 +94,8 @@ def test_env_file_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
         "CHATSSE_MAX_RETRIES=1\n"
     )
     settings = Settings.from_env({"AZURE_OPENAI_DEPLOYMENT_NAME": "env-deployment"}, env_file=str(env_file))
-    assert settings.endpoint == "https://from-file.openai.azure.com"
-    assert settings.deployment == "env-deployment"
+    assert settings.upstreams[0].endpoint == "https://from-file.openai.azure.com"
+    assert settings.upstreams[0].deployment == "env-deployment"
     assert settings.max_retries == 1
 
 

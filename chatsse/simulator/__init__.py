@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from chatsse.simulator.http import Connection, RecordedRequest
@@ -26,16 +27,37 @@ from chatsse.simulator.scenario import (
 )
 
 PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
+V1_PATH = "/openai/v1/chat/completions"  # Azure's v1 API; any other path ending in /chat/completions is OpenAI's
+INVALID_TOKEN = {
+    "error": {
+        "code": "401",
+        "message": "Access denied due to invalid subscription key or wrong API endpoint (Unauthorized. Access token is "
+        "missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired.)",
+    }
+}
 MAX_WAIT = 300.0  # no hold or silence outlives this: every simulator wait ends by itself
 
 
 class Simulator:
-    """Start with `await start()` on a running loop or `start_in_thread()`; the reply is chosen by the prompt."""
+    """Start with `await start()` on a running loop or `start_in_thread()`; the reply is chosen by the prompt.
 
-    def __init__(self, *, api_key: str | None = None, deployment: str | None = None, delay: float = 0.0) -> None:
+    It serves the three API shapes chatsse speaks: Azure (`/openai/deployments/{d}/chat/completions?api-version=`),
+    Azure v1 (`/openai/v1/chat/completions`) and OpenAI-compatible (`.../chat/completions`), the last two naming the
+    deployment as `model`. With `api_key`, Azure shapes need it in `api-key` and OpenAI's as `Bearer`; with
+    `accepts_token`, a `Bearer` token is checked by that function (Entra ID), and a key alone is refused."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        deployment: str | None = None,
+        delay: float = 0.0,
+        accepts_token: Callable[[str], bool] | None = None,
+    ) -> None:
         self.api_key = api_key
         self.deployment = deployment
         self.delay = delay
+        self.accepts_token = accepts_token
         self.requests: list[RecordedRequest] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -108,21 +130,21 @@ class Simulator:
     async def respond(self, conn: Connection, request: RecordedRequest) -> bool:
         """Write the response; returns whether the connection may be reused."""
         path = request.path
-        if request.method != "POST" or not (path.startswith(PATH_PREFIX) and path.endswith(PATH_SUFFIX)):
+        api = _api_of(path)
+        if request.method != "POST" or api is None or (api == "azure" and "api-version" not in request.query):
             return conn.write_json(404, RESOURCE_NOT_FOUND)
-        if "api-version" not in request.query:
-            return conn.write_json(404, RESOURCE_NOT_FOUND)
-        if self.api_key is not None and request.headers.get("api-key") != self.api_key:
-            return conn.write_json(401, ERROR_BODIES[401])
-        deployment = path[len(PATH_PREFIX) : -len(PATH_SUFFIX)]
-        if self.deployment is not None and deployment != self.deployment:
-            return conn.write_json(404, ERROR_BODIES[404])
+        refusal = self._refuse_auth(api, request.headers)
+        if refusal is not None:
+            return conn.write_json(401, refusal)
         try:
             body = request.json
             messages = body["messages"]
             last = str(messages[-1]["content"])
         except (ValueError, KeyError, IndexError, TypeError):
             return conn.write_json(400, BAD_REQUEST)
+        deployment = path[len(PATH_PREFIX) : -len(PATH_SUFFIX)] if api == "azure" else body.get("model")
+        if self.deployment is not None and deployment != self.deployment:
+            return conn.write_json(404, ERROR_BODIES[404])
         if body.get("stream") is not True:
             return conn.write_json(400, BAD_REQUEST)
         scenario, _ = parse_scenario(last, self.delay)
@@ -138,6 +160,17 @@ class Simulator:
             return conn.write_json(status, ERROR_BODIES.get(status, ERROR_BODIES[500]), headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._stream(conn, messages, scenario, include_usage)
+
+    def _refuse_auth(self, api: str, headers: dict[str, str]) -> dict[str, Any] | None:
+        """The error body for a request without the credentials this simulator asks for, else None."""
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
+        bearer = bearer if scheme.lower() == "bearer" else ""
+        if self.accepts_token is not None and api != "openai":
+            return None if bearer and self.accepts_token(bearer) else INVALID_TOKEN
+        if self.api_key is None:
+            return None
+        given = bearer if api == "openai" else headers.get("api-key")
+        return None if given == self.api_key else ERROR_BODIES[401]
 
     async def _stream(self, conn: Connection, messages: list[Any], scenario: Scenario, include_usage: bool) -> bool:
         frames = Frames(f"chatcmpl-{uuid.uuid4().hex[:24]}", scenario.ascii, include_usage)
@@ -179,6 +212,16 @@ class Simulator:
         await conn.send(tail, scenario.split)
         conn.end_stream()
         return True
+
+
+def _api_of(path: str) -> str | None:
+    if path.startswith(PATH_PREFIX) and path.endswith(PATH_SUFFIX):
+        return "azure"
+    if path == V1_PATH:
+        return "azure-v1"
+    if path.endswith(PATH_SUFFIX):
+        return "openai"
+    return None
 
 
 async def _wait(awaitable: Any, timeout: float) -> None:

@@ -1,0 +1,124 @@
+"""An upstream reply being read: SSE bytes in, our event bytes out, from the first token to done or an error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from chatsse.chunks import ChunkTranslator
+from chatsse.errors import ServerShutdown, from_transport_error
+from chatsse.observe import current_record
+from chatsse.sse import SSEDecoder
+
+log = logging.getLogger("chatsse.upstream")
+
+
+class UpstreamReply:
+    """An upstream reply that has produced its first content (or ended); `events()` relays the rest."""
+
+    def __init__(self, response: httpx.Response, upstream: str) -> None:
+        self.response = response
+        self.upstream = upstream  # the name of the upstream that serves it
+        self.translator = ChunkTranslator()
+        self._decoder = SSEDecoder()
+        self._reads = response.aiter_bytes()
+        self._first = b""
+        self._shutting_down = False
+        self._pending: asyncio.Future[bytes] | None = None
+
+    async def read_until_first_content(self, patience: float = 0) -> None:
+        """Read until there is something to send; a failure before that is raised, to become an HTTP error.
+
+        After `patience` seconds (0: no limit) with no content yet, return anyway: the stream starts and its
+        heartbeats flow, because PaaS routers give up on a response whose first byte is late (Heroku: 30 s)
+        and slow models can think for longer. The read under way carries on in `events()`."""
+        deadline = time.monotonic() + patience if patience else None
+        while not self._first and not self.translator.over:
+            try:
+                if deadline is None:  # no heartbeats: read directly, without a task per read
+                    raw = await anext(self._reads)
+                else:
+                    if self._pending is None:
+                        self._pending = asyncio.ensure_future(anext(self._reads))
+                    done, _ = await asyncio.wait({self._pending}, timeout=max(0.0, deadline - time.monotonic()))
+                    if not done:
+                        return
+                    pending, self._pending = self._pending, None
+                    raw = pending.result()
+            except StopAsyncIteration:
+                self.translator.end_of_stream()
+                break
+            except httpx.HTTPError as exc:
+                raise from_transport_error(exc) from None
+            self._first = self.translator.feed(self._decoder.decode(raw))
+        if not self._first and self.translator.failure is not None:
+            raise self.translator.failure
+        self._note_first_token()
+
+    def _note_first_token(self) -> None:
+        record = current_record.get()
+        if record is not None and record.ttft_ms is None and self.translator.content_events:
+            record.first_token()
+
+    async def _reads_after_early_start(self) -> AsyncIterator[bytes]:
+        """The upstream reads when the stream started before any content: the read under way, then the rest."""
+        assert self._pending is not None
+        pending, self._pending = self._pending, None
+        try:
+            yield await pending
+        except StopAsyncIteration:
+            return
+        self._note_first_token()
+        async for raw in self._reads:
+            yield raw
+            self._note_first_token()
+
+    async def events(self, prefix: bytes = b"") -> AsyncIterator[bytes]:
+        """Our event bytes, one write per upstream read, ending in a done event or an error event."""
+        translator = self.translator
+        try:
+            out = prefix + self._first
+            if not translator.over:
+                if out:
+                    yield out
+                out = b""
+                try:
+                    reads = self._reads if self._pending is None else self._reads_after_early_start()
+                    async for raw in reads:
+                        out = translator.feed(self._decoder.decode(raw))
+                        if translator.over:
+                            break
+                        if out:
+                            yield out
+                        out = b""
+                    else:
+                        translator.end_of_stream()
+                except httpx.HTTPError as exc:
+                    translator.failure = from_transport_error(exc)
+            if self._shutting_down and not translator.done:
+                translator.failure = ServerShutdown()
+            if translator.failure is not None:
+                log.warning("upstream failed mid-stream: %s", translator.failure.code)
+                out += translator.failure.to_event()
+            if out:
+                yield out
+        finally:
+            record = current_record.get()
+            if record is not None:
+                record.content_chunks = translator.content_events
+                record.finish_reason = translator.finish_reason
+            await self.response.aclose()
+
+    async def aclose(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        await self.response.aclose()
+
+    async def shut_down(self) -> None:
+        """End this stream now (server drain): the reader sees the upstream close and sends server_shutdown."""
+        self._shutting_down = True
+        await self.response.aclose()
