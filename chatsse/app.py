@@ -24,7 +24,7 @@ from chatsse.observe import Metrics, ObserveMiddleware
 from chatsse.relay import ChatRelay
 from chatsse.settings import ConfigError, Settings
 from chatsse.streams import DrainOnSigterm, StreamRegistry
-from chatsse.upstreams import Upstreams
+from chatsse.upstreams import Upstreams, startup_problem
 
 log = logging.getLogger("chatsse")
 STATIC = Path(__file__).parent / "static"
@@ -126,11 +126,16 @@ def _internal_error() -> Response:
 def factory() -> Starlette:
     """`uvicorn chatsse.app:factory --factory`: settings from the environment, or a clear message and exit 2."""
     try:
-        return create_app(Settings.from_env())
+        settings = Settings.from_env()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         print("To try chatsse without Azure, run: chatsse serve --demo", file=sys.stderr)
         raise SystemExit(2) from None
+    problem = startup_problem(settings)
+    if problem:
+        print(f"chatsse cannot start: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> Starlette:

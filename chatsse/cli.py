@@ -15,6 +15,7 @@ from uvicorn.config import LOGGING_CONFIG
 from chatsse import __version__, client
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
+from chatsse.upstreams import startup_problem
 
 DEMO_DELAY_SECONDS = 0.03
 
@@ -70,6 +71,10 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         if exc.missing:
             print("To try chatsse without an Azure account, run: chatsse serve --demo", file=sys.stderr)
         raise SystemExit(2) from None
+    problem = startup_problem(settings)
+    if problem:
+        print(f"chatsse cannot start: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     print(
         f"chatsse: try  curl -N http://{_display(host)}:{port}/api/v1/chat/stream "
         "-H 'Content-Type: application/json' -d '{\"message\": \"Hello\"}'",

@@ -21,3 +21,17 @@ def test_short_soak_run_ends_every_stream_and_leaks_nothing() -> None:
     summary = result.stdout.splitlines()[0]
     for outcome in ("done", "error_event", "client_hung_up", "http_502"):
         assert outcome in summary, summary  # every kind of ending was exercised
+
+
+def test_short_multi_upstream_soak_counts_every_failover() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SOAK), "--seconds", "6", "--concurrency", "20", "--multi"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "soak: OK" in result.stdout
+    # One upstream rate-limited at random, one dropping connections, one healthy: all three were used and failed over.
+    for seen in ("ptu:rate_limited", "dropping:upstream_unavailable", "healthy:ok"):
+        assert seen in result.stdout, result.stdout

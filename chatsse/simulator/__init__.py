@@ -8,6 +8,7 @@ request it received and when its connection closed, for tests; `--demo` and benc
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 import uuid
@@ -53,11 +54,15 @@ class Simulator:
         deployment: str | None = None,
         delay: float = 0.0,
         accepts_token: Callable[[str], bool] | None = None,
+        always: str = "",
     ) -> None:
         self.api_key = api_key
         self.deployment = deployment
         self.delay = delay
         self.accepts_token = accepts_token
+        # Directives applied to every request, as if each prompt carried `[sim: <always>]`: one simulator can play
+        # a rate-limited or failing upstream while another, seeing the same prompt, stays healthy.
+        self.always = always
         self.requests: list[RecordedRequest] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -65,6 +70,7 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._holds: dict[str, asyncio.Event] = {}
         self._failures_served: dict[str, int] = {}
+        self.failures = 0  # error answers and dropped connections served, in all
         self._connections: set[Connection] = set()
 
     @property
@@ -121,6 +127,8 @@ class Simulator:
     def _should_fail(self, scenario: Scenario, prompt_key: str) -> bool:
         if scenario.status == 200 and not scenario.drop:
             return False
+        if scenario.chance < 1 and random.random() >= scenario.chance:
+            return False
         if scenario.times <= 0:
             return True
         served = self._failures_served.get(prompt_key, 0)
@@ -147,8 +155,9 @@ class Simulator:
             return conn.write_json(404, ERROR_BODIES[404])
         if body.get("stream") is not True:
             return conn.write_json(400, BAD_REQUEST)
-        scenario, _ = parse_scenario(last, self.delay)
+        scenario, _ = parse_scenario(f"[sim: {self.always}] {last}" if self.always else last, self.delay)
         if self._should_fail(scenario, last):
+            self.failures += 1
             if scenario.drop:
                 return False  # hang up without a word, as a dying server or a stale keep-alive connection does
             status = scenario.status

@@ -18,10 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.03, help="seconds between tokens (default 0.03)")
     parser.add_argument("--api-key", default=None, help="require this api-key header (default: accept any)")
     parser.add_argument("--deployment", default=None, help="accept only this deployment name (default: any)")
+    parser.add_argument("--always", default="", help="directives for every request, e.g. 'status=429 retry_after=5'")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
-        simulator = Simulator(api_key=args.api_key, deployment=args.deployment, delay=args.delay)
+        simulator = Simulator(api_key=args.api_key, deployment=args.deployment, delay=args.delay, always=args.always)
         await simulator.start(args.host, args.port)
         print(
             f"chatsse simulator: Azure OpenAI-compatible streaming at http://{args.host}:{simulator.port}", flush=True

@@ -6,6 +6,7 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     status=N            answer N with Azure's real error body instead of a stream (400 = prompt content filter)
     times=N             only the first N requests with this exact prompt get `status` (or `drop`); later ones stream
     drop=1              close the connection without any response
+    chance=P            apply `status` or `drop` to only a share P (0 to 1) of requests, at random
     retry_after=S       `retry-after` header on a 429 (default 1); retry_after_ms=MS adds `retry-after-ms`
     delay=S             seconds between content chunks (absolute schedule, no drift); first_delay=S before the first
     tokens=N            reply with N filler tokens instead of the derived text
@@ -119,6 +120,7 @@ class Scenario:
     finish: str = "stop"
     no_done: bool = False
     drop: bool = False
+    chance: float = 1.0
     split: int = 0
     ascii: bool = False
 

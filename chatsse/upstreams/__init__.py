@@ -8,6 +8,7 @@ and move on at once; only when every upstream of the group rests does a request 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,17 +19,18 @@ from chatsse.errors import ChatSSEError, RateLimited, UpstreamUnavailable
 from chatsse.observe import current_record
 from chatsse.schema import ChatRequest
 from chatsse.settings import Settings
-from chatsse.upstreams.auth import EntraTokens
+from chatsse.upstreams.auth import EntraTokens, credential_problem
 from chatsse.upstreams.client import UpstreamClient, new_http_client
 from chatsse.upstreams.reply import UpstreamReply
 from chatsse.upstreams.router import Router
 
-__all__ = ["UpstreamReply", "Upstreams"]
+__all__ = ["UpstreamReply", "Upstreams", "startup_problem"]
 
 log = logging.getLogger("chatsse.upstream")
 # asyncio may wake a timer up to its clock resolution early; oversleeping by this much keeps a wait from
 # ending just before the cooldown does (which would cost a second wait from the retry budget).
 CLOCK_SLACK_SECONDS = 0.002
+BACKOFF_BASE_SECONDS = 0.25
 
 
 class Upstreams:
@@ -61,25 +63,30 @@ class Upstreams:
         assert self.client is not None, "the app lifespan did not run"
         settings, router = self.settings, self.router
         record = current_record.get()
-        attempts, waits, waited = 0, 0, 0.0
+        # Trying another upstream is free; trying one again is a retry, and waiting spends the retry budget's time.
+        attempts, retries, waited = 0, 0, 0.0
         most_attempts = len(router.groups[request.model]) + settings.max_retries
         last_error: ChatSSEError | None = None
+        attempted: set[str] = set()
+        failed_here: set[str] = set()  # failed for this request: tried again only after a backoff
+        failed_once: set[str] = set()  # a request's repeated failures on one upstream are one piece of evidence
         while True:
             now = time.monotonic()
-            upstream = router.choose(request.model, now) if attempts < most_attempts else None
+            upstream = router.choose(request.model, now, failed_here) if attempts < most_attempts else None
             if upstream is None:
-                delay, all_rate_limited = router.soonest(request.model, now)
-                if (
-                    attempts < most_attempts
-                    and waits < settings.max_retries
-                    and waited + delay <= settings.max_retry_wait
-                ):
-                    log.info("every upstream of %r is resting: waiting %.2fs", request.model, delay)
+                resting, all_rate_limited = router.soonest(request.model, now)
+                delay = resting or _backoff(retries)
+                in_budget = retries < settings.max_retries and waited + delay <= settings.max_retry_wait
+                if attempts < most_attempts and in_budget:
+                    log.info("no upstream of %r is ready: waiting %.2fs", request.model, delay)
                     await anyio.sleep(delay + CLOCK_SLACK_SECONDS)
-                    waits, waited = waits + 1, waited + delay
+                    waited += delay
+                    failed_here.clear()
                     continue
-                raise _exhausted(last_error, all_rate_limited, delay, len(router.groups[request.model]))
+                raise _exhausted(last_error, all_rate_limited, resting, len(router.groups[request.model]))
             attempts += 1
+            retries += upstream.name in attempted
+            attempted.add(upstream.name)
             if record is not None:
                 record.retries = attempts - 1
             try:
@@ -93,7 +100,10 @@ class Upstreams:
                 if isinstance(error, RateLimited):
                     cooldown.after_rate_limit(error.retry_after, time.monotonic())
                 else:
-                    cooldown.after_failure(time.monotonic())
+                    if upstream.name not in failed_once:
+                        cooldown.after_failure(time.monotonic())
+                    failed_here.add(upstream.name)
+                    failed_once.add(upstream.name)
                 last_error = error
                 continue
             router.cooldowns[upstream.name].after_success()
@@ -101,6 +111,18 @@ class Upstreams:
                 record.attempts.append(f"{upstream.name}:ok")
                 record.upstream = upstream.name
             return reply
+
+
+def _backoff(waits: int) -> float:
+    # Full jitter keeps many gateway workers from retrying in lockstep.
+    return float(BACKOFF_BASE_SECONDS * 2.0**waits * (0.5 + random.random() / 2))
+
+
+def startup_problem(settings: Settings) -> str | None:
+    """What stops these upstreams from working at all (no Entra credential), checked once before serving."""
+    if any(upstream.entra for upstream in settings.upstreams):
+        return credential_problem()
+    return None
 
 
 def _exhausted(last: ChatSSEError | None, all_rate_limited: bool, wait: float, group_size: int) -> ChatSSEError:

@@ -60,7 +60,8 @@ class EntraTokens:
             return self._token
         try:
             await self.refresh(stale=self._token)
-        except ClientAuthenticationError:
+        except Exception as exc:  # whatever the credential raised, the client hears it in our words
+            log.warning("entra token fetch failed (%s)", type(exc).__name__)
             raise TOKEN_FAILED from None
         return self._token
 
@@ -84,7 +85,8 @@ class EntraTokens:
         """Azure answered 401 to `token`: fetch another now (once, however many requests saw the 401)."""
         try:
             await self.refresh(stale=token)
-        except ClientAuthenticationError:
+        except Exception as exc:
+            log.warning("entra token fetch failed (%s)", type(exc).__name__)
             raise TOKEN_FAILED from None
 
     async def _keep_fresh(self) -> None:

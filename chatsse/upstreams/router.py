@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Collection
 
 from chatsse.upstream_config import UpstreamConfig
 from chatsse.upstreams.cooldown import Cooldown
@@ -19,9 +20,9 @@ class Router:
         self.cooldowns = {upstream.name: Cooldown() for upstream in upstreams}
         self._random = rng or random.Random()
 
-    def choose(self, model: str, now: float) -> UpstreamConfig | None:
-        """An upstream of `model` that is not resting, or None when all of them are."""
-        ready = [u for u in self.groups[model] if not self.cooldowns[u.name].cooling(now)]
+    def choose(self, model: str, now: float, exclude: Collection[str] = ()) -> UpstreamConfig | None:
+        """An upstream of `model` that is not resting (nor in `exclude`), or None when there is none."""
+        ready = [u for u in self.groups[model] if u.name not in exclude and not self.cooldowns[u.name].cooling(now)]
         if not ready:
             return None
         best = min(u.priority for u in ready)
@@ -31,10 +32,11 @@ class Router:
         return self._random.choices(tier, weights=[u.weight for u in tier])[0]
 
     def soonest(self, model: str, now: float) -> tuple[float, bool]:
-        """Seconds until the first of `model`'s upstreams is ready again, and whether all of them are rate-limited."""
+        """Seconds until the first of `model`'s upstreams is ready again (0: one is), and whether all of them rest
+        because they are rate-limited."""
         cooldowns = [self.cooldowns[u.name] for u in self.groups[model]]
         wait = max(0.0, min(c.until for c in cooldowns) - now)
-        return wait, all(c.rate_limited for c in cooldowns)
+        return wait, wait > 0 and all(c.rate_limited for c in cooldowns)
 
     def resting(self, now: float) -> list[str]:
         """The names of the upstreams in cooldown right now."""
