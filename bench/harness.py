@@ -205,3 +205,37 @@ async def run_streams(target: Target, streams: int, tokens: int, delay: float, s
         if future in pending:
             results[index].error = "timed out"
     return results
+
+
+RATE_LIMITED = b'{"error":{"code":"429","message":"Requests to ChatCompletions_Create are rate-limited."}}'
+
+
+class _RateLimitedConnection(asyncio.Protocol):
+    """An upstream that answers every request 429 with `retry-after-ms: 0`, so a gateway tries it every time."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (head_end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            found = re.search(rb"(?i)content-length: *(\d+)", self.buffer[:head_end])
+            end = head_end + 4 + (int(found.group(1)) if found else 0)
+            if len(self.buffer) < end:
+                return
+            self.buffer = self.buffer[end:]
+            assert self.transport is not None
+            self.transport.write(
+                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                b"retry-after-ms: 0\r\ncontent-length: %d\r\n\r\n%b" % (len(RATE_LIMITED), RATE_LIMITED)
+            )
+
+
+async def start_rate_limited_upstream() -> tuple[asyncio.Server, int]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_RateLimitedConnection, "127.0.0.1", 0, backlog=4096)
+    return server, server.sockets[0].getsockname()[1]

@@ -2,6 +2,8 @@
 
     python bench/run.py            # full: W1/W2/W3 x 3 interleaved repetitions, + peer, + WEB_CONCURRENCY=2
     python bench/run.py --quick    # a smoke run in well under a minute (CI): completion and correctness only
+    python bench/run.py --baseline ae3dbd2 --failover --no-peer --no-workers2 --out bench/results/upstreams
+                                   # + the gateway at another commit, + a two-upstream gateway whose first answers 429
 
 The gateway under test is a real process started as the Procfile starts it, pinned to CPU 0; this process
 (fake upstream + load generator) is pinned to CPU 1. Writes bench/results/<mode>.json and, for a full run,
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -21,12 +24,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import StreamResult, Target, run_streams, start_upstream
+from harness import StreamResult, Target, run_streams, start_rate_limited_upstream, start_upstream
 
 BENCH = Path(__file__).resolve().parent
 PEER_VENV = BENCH / ".venv-peer"
@@ -87,15 +92,18 @@ def ensure_peer() -> Path:
 class Gateway:
     """A gateway process pinned to its CPUs; `pid` for /proc readings."""
 
-    def __init__(self, name: str, upstream_port: int, workers: int, cpus: set[int]) -> None:
+    def __init__(
+        self, name: str, upstream_port: int, workers: int, cpus: set[int], extra_env: dict[str, str] | None = None
+    ) -> None:
         self.name, self.port = name, free_port()
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))},
             "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{upstream_port}",
             "AZURE_OPENAI_API_KEY": "bench",
             "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
             "WEB_CONCURRENCY": str(workers),
             "PORT": str(self.port),
+            **(extra_env or {}),
         }
         if name == "peer":
             command = [str(ensure_peer()), "-m", "uvicorn", "peer_app:app", "--app-dir", str(BENCH)]
@@ -138,6 +146,20 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def baseline_tree(revision: str | None) -> Iterator[Path | None]:
+    """A temporary git worktree of `revision` (None: nothing)."""
+    if revision is None:
+        yield None
+        return
+    tree = Path(tempfile.mkdtemp(prefix="chatsse-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], check=True, cwd=BENCH.parent)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, cwd=BENCH.parent)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,11 +221,28 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         b"[DONE]",
     )
     names = ["direct", "chatsse", *(["peer"] if args.peer else [])]
+    extra_env: dict[str, dict[str, str]] = {}
+    if args.baseline:
+        # The gateway as it was at another commit, on the same dependencies: imported from a worktree of it.
+        names.append("baseline")
+        extra_env["baseline"] = {"PYTHONPATH": str(args.baseline_tree)}
+    if args.failover:
+        limited, limited_port = await start_rate_limited_upstream()
+        names.append("failover")
+        config = args.out / "failover-upstreams.toml"
+        args.out.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f'[[upstream]]\nname = "first"\nendpoint = "http://127.0.0.1:{limited_port}"\ndeployment = "bench"\n'
+            'api_key_env = "BENCH_KEY"\npriority = 0\n\n'
+            f'[[upstream]]\nname = "second"\nendpoint = "http://127.0.0.1:{upstream_port}"\ndeployment = "bench"\n'
+            'api_key_env = "BENCH_KEY"\npriority = 1\n'
+        )
+        extra_env["failover"] = {"CHATSSE_CONFIG": str(config), "BENCH_KEY": "bench", "AZURE_OPENAI_ENDPOINT": ""}
     runs: list[dict[str, Any]] = []
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]  # interleave: each target goes first once
         for name in order:
-            gateway = None if name == "direct" else Gateway(name, upstream_port, 1, {0})
+            gateway = None if name == "direct" else Gateway(name, upstream_port, 1, {0}, extra_env.get(name))
             if gateway:
                 await gateway.wait_ready()
             target = gateway.target() if gateway else direct
@@ -353,6 +392,8 @@ def main() -> None:
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, help="include the seed-style peer")
     parser.add_argument("--workers2", action=argparse.BooleanOptionalAction, help="also W1 with WEB_CONCURRENCY=2")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the JSON goes")
+    parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
+    parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     args = parser.parse_args()
     args.reps = args.reps or (1 if args.quick else 3)
     args.peer = (not args.quick) if args.peer is None else args.peer
@@ -365,7 +406,8 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    report = asyncio.run(bench(args))
+    with baseline_tree(args.baseline) as args.baseline_tree:
+        report = asyncio.run(bench(args))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{report['meta']['mode']}.json"
     path.write_text(json.dumps(report, indent=1))

@@ -116,6 +116,17 @@ async def test_a_429_rests_that_upstream_and_fails_over_at_once(fleet: Fleet, ca
     assert all(fleet.sims["ptu"].url not in json.dumps(line) for line in lines)
 
 
+async def test_a_429_asking_for_no_wait_still_moves_on_to_the_next_upstream(fleet: Fleet) -> None:
+    fleet.sim("first", always="status=429 retry_after_ms=0")
+    fleet.sim("second")
+    gateway = fleet.gateway(fleet.upstream("first"), fleet.upstream("second", priority=1))
+    async with httpx.AsyncClient() as client:
+        for _ in range(3):
+            response, _ = await chat(client, gateway.url, {"message": "echo:hi"})
+            assert response.status_code == 200 and response.headers["x-chatsse-upstream"] == "second"
+    assert fleet.counts() == {"first": 3, "second": 3}  # asked first every time (it rests 0 s), once each
+
+
 async def test_a_failing_upstream_opens_a_circuit_that_grows_then_closes(fleet: Fleet) -> None:
     primary = fleet.sim("primary", always="status=500")
     fleet.sim("backup")

@@ -68,7 +68,7 @@ class Upstreams:
         most_attempts = len(router.groups[request.model]) + settings.max_retries
         last_error: ChatSSEError | None = None
         attempted: set[str] = set()
-        failed_here: set[str] = set()  # failed for this request: tried again only after a backoff
+        failed_here: set[str] = set()  # failed for this request: tried again only after a wait
         failed_once: set[str] = set()  # a request's repeated failures on one upstream are one piece of evidence
         while True:
             now = time.monotonic()
@@ -97,12 +97,12 @@ class Upstreams:
                 if not error.retryable:
                     raise
                 cooldown = router.cooldowns[upstream.name]
+                failed_here.add(upstream.name)  # move on, even when it asked to be retried at once
                 if isinstance(error, RateLimited):
                     cooldown.after_rate_limit(error.retry_after, time.monotonic())
                 else:
                     if upstream.name not in failed_once:
                         cooldown.after_failure(time.monotonic())
-                    failed_here.add(upstream.name)
                     failed_once.add(upstream.name)
                 last_error = error
                 continue

@@ -8,12 +8,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ClientAuthenticationError
-from azure.identity.aio import DefaultAzureCredential
+from typing import TYPE_CHECKING
 
 from chatsse.errors import UpstreamAuthFailed
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 log = logging.getLogger("chatsse.upstream")
 
@@ -25,7 +25,14 @@ TOKEN_FAILED = UpstreamAuthFailed(
     "The operator should check the gateway's managed identity (or other Azure credential) and its logs."
 )
 
-CredentialFactory = Callable[[], AsyncTokenCredential]
+CredentialFactory = Callable[[], "AsyncTokenCredential"]
+
+
+def default_credential() -> AsyncTokenCredential:
+    # Imported when first needed: azure-identity costs start-up time and memory that key-only gateways never use.
+    from azure.identity.aio import DefaultAzureCredential
+
+    return DefaultAzureCredential()
 
 
 class EntraTokens:
@@ -35,7 +42,7 @@ class EntraTokens:
     lock makes sure only one fetch runs at a time. Each fetch uses a new credential object, because the library's
     own cache would hand back the token being replaced."""
 
-    def __init__(self, credential: CredentialFactory = DefaultAzureCredential) -> None:
+    def __init__(self, credential: CredentialFactory = default_credential) -> None:
         self._new_credential = credential
         self._token = ""
         self._expires_on = 0.0
@@ -102,8 +109,10 @@ class EntraTokens:
 def credential_problem() -> str | None:
     """Try to get a token once, before serving: None if it works, else what was tried and what to set."""
 
+    from azure.core.exceptions import ClientAuthenticationError
+
     async def probe() -> None:
-        credential = DefaultAzureCredential()
+        credential = default_credential()
         try:
             await credential.get_token(SCOPE)
         finally:
