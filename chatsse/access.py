@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatsse.errors import CallerRateLimited, ChatSSEError, HeadersTooLarge, Unauthorized
 from chatsse.observe import current_record
+from chatsse.ratelimit import RateLimiter
 from chatsse.settings import Settings
 
 PROTECTED = ("/api/", "/metrics")
-MAX_TRACKED_CALLERS = 10_000
 
 
 def key_id(key: str) -> str:
@@ -22,55 +21,27 @@ def key_id(key: str) -> str:
     return "key:" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-class RateLimiter:
-    """A token bucket per caller: `limit` requests per `period` seconds, refilled continuously."""
-
-    def __init__(self, limit: int, period: float) -> None:
-        self.capacity = float(limit)
-        self.rate = limit / period
-        self.buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, updated)
-
-    def retry_after(self, caller: str, now: float | None = None) -> float | None:
-        """Take one token for `caller`; None if allowed, else seconds until the next one."""
-        now = time.monotonic() if now is None else now
-        tokens, updated = self.buckets.get(caller, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - updated) * self.rate)
-        if tokens < 1:
-            self.buckets[caller] = (tokens, now)
-            return (1 - tokens) / self.rate
-        self.buckets[caller] = (tokens - 1, now)
-        if len(self.buckets) > MAX_TRACKED_CALLERS:
-            self._forget_full_buckets(now)
-        return None
-
-    def _forget_full_buckets(self, now: float) -> None:
-        # A bucket that has refilled completely holds no information.
-        full = [c for c, (t, u) in self.buckets.items() if t + (now - u) * self.rate >= self.capacity]
-        for caller in full:
-            del self.buckets[caller]
-
-
 class AccessMiddleware:
     """Refuses oversized headers (431), unknown callers on API routes (401) and callers over their rate (429)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter | None) -> None:
         self.app = app
         self.keys = [(key.encode(), key_id(key)) for key in settings.api_keys]
         self.max_header_bytes = settings.max_header_bytes
-        self.limiter = RateLimiter(*settings.rate_limit) if settings.rate_limit else None
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
-            self._check(scope)
+            await self._check(scope)
         except ChatSSEError as error:
             await error.to_response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> None:
+    async def _check(self, scope: Scope) -> None:
         headers = scope["headers"]
         if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
             raise HeadersTooLarge()
@@ -79,7 +50,7 @@ class AccessMiddleware:
         if record is not None:
             record.caller = caller
         if self.limiter is not None and scope["path"].startswith("/api/"):
-            wait = self.limiter.retry_after(caller)
+            wait = await self.limiter.retry_after(caller)
             if wait is not None:
                 raise CallerRateLimited(retry_after=wait)
 

@@ -21,7 +21,10 @@ from chatsse import __version__
 from chatsse.access import AccessMiddleware
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.observe import Metrics, ObserveMiddleware
+from chatsse.ratelimit import RateLimiter, RedisRateLimiter
 from chatsse.relay import ChatRelay
+from chatsse.resume import RedisStreams, StreamKeeper
+from chatsse.resume.redis_streams import connect
 from chatsse.settings import ConfigError, Settings
 from chatsse.streams import DrainOnSigterm, StreamRegistry
 from chatsse.upstreams import Upstreams, startup_problem
@@ -34,19 +37,37 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base
 def create_app(settings: Settings) -> Starlette:
     streams = StreamRegistry(settings.max_streams)
     upstreams = Upstreams(settings)
-    relay = ChatRelay(settings, streams, upstreams)
+    redis_client = connect(settings.redis_url) if settings.redis_url else None
+    remote = RedisStreams(redis_client, settings.upstream_timeout) if redis_client is not None else None
+    keeper = None
+    if settings.resume_seconds:
+        keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, remote)
+    limiter: RateLimiter | None = None
+    if settings.rate_limit:
+        limiter = (
+            RateLimiter(*settings.rate_limit)
+            if redis_client is None
+            else RedisRateLimiter(*settings.rate_limit, redis_client)
+        )
+    relay = ChatRelay(settings, streams, upstreams, keeper)
     metrics = Metrics()
-    metrics.active_streams.set_function(lambda: streams.count)
+    metrics.watch(streams, keeper, remote, limiter)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with upstreams.running():
+            if remote is not None:
+                remote.start()
             drain.install()
             try:
                 yield
             finally:
                 drain.uninstall()
+                if keeper is not None:
+                    await keeper.close()
+                if remote is not None:
+                    await remote.close()
 
     async def health(request: Request) -> Response:
         if streams.draining:
@@ -63,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/api/v1/chat/stream", relay.stream, methods=["GET", "POST"]),
+        Route("/api/v1/chat/stream/{stream_id}", relay.resume, methods=["GET"]),
         Route("/api/v1/models", models, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -85,7 +107,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_headers=["*"],
                 expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream"],
             ),
-            Middleware(AccessMiddleware, settings=settings),
+            Middleware(AccessMiddleware, settings=settings, limiter=limiter),
         ],
         exception_handlers={
             ChatSSEError: _render_error,

@@ -25,6 +25,9 @@
     ├── ServerShutdown                503     server_shutdown
     ├── RequestTimeout                408     request_timeout
     ├── HeadersTooLarge               431     headers_too_large
+    ├── StreamNotFound                404     stream_not_found
+    ├── ResumeGap                     410     resume_gap
+    ├── ResumeUnavailable             503     resume_unavailable
     └── InternalError                 500     internal_error
 
 Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
@@ -206,6 +209,25 @@ class RequestTimeout(ChatSSEError):
 class HeadersTooLarge(ChatSSEError):
     status_code, code = 431, "headers_too_large"
     default_message = "The request headers are too large (CHATSSE_MAX_HEADER_BYTES)."
+
+
+class StreamNotFound(ChatSSEError):
+    status_code, code = 404, "stream_not_found"
+    default_message = (
+        "No such stream: it never existed, it expired (CHATSSE_RESUME_SECONDS), or it is another caller's."
+    )
+
+
+class ResumeGap(ChatSSEError):
+    status_code, code = 410, "resume_gap"
+    default_message = (
+        "Part of this reply after your last event is no longer kept (CHATSSE_RESUME_MAX_BYTES); ask the question again."
+    )
+
+
+class ResumeUnavailable(ChatSSEError):
+    status_code, code = 503, "resume_unavailable"
+    default_message = "The gateway cannot reach its shared stream store (Redis) right now. Try again shortly."
 
 
 class InternalError(ChatSSEError):

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -95,6 +96,28 @@ class Metrics:
             registry=r,
         )
 
+    def watch(self, streams: Counted, keeper: Any, remote: Any, limiter: Any) -> None:
+        """Read gauges and failure counts from the parts that keep them, at each scrape."""
+        r = self.registry
+        self.active_streams.set_function(lambda: streams.count)
+        if keeper is not None:
+            Gauge("chatsse_streams_kept", "Replies kept for resuming.", registry=r).set_function(
+                lambda: len(keeper.streams)
+            )
+            Gauge("chatsse_streams_detached", "Kept replies still read with no client.", registry=r).set_function(
+                lambda: keeper.detached
+            )
+            _CounterFrom("chatsse_resumes", "Streams resumed.", lambda: keeper.resumes, r)
+            _CounterFrom("chatsse_resume_gaps", "Resumes refused: events already dropped.", lambda: keeper.gaps, r)
+        if remote is not None:
+            _CounterFrom(
+                "chatsse_redis_write_failures", "Stream writes Redis did not take.", lambda: remote.failures, r
+            )
+        if limiter is not None:
+            _CounterFrom(
+                "chatsse_rate_limit_failures", "Rate-limit checks that failed open.", lambda: limiter.failures, r
+            )
+
     def observe(self, record: RequestRecord) -> None:
         self.requests.labels(record.route, str(record.status)).inc()
         self.duration.observe(record.duration_ms / 1000)
@@ -118,6 +141,24 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Counted(Protocol):
+    @property
+    def count(self) -> int: ...
+
+
+class _CounterFrom:
+    """A counter whose value another object keeps (read at scrape time)."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], int], registry: CollectorRegistry) -> None:
+        self.name, self.documentation, self.value = name, documentation, value
+        registry.register(self)
+
+    def collect(self) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        return [CounterMetricFamily(self.name, self.documentation, value=self.value())]
 
 
 def format_line(record: RequestRecord, fmt: str) -> str:

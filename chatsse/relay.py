@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
 
 import anyio
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatsse.errors import MethodNotAllowed, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from chatsse.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    StreamNotFound,
+    UnsupportedMediaType,
+)
+from chatsse.observe import current_record
+from chatsse.resume import StreamKeeper, parse_event_id
 from chatsse.schema import ChatRequest, parse_chat_body, parse_chat_query, parse_query
 from chatsse.settings import Settings
 from chatsse.stream_response import RelayResponse
@@ -20,24 +30,37 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # EventSource reconnects by itself whenever a stream ends; clients should close on done/error, and this
 # slows down the ones that do not.
 EVENTSOURCE_RETRY = b"retry: 30000\n\n"
+# With resume on, a reconnecting EventSource continues the reply (it sends Last-Event-ID), so come back soon.
+RESUME_RETRY = b"retry: 1500\n\n"
 
 
 class ChatRelay:
     """Owns the chat endpoint."""
 
-    def __init__(self, settings: Settings, streams: StreamRegistry, upstreams: Upstreams) -> None:
+    def __init__(
+        self, settings: Settings, streams: StreamRegistry, upstreams: Upstreams, keeper: StreamKeeper | None
+    ) -> None:
         self.settings = settings
         self.streams = streams
         self.upstreams = upstreams
+        self.keeper = keeper
         self.models = settings.models
+        self.eventsource_retry = EVENTSOURCE_RETRY if keeper is None else RESUME_RETRY
 
     async def stream(self, request: Request) -> Response:
         """POST with a JSON body, or GET `?message=` for EventSource."""
         if request.method == "HEAD":
             raise MethodNotAllowed("HEAD would start a chat; use GET (EventSource) or POST.")
         if request.method == "GET":
+            last_event_id = request.headers.get("last-event-id")
+            if last_event_id and self.keeper is not None:
+                # A native EventSource reconnecting: continue its reply rather than ask the question again.
+                found = parse_event_id(last_event_id)
+                if found is None:
+                    raise StreamNotFound()
+                return await self._resume(*found)
             chat = parse_chat_query(_query(request, self.settings.max_body_bytes), self.models)
-            prefix = EVENTSOURCE_RETRY
+            prefix = self.eventsource_retry
         else:
             _require_json(request)
             try:
@@ -53,6 +76,11 @@ class ChatRelay:
             reply = await self.upstreams.open(self._with_system_prompt(chat))
         finally:
             self.streams.opened(reply)
+        headers = {**STREAM_HEADERS, "X-Chatsse-Upstream": reply.upstream}
+        if self.keeper is not None:
+            stream = self.keeper.keep(reply, self._owner())
+            events = self.keeper.follow_local(stream, 0, prefix)
+            return self._response(events, {**headers, "X-Chatsse-Stream": stream.id})
         return RelayResponse(
             reply.events(prefix),
             headers={**STREAM_HEADERS, "X-Chatsse-Upstream": reply.upstream},
@@ -62,6 +90,32 @@ class ChatRelay:
             # event (sse-starlette #156); closing here too makes sure the upstream is released.
             background=BackgroundTask(self._finished, reply),
         )
+
+    async def resume(self, request: Request) -> Response:
+        """`GET /api/v1/chat/stream/{stream_id}`: the events after Last-Event-ID (or all), then the live rest."""
+        stream_id = request.path_params["stream_id"]
+        last = request.headers.get("last-event-id") or parse_query(request.scope["query_string"]).get("last_event_id")
+        after = 0
+        if last:
+            found = parse_event_id(last)
+            if found is None or found[0] != stream_id:
+                raise InvalidRequest("Last-Event-ID (or last_event_id) must be an event id of this stream.")
+            after = found[1]
+        return await self._resume(stream_id, after)
+
+    async def _resume(self, stream_id: str, after: int) -> Response:
+        if self.keeper is None:
+            raise StreamNotFound("Replies are not kept on this gateway (CHATSSE_RESUME_SECONDS is 0).")
+        events = await self.keeper.follow(stream_id, self._owner(), after, self.eventsource_retry)
+        return self._response(events, {**STREAM_HEADERS, "X-Chatsse-Stream": stream_id})
+
+    def _response(self, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+        return RelayResponse(events, headers=headers, ping=self.settings.ping_seconds, sep="\n")
+
+    def _owner(self) -> str | None:
+        """Who may follow a kept stream: the caller key that started it (with keys off, whoever has its id)."""
+        record = current_record.get()
+        return record.caller if self.settings.api_keys and record is not None else None
 
     async def _finished(self, reply: UpstreamReply) -> None:
         await reply.aclose()

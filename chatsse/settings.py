@@ -49,6 +49,9 @@ class Settings:
     trusted_proxies: str = ""
     body_timeout: float = 10.0
     max_header_bytes: int = 16 * 1024
+    resume_seconds: float = 0.0  # 0: replies end with their connection
+    resume_max_bytes: int = 1024 * 1024
+    redis_url: str | None = field(default=None, repr=False)  # the URL may hold a password
 
     @property
     def models(self) -> list[str]:
@@ -88,6 +91,10 @@ def _api_keys(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
         except OSError as exc:
             problems.append(f"CHATSSE_API_KEYS_FILE={path!r} cannot be read ({exc.strerror})")
     return tuple(k for k in keys if k)
+
+
+def _redis_url(url: str | None) -> bool:
+    return url is None or url.startswith(("redis://", "rediss://", "unix://"))
 
 
 def _boolean(raw: str) -> bool:
@@ -186,6 +193,13 @@ def _parse(env: Mapping[str, str]) -> Settings:
         trusted_proxies=env.get("CHATSSE_TRUSTED_PROXIES", "").strip(),
         body_timeout=read("CHATSSE_BODY_TIMEOUT", float, 10.0, lambda v: v > 0, "a number of seconds > 0"),
         max_header_bytes=read("CHATSSE_MAX_HEADER_BYTES", int, 16384, lambda v: v >= 1024, "a whole number >= 1024"),
+        resume_seconds=read(
+            "CHATSSE_RESUME_SECONDS", float, 0.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"
+        ),
+        resume_max_bytes=read(
+            "CHATSSE_RESUME_MAX_BYTES", int, 1024 * 1024, lambda v: v >= 1024, "a whole number of bytes >= 1024"
+        ),
+        redis_url=read("CHATSSE_REDIS_URL", str, None, _redis_url, "a URL such as redis://localhost:6379/0"),
     )
     if problems:
         raise ConfigError(problems, missing)

@@ -1,0 +1,153 @@
+"""Resumable streams: a reply outlives its connection, for `CHATSSE_RESUME_SECONDS`, and any client may follow it.
+
+With resume on, a task reads each reply from its upstream into a `LiveStream` in this process; the client that
+asked is one follower of it, a reconnecting client (same worker) another. With `CHATSSE_REDIS_URL`, the events are
+copied to Redis as well, so a client that reconnects to another worker or instance follows them from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from chatsse.errors import ResumeGap, StreamNotFound
+from chatsse.resume.live import LiveStream, new_stream_id, parse_event_id
+from chatsse.resume.redis_streams import RedisStreams
+from chatsse.streams import StreamRegistry
+from chatsse.upstreams import UpstreamReply
+
+__all__ = ["LiveStream", "RedisStreams", "StreamKeeper", "parse_event_id"]
+
+log = logging.getLogger("chatsse.resume")
+
+
+class StreamKeeper:
+    """The replies kept in this process: starts their readers, counts their followers, forgets them when due."""
+
+    def __init__(
+        self, seconds: float, max_bytes: int, registry: StreamRegistry, remote: RedisStreams | None = None
+    ) -> None:
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+        self.registry = registry
+        self.remote = remote
+        self.streams: dict[str, LiveStream] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._checks: set[asyncio.Task[None]] = set()
+        self.resumes = 0
+        self.gaps = 0
+
+    @property
+    def detached(self) -> int:
+        """Streams whose reply is still being read with no client following it."""
+        return sum(1 for s in self.streams.values() if not s.followers and not s.ended)
+
+    def keep(self, reply: UpstreamReply, owner: str | None) -> LiveStream:
+        """Read `reply` into a new stream from now on, whoever follows it."""
+        stream = LiveStream(new_stream_id(), owner, self.max_bytes)
+        stream.upstream = reply.upstream
+        self.streams[stream.id] = stream
+        if self.remote is not None:
+            self.remote.started(stream.id, owner, self.seconds)
+        self._tasks[stream.id] = asyncio.create_task(self._read(stream, reply), name=f"chatsse-stream-{stream.id}")
+        self._forget_later(stream)
+        return stream
+
+    async def _read(self, stream: LiveStream, reply: UpstreamReply) -> None:
+        try:
+            async for data in reply.events():
+                added = stream.append(data)
+                if self.remote is not None:
+                    self.remote.append(stream.id, added, stream.first_seq)
+        finally:
+            await reply.aclose()
+            self.registry.closed(reply)
+            stream.end()
+            if self.remote is not None:
+                self.remote.ended(stream.id, self.seconds)
+            self._tasks.pop(stream.id, None)
+            if not stream.followers:
+                self._forget_later(stream)  # kept for the window after it ends, too
+
+    def find(self, stream_id: str, owner: str | None) -> LiveStream | None:
+        stream = self.streams.get(stream_id)
+        return stream if stream is not None and stream.owner == owner else None
+
+    async def follow(self, stream_id: str, owner: str | None, after: int, prefix: bytes = b"") -> AsyncIterator[bytes]:
+        """The events after `after`, from this process or from Redis; refuses (404, 410, 503) before the first byte."""
+        stream = self.find(stream_id, owner)
+        if stream is not None:
+            if stream.gap(after):
+                self.gaps += 1
+                raise ResumeGap()
+            self.resumes += 1
+            return self.follow_local(stream, after, prefix)
+        if self.remote is None:
+            raise StreamNotFound()
+        events = await self.remote.follow(stream_id, owner, after, self.seconds, prefix)
+        self.resumes += 1
+        return events
+
+    async def follow_local(self, stream: LiveStream, after: int, prefix: bytes = b"") -> AsyncIterator[bytes]:
+        self._attach(stream)
+        try:
+            async for chunk in stream.follow(after, prefix):
+                yield chunk
+        finally:
+            self._detach(stream)
+
+    def _attach(self, stream: LiveStream) -> None:
+        stream.followers += 1
+        handle = self._expiry.pop(stream.id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _detach(self, stream: LiveStream) -> None:
+        stream.followers -= 1
+        if not stream.followers:
+            self._forget_later(stream)
+
+    def _forget_later(self, stream: LiveStream) -> None:
+        handle = self._expiry.pop(stream.id, None)
+        if handle is not None:
+            handle.cancel()
+        self._expiry[stream.id] = asyncio.get_running_loop().call_later(self.seconds, self._forget, stream)
+
+    def _forget(self, stream: LiveStream) -> None:
+        self._expiry.pop(stream.id, None)
+        if stream.followers:
+            return
+        if self.remote is None:
+            self._drop(stream)
+        else:
+            task = asyncio.create_task(self._forget_unless_followed_elsewhere(stream))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _forget_unless_followed_elsewhere(self, stream: LiveStream) -> None:
+        assert self.remote is not None
+        if await self.remote.followed_elsewhere(stream.id):
+            self._forget_later(stream)  # a client on another worker follows it through Redis
+        elif not stream.followers:
+            self._drop(stream)
+
+    def _drop(self, stream: LiveStream) -> None:
+        """The window passed with nobody following: stop reading the reply (closing the upstream) and drop it."""
+        self.streams.pop(stream.id, None)
+        task = self._tasks.pop(stream.id, None)
+        if task is not None:
+            log.info("stream %s: nobody came back for %.0fs; closing its upstream", stream.id[:8], self.seconds)
+            task.cancel()
+
+    async def close(self) -> None:
+        for handle in self._expiry.values():
+            handle.cancel()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

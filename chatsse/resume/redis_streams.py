@@ -1,0 +1,154 @@
+"""Kept replies copied to Redis Streams, so a client can resume on any worker or instance.
+
+Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`), `chatsse:m:<id>` (owner, ended),
+`chatsse:f:<id>` (set by followers on other workers, so the reading worker keeps the reply for them). Writes leave
+the live path at once: they go through a queue to one writer task that sends everything pending in one pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from chatsse.errors import ResumeGap, ResumeUnavailable, StreamNotFound, UpstreamTimeout
+
+log = logging.getLogger("chatsse.resume")
+
+BLOCK_MS = 1000
+LIVE_TTL_SECONDS = 600  # while a reply is being read; the resume window starts when it ends
+TERMINAL = (b'\ndata: {"done"', b'\ndata: {"error"')
+
+
+def connect(url: str) -> redis.Redis:
+    # Bounded waits everywhere: a lost Redis must make calls fail, never hang.
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 3)
+
+
+class RedisStreams:
+    """Writes this process's kept replies to Redis, and follows any process's kept replies from it."""
+
+    def __init__(self, client: redis.Redis, idle_limit: float) -> None:
+        self.client = client
+        self.idle_limit = idle_limit  # a reply silent this long is given up on by followers
+        self.healthy = True
+        self.failures = 0  # writes that failed (Redis unreachable)
+        self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_forever(), name="chatsse-redis-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        await self.client.aclose()
+
+    # Writing (never awaited on the live path) --------------------------------------------------------------
+    def started(self, stream_id: str, owner: str | None, seconds: float) -> None:
+        self._queue.put_nowait(("started", (stream_id, owner or "", seconds)))
+
+    def append(self, stream_id: str, events: list[tuple[int, bytes]], first_seq: int) -> None:
+        if events:
+            self._queue.put_nowait(("append", (stream_id, events, first_seq)))
+
+    def ended(self, stream_id: str, seconds: float) -> None:
+        self._queue.put_nowait(("ended", (stream_id, seconds)))
+
+    async def _write_forever(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            pipe = self.client.pipeline(transaction=False)
+            for kind, args in items:
+                getattr(self, f"_queue_{kind}")(pipe, *args)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.failures += len(items)
+                if self.healthy:
+                    log.warning(
+                        "Redis unreachable (%s): resumes on other workers fail until it returns", type(exc).__name__
+                    )
+                self.healthy = False
+                continue
+            if not self.healthy:
+                log.warning("Redis is back: kept replies are shared again")
+            self.healthy = True
+
+    @staticmethod
+    def _queue_started(pipe: Any, stream_id: str, owner: str, seconds: float) -> None:
+        meta = f"chatsse:m:{stream_id}"
+        pipe.hset(meta, mapping={"owner": owner, "ended": 0})
+        pipe.expire(meta, LIVE_TTL_SECONDS + int(seconds) + 1)
+
+    @staticmethod
+    def _queue_append(pipe: Any, stream_id: str, events: list[tuple[int, bytes]], first_seq: int) -> None:
+        key = f"chatsse:s:{stream_id}"
+        for seq, framed in events:
+            pipe.xadd(key, {"e": framed}, id=f"0-{seq}", minid=f"0-{first_seq}", approximate=False)
+        pipe.expire(key, LIVE_TTL_SECONDS)
+
+    @staticmethod
+    def _queue_ended(pipe: Any, stream_id: str, seconds: float) -> None:
+        pipe.hset(f"chatsse:m:{stream_id}", "ended", 1)
+        for key in (f"chatsse:s:{stream_id}", f"chatsse:m:{stream_id}"):
+            pipe.expire(key, int(seconds) + 1)
+
+    # Reading ------------------------------------------------------------------------------------------------
+    async def followed_elsewhere(self, stream_id: str) -> bool:
+        try:
+            return bool(await self.client.exists(f"chatsse:f:{stream_id}"))
+        except (RedisError, OSError):
+            return False
+
+    async def follow(
+        self, stream_id: str, owner: str | None, after: int, seconds: float, prefix: bytes = b""
+    ) -> AsyncIterator[bytes]:
+        """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
+        try:
+            meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id}")
+            if not meta or meta.get(b"owner", b"").decode() != (owner or ""):
+                raise StreamNotFound()
+            oldest: Any = await self.client.xrange(f"chatsse:s:{stream_id}", count=1)
+        except (RedisError, OSError):
+            raise ResumeUnavailable(retry_after=1) from None
+        if oldest and int(oldest[0][0].split(b"-")[1]) > after + 1:
+            raise ResumeGap()
+        return self._tail(stream_id, after, seconds, prefix)
+
+    async def _tail(self, stream_id: str, after: int, seconds: float, prefix: bytes) -> AsyncIterator[bytes]:
+        key, idle = f"chatsse:s:{stream_id}", 0.0
+        last: Any = f"0-{after}"
+        if prefix:
+            yield prefix
+        try:
+            while True:
+                await self.client.set(f"chatsse:f:{stream_id}", 1, ex=max(1, int(seconds)))
+                found: Any = await self.client.xread({key: last}, block=BLOCK_MS, count=1000)
+                if not found:
+                    idle += BLOCK_MS / 1000
+                    if not await self.client.exists(key, f"chatsse:m:{stream_id}"):
+                        yield StreamNotFound().to_event()
+                        return
+                    if idle > self.idle_limit:
+                        yield UpstreamTimeout().to_event()
+                        return
+                    continue
+                idle = 0.0
+                entries = found[0][1]
+                chunk = b"".join(fields[b"e"] for _, fields in entries)
+                last = entries[-1][0]
+                yield chunk
+                if any(marker in entries[-1][1][b"e"] for marker in TERMINAL):
+                    return
+        except (RedisError, OSError):
+            yield ResumeUnavailable().to_event()
