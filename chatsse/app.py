@@ -21,13 +21,14 @@ from chatsse import __version__
 from chatsse.access import AccessMiddleware
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.observe import Metrics, ObserveMiddleware
+from chatsse.preflight import problems
 from chatsse.ratelimit import RateLimiter, RedisRateLimiter
 from chatsse.relay import ChatRelay
 from chatsse.resume import RedisStreams, StreamKeeper
 from chatsse.resume.redis_streams import connect
 from chatsse.settings import ConfigError, Settings
 from chatsse.streams import DrainOnSigterm, StreamRegistry
-from chatsse.upstreams import Upstreams, startup_problem
+from chatsse.upstreams import Upstreams
 
 log = logging.getLogger("chatsse")
 STATIC = Path(__file__).parent / "static"
@@ -39,9 +40,12 @@ def create_app(settings: Settings) -> Starlette:
     upstreams = Upstreams(settings)
     redis_client = connect(settings.redis_url) if settings.redis_url else None
     remote = RedisStreams(redis_client, settings.upstream_timeout) if redis_client is not None else None
+    metrics = Metrics()
     keeper = None
     if settings.resume_seconds:
-        keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, remote)
+        keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
+    if remote is not None:
+        remote.on_failure = metrics.redis_failures.inc
     limiter: RateLimiter | None = None
     if settings.rate_limit:
         limiter = (
@@ -49,9 +53,10 @@ def create_app(settings: Settings) -> Starlette:
             if redis_client is None
             else RedisRateLimiter(*settings.rate_limit, redis_client)
         )
+    if isinstance(limiter, RedisRateLimiter):
+        limiter.on_failure = metrics.redis_failures.inc
     relay = ChatRelay(settings, streams, upstreams, keeper)
-    metrics = Metrics()
-    metrics.watch(streams, keeper, remote, limiter)
+    metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
 
     @asynccontextmanager
@@ -153,9 +158,10 @@ def factory() -> Starlette:
         print(exc, file=sys.stderr)
         print("To try chatsse without Azure, run: chatsse serve --demo", file=sys.stderr)
         raise SystemExit(2) from None
-    problem = startup_problem(settings)
-    if problem:
+    found = problems(settings)
+    for problem in found:
         print(f"chatsse cannot start: {problem}", file=sys.stderr)
+    if found:
         raise SystemExit(2)
     return create_app(settings)
 

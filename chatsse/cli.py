@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from chatsse import __version__, client
+from chatsse.preflight import problems
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
-from chatsse.upstreams import startup_problem
 
 DEMO_DELAY_SECONDS = 0.03
 
@@ -71,9 +75,10 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         if exc.missing:
             print("To try chatsse without an Azure account, run: chatsse serve --demo", file=sys.stderr)
         raise SystemExit(2) from None
-    problem = startup_problem(settings)
-    if problem:
+    found = problems(settings)
+    for problem in found:
         print(f"chatsse cannot start: {problem}", file=sys.stderr)
+    if found:
         raise SystemExit(2)
     print(
         f"chatsse: try  curl -N http://{_display(host)}:{port}/api/v1/chat/stream "
@@ -89,19 +94,35 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             flush=True,
         )
     trusted = settings.trusted_proxies
-    uvicorn.run(
-        "chatsse.app:factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=_log_config(),
-        access_log=False,  # chatsse logs each request itself, without query strings (which may hold a key)
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-        # A backstop behind chatsse's own drain (CHATSSE_DRAIN_SECONDS), which ends streams itself.
-        timeout_graceful_shutdown=int(settings.drain_seconds) + 10,
-    )
+    with _metrics_shared_by(workers):
+        uvicorn.run(
+            "chatsse.app:factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=_log_config(),
+            access_log=False,  # chatsse logs each request itself, without query strings (which may hold a key)
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted or None,
+            # A backstop behind chatsse's own drain (CHATSSE_DRAIN_SECONDS), which ends streams itself.
+            timeout_graceful_shutdown=int(settings.drain_seconds) + 10,
+        )
+
+
+@contextlib.contextmanager
+def _metrics_shared_by(workers: int) -> Iterator[None]:
+    """With several workers, prometheus-client's multiprocess mode: a fresh directory for their values, removed at
+    the end, so /metrics reports all workers together whichever one answers."""
+    if workers <= 1:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="chatsse-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # the workers inherit it
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _log_config() -> dict[str, Any]:

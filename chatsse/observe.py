@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -13,9 +14,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("chatsse.access")
+# Set by `chatsse serve --workers N` (N > 1) before the workers start; prometheus-client then keeps values in files.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 bug_log = logging.getLogger("chatsse.bug")
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 ROUTES = ("/api/v1/chat/stream", "/api/v1/models", "/health", "/metrics", "/")
@@ -66,7 +70,17 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("chatsse_requests", "Requests by route and status.", ["route", "status"], registry=r)
-        self.active_streams = Gauge("chatsse_active_streams", "Streams open right now.", registry=r)
+        live: dict[str, Any] = {"multiprocess_mode": "livesum"} if MULTIPROCESS else {}
+        self.active_streams = Gauge("chatsse_active_streams", "Streams open right now.", registry=r, **live)
+        self.streams_kept = Gauge("chatsse_streams_kept", "Replies kept for resuming.", registry=r, **live)
+        self.streams_detached = Gauge(
+            "chatsse_streams_detached", "Kept replies still read with no client.", registry=r, **live
+        )
+        self.resumes = Counter("chatsse_resumes", "Streams resumed.", registry=r)
+        self.resume_gaps = Counter("chatsse_resume_gaps", "Resumes refused: events already dropped.", registry=r)
+        self.redis_failures = Counter(
+            "chatsse_redis_failures", "Redis operations that failed (writes dropped, checks failed open).", registry=r
+        )
         self.ttft = Histogram(
             "chatsse_time_to_first_token_seconds",
             "Request start to first upstream token.",
@@ -96,27 +110,25 @@ class Metrics:
             registry=r,
         )
 
-    def watch(self, streams: Counted, keeper: Any, remote: Any, limiter: Any) -> None:
-        """Read gauges and failure counts from the parts that keep them, at each scrape."""
-        r = self.registry
-        self.active_streams.set_function(lambda: streams.count)
+    def watch(self, streams: Counted, keeper: Any) -> None:
+        """Gauges read from the parts that keep the counts: at each scrape, or (several workers) on each change."""
+        self._sources = (streams, keeper)
+        if MULTIPROCESS:
+            streams.on_change = self.refresh
+            if keeper is not None:
+                keeper.on_change = self.refresh
+        else:
+            self.active_streams.set_function(lambda: streams.count)
+            if keeper is not None:
+                self.streams_kept.set_function(lambda: len(keeper.streams))
+                self.streams_detached.set_function(lambda: keeper.detached)
+
+    def refresh(self) -> None:
+        streams, keeper = self._sources
+        self.active_streams.set(streams.count)
         if keeper is not None:
-            Gauge("chatsse_streams_kept", "Replies kept for resuming.", registry=r).set_function(
-                lambda: len(keeper.streams)
-            )
-            Gauge("chatsse_streams_detached", "Kept replies still read with no client.", registry=r).set_function(
-                lambda: keeper.detached
-            )
-            _CounterFrom("chatsse_resumes", "Streams resumed.", lambda: keeper.resumes, r)
-            _CounterFrom("chatsse_resume_gaps", "Resumes refused: events already dropped.", lambda: keeper.gaps, r)
-        if remote is not None:
-            _CounterFrom(
-                "chatsse_redis_write_failures", "Stream writes Redis did not take.", lambda: remote.failures, r
-            )
-        if limiter is not None:
-            _CounterFrom(
-                "chatsse_rate_limit_failures", "Rate-limit checks that failed open.", lambda: limiter.failures, r
-            )
+            self.streams_kept.set(len(keeper.streams))
+            self.streams_detached.set(keeper.detached)
 
     def observe(self, record: RequestRecord) -> None:
         self.requests.labels(record.route, str(record.status)).inc()
@@ -140,25 +152,19 @@ class Metrics:
             self.disconnects.inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if not MULTIPROCESS:
+            return generate_latest(self.registry)
+        # Several workers: every worker's values, summed, whichever worker answers the scrape.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
 class Counted(Protocol):
+    on_change: Callable[[], None] | None
+
     @property
     def count(self) -> int: ...
-
-
-class _CounterFrom:
-    """A counter whose value another object keeps (read at scrape time)."""
-
-    def __init__(self, name: str, documentation: str, value: Callable[[], int], registry: CollectorRegistry) -> None:
-        self.name, self.documentation, self.value = name, documentation, value
-        registry.register(self)
-
-    def collect(self) -> list[Any]:
-        from prometheus_client.core import CounterMetricFamily
-
-        return [CounterMetricFamily(self.name, self.documentation, value=self.value())]
 
 
 def format_line(record: RequestRecord, fmt: str) -> str:

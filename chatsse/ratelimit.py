@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -37,7 +38,7 @@ class RateLimiter:
         self.capacity = float(limit)
         self.rate = limit / period
         self.buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, updated)
-        self.failures = 0  # checks that could not be made (only the Redis limiter has any)
+        self.on_failure: Callable[[], None] = lambda: None  # checks that could not be made (Redis only)
 
     async def retry_after(self, caller: str) -> float | None:
         """Take one token for `caller`; None if allowed, else seconds until the next one."""
@@ -73,7 +74,7 @@ class RedisRateLimiter(RateLimiter):
         try:
             wait_ms = await self.script(keys=[f"chatsse:rl:{caller}"], args=[self.capacity, self.rate / 1000])
         except (RedisError, OSError) as exc:
-            self.failures += 1
+            self.on_failure()
             if self.healthy:
                 log.warning("rate limit: Redis unreachable (%s); letting requests through", type(exc).__name__)
             self.healthy = False

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -24,6 +25,7 @@ class StreamRegistry:
         self.reserved = 0  # admitted, upstream still opening
         self.open: set[UpstreamReply] = set()
         self.draining = False
+        self.on_change: Callable[[], None] | None = None  # metrics with several workers
 
     @property
     def count(self) -> int:
@@ -35,15 +37,22 @@ class StreamRegistry:
         if self.max_streams and self.count >= self.max_streams:
             raise TooManyStreams(retry_after=1)
         self.reserved += 1
+        self._changed()
 
     def opened(self, reply: UpstreamReply | None) -> None:
         """The upstream answered (`reply`) or failed (None): the reservation becomes an open stream or is freed."""
         self.reserved -= 1
         if reply is not None:
             self.open.add(reply)
+        self._changed()
 
     def closed(self, reply: UpstreamReply) -> None:
         self.open.discard(reply)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     async def drain(self, seconds: float) -> None:
         """Refuse new streams, let open ones finish for up to `seconds`, then end the rest with server_shutdown."""

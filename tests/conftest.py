@@ -13,6 +13,7 @@ from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from chatsse.upstream_config import UpstreamConfig
+from tests.redis_server import RedisServer
 from tests.servers import RunningServer, serve_in_thread
 
 API_KEY = "sk-test-SECRET-4f9a1c7e2b"
@@ -65,3 +66,11 @@ def make_gateway(settings: Settings) -> Iterator[GatewayFactory]:
 @pytest.fixture
 def gateway(make_gateway: GatewayFactory) -> RunningServer:
     return make_gateway()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()

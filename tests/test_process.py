@@ -118,3 +118,22 @@ def test_forwarded_address_is_trusted_only_when_configured(tmp_path: Path) -> No
             assert callers == (["ip:127.0.0.1"] * 2 if not trusted else ["ip:203.0.113.7", "ip:203.0.113.8"])
     finally:
         simulator.stop_thread()
+
+
+def test_sigterm_ends_detached_streams_with_the_rest(tmp_path: Path) -> None:
+    simulator = Simulator()
+    simulator.start_in_thread()
+    try:
+        env = {"CHATSSE_DRAIN_SECONDS": "1", "CHATSSE_RESUME_SECONDS": "60"}
+        with gateway_process(simulator, tmp_path, **env) as (url, process):
+            with httpx.stream(
+                "POST", url + "/api/v1/chat/stream", json={"message": "echo:a b[sim: hold_after=1]"}
+            ) as r:
+                next(r.iter_bytes())  # the first event, then this client leaves: the reply goes on, detached
+            upstream = simulator.requests[-1]
+            assert not wait_until(lambda: upstream.peer_closed_at is not None, timeout=0.5)  # still read, for nobody
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(15) == 0
+        assert upstream.peer_closed_at is not None  # drain ended it and closed its upstream
+    finally:
+        simulator.stop_thread()

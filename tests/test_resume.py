@@ -45,7 +45,8 @@ async def first_events(
 async def resume(
     client: httpx.AsyncClient, url: str, stream_id: str, last: str | None, how: str = "header"
 ) -> tuple[httpx.Response, list[ServerSentEvent]]:
-    headers, params = {}, {}
+    headers: dict[str, str] = {}
+    params: dict[str, str] = {}
     if last is not None:
         (headers if how == "header" else params)["last-event-id" if how == "header" else "last_event_id"] = last
     async with aconnect_sse(client, "GET", f"{url}{STREAM}/{stream_id}", headers=headers, params=params) as source:

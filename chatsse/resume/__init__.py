@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from chatsse.errors import ResumeGap, StreamNotFound
+from chatsse.observe import Metrics
 from chatsse.resume.live import LiveStream, new_stream_id, parse_event_id
 from chatsse.resume.redis_streams import RedisStreams
 from chatsse.streams import StreamRegistry
@@ -27,7 +28,12 @@ class StreamKeeper:
     """The replies kept in this process: starts their readers, counts their followers, forgets them when due."""
 
     def __init__(
-        self, seconds: float, max_bytes: int, registry: StreamRegistry, remote: RedisStreams | None = None
+        self,
+        seconds: float,
+        max_bytes: int,
+        registry: StreamRegistry,
+        metrics: Metrics,
+        remote: RedisStreams | None = None,
     ) -> None:
         self.seconds = seconds
         self.max_bytes = max_bytes
@@ -37,8 +43,8 @@ class StreamKeeper:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._checks: set[asyncio.Task[None]] = set()
-        self.resumes = 0
-        self.gaps = 0
+        self.metrics = metrics
+        self.on_change: Callable[[], None] | None = None  # gauges, with several workers
 
     @property
     def detached(self) -> int:
@@ -54,6 +60,7 @@ class StreamKeeper:
             self.remote.started(stream.id, owner, self.seconds)
         self._tasks[stream.id] = asyncio.create_task(self._read(stream, reply), name=f"chatsse-stream-{stream.id}")
         self._forget_later(stream)
+        self._changed()
         return stream
 
     async def _read(self, stream: LiveStream, reply: UpstreamReply) -> None:
@@ -71,6 +78,7 @@ class StreamKeeper:
             self._tasks.pop(stream.id, None)
             if not stream.followers:
                 self._forget_later(stream)  # kept for the window after it ends, too
+            self._changed()
 
     def find(self, stream_id: str, owner: str | None) -> LiveStream | None:
         stream = self.streams.get(stream_id)
@@ -81,14 +89,18 @@ class StreamKeeper:
         stream = self.find(stream_id, owner)
         if stream is not None:
             if stream.gap(after):
-                self.gaps += 1
+                self.metrics.resume_gaps.inc()
                 raise ResumeGap()
-            self.resumes += 1
+            self.metrics.resumes.inc()
             return self.follow_local(stream, after, prefix)
         if self.remote is None:
             raise StreamNotFound()
-        events = await self.remote.follow(stream_id, owner, after, self.seconds, prefix)
-        self.resumes += 1
+        try:
+            events = await self.remote.follow(stream_id, owner, after, self.seconds, prefix)
+        except ResumeGap:
+            self.metrics.resume_gaps.inc()
+            raise
+        self.metrics.resumes.inc()
         return events
 
     async def follow_local(self, stream: LiveStream, after: int, prefix: bytes = b"") -> AsyncIterator[bytes]:
@@ -101,12 +113,14 @@ class StreamKeeper:
 
     def _attach(self, stream: LiveStream) -> None:
         stream.followers += 1
+        self._changed()
         handle = self._expiry.pop(stream.id, None)
         if handle is not None:
             handle.cancel()
 
     def _detach(self, stream: LiveStream) -> None:
         stream.followers -= 1
+        self._changed()
         if not stream.followers:
             self._forget_later(stream)
 
@@ -137,10 +151,15 @@ class StreamKeeper:
     def _drop(self, stream: LiveStream) -> None:
         """The window passed with nobody following: stop reading the reply (closing the upstream) and drop it."""
         self.streams.pop(stream.id, None)
+        self._changed()
         task = self._tasks.pop(stream.id, None)
         if task is not None:
             log.info("stream %s: nobody came back for %.0fs; closing its upstream", stream.id[:8], self.seconds)
             task.cancel()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     async def close(self) -> None:
         for handle in self._expiry.values():

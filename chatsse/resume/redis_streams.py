@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as redis
@@ -37,7 +37,7 @@ class RedisStreams:
         self.client = client
         self.idle_limit = idle_limit  # a reply silent this long is given up on by followers
         self.healthy = True
-        self.failures = 0  # writes that failed (Redis unreachable)
+        self.on_failure: Callable[[], None] = lambda: None  # counted in metrics
         self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -73,7 +73,8 @@ class RedisStreams:
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
-                self.failures += len(items)
+                for _ in items:
+                    self.on_failure()
                 if self.healthy:
                     log.warning(
                         "Redis unreachable (%s): resumes on other workers fail until it returns", type(exc).__name__
