@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream"],
+                expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream", "X-Chatsse-Stream"],
             ),
             Middleware(AccessMiddleware, settings=settings, limiter=limiter),
         ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 import httpx
@@ -14,6 +15,7 @@ from chatsse.sse import SSEDecoder
 STREAM_PATH = "/api/v1/chat/stream"
 # Long enough for slow models between tokens (the gateway pings every 15 s by default), short enough to end.
 READ_TIMEOUT_SECONDS = 300.0
+RESUME_ATTEMPTS = 30  # about a minute of trying to resume a dropped reply
 
 
 class ChatFailed(Exception):
@@ -21,27 +23,65 @@ class ChatFailed(Exception):
 
 
 def stream_reply(url: str, messages: list[Message], out: TextIO) -> str:
-    """POST the conversation, write each content event to `out` as it arrives, return the whole reply."""
+    """POST the conversation, write each content event to `out` as it arrives, return the whole reply.
+
+    When the gateway keeps replies (X-Chatsse-Stream), a dropped connection is resumed after the last event."""
     timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=10.0)
+    reading = _Reading(out)
     with httpx.Client(timeout=timeout) as client:
         with client.stream("POST", url.rstrip("/") + STREAM_PATH, json={"messages": messages}) as response:
             if response.status_code != 200:
                 response.read()
                 raise ChatFailed(_error_message(response))
-            reply = ""
-            decoder = SSEDecoder()
-            for raw in response.iter_bytes():
-                for event in decoder.decode(raw):
-                    payload: dict[str, Any] = json.loads(event.data)
-                    if "content" in payload:
-                        reply += payload["content"]
-                        out.write(payload["content"])
-                        out.flush()
-                    elif "error" in payload:
-                        raise ChatFailed(f"{payload['error']['message']} ({payload['error']['code']})")
-                    elif payload.get("done"):
-                        return reply
-    raise ChatFailed("The connection closed before the reply was finished.")
+            stream_id = response.headers.get("x-chatsse-stream")
+            try:
+                if reading.read(response):
+                    return reading.reply
+            except httpx.TransportError:
+                if stream_id is None:
+                    raise
+        if stream_id is None:
+            raise ChatFailed("The connection closed before the reply was finished.")
+        for attempt in range(RESUME_ATTEMPTS):
+            time.sleep(min(0.5 * 2**attempt, 2.0))
+            headers = {"last-event-id": reading.last_id} if reading.last_id else {}
+            try:
+                with client.stream("GET", f"{url.rstrip('/')}{STREAM_PATH}/{stream_id}", headers=headers) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        raise ChatFailed(_error_message(response))
+                    if reading.read(response):
+                        return reading.reply
+            except httpx.TransportError:
+                continue
+    raise ChatFailed("The connection broke and the reply could not be resumed.")
+
+
+class _Reading:
+    """The reply so far and the last event id, across the connections one reply takes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.reply = ""
+        self.last_id = ""
+
+    def read(self, response: httpx.Response) -> bool:
+        """Write content as it arrives; True at done, ChatFailed at an error event, False if the connection ended."""
+        decoder = SSEDecoder()
+        for raw in response.iter_bytes():
+            for event in decoder.decode(raw):
+                if event.id:
+                    self.last_id = event.id
+                payload: dict[str, Any] = json.loads(event.data)
+                if "content" in payload:
+                    self.reply += payload["content"]
+                    self.out.write(payload["content"])
+                    self.out.flush()
+                elif "error" in payload:
+                    raise ChatFailed(f"{payload['error']['message']} ({payload['error']['code']})")
+                elif payload.get("done"):
+                    return True
+        return False
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -17,6 +17,7 @@ from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
+from tests.cutting_proxy import cutting_proxy
 from tests.helpers import STREAM
 from tests.servers import RunningServer, serve_in_thread, wait_until
 
@@ -272,3 +273,49 @@ def test_cross_origin_front_end_is_refused_when_not_allowed(
         result = run_chat_from(page, front_end, "/static/chatsse.js", gateway, "echo:let me in")
     assert "error" in result and "fetch" in result["error"].lower()
     assert simulator.requests == []  # the browser's preflight was refused, so the chat never started
+
+
+LONG = " ".join(f"word{i}" for i in range(40))
+
+
+def test_a_reload_mid_reply_finishes_the_reply_without_asking_again(
+    make_gateway: GatewayFactory, simulator: Simulator, page: Page
+) -> None:
+    gateway = make_gateway(resume_seconds=30)
+    page.tab.goto(gateway.url + "/")
+    page.send(f"echo:{LONG}[sim: hold_after=5 hold=reload]")
+    text = page.reply().locator(".text")
+    assert wait_until(lambda: text.inner_text().startswith("word0 word1 word2 word3 word4"), timeout=10)
+    page.tab.reload()
+    assert page.tab.locator("#log li.user").first.inner_text().endswith(f"echo:{LONG}[sim: hold_after=5 hold=reload]")
+    simulator.release("reload")
+    reply = page.reply().locator(".text")
+    assert wait_until(lambda: reply.inner_text() == LONG, timeout=15), reply.inner_text()
+    page.reply().locator(".meta").wait_for()
+    assert "finish: stop" in page.reply().locator(".meta").inner_text()
+    assert page.tab.locator("#log li.assistant").count() == 1
+    assert len(simulator.requests) == 1  # the reply was resumed, not asked for again
+    assert page.errors == [] or all("ERR_" in error or "Failed to fetch" in error for error in page.errors)
+
+
+def test_a_network_drop_mid_reply_resumes_when_it_comes_back(
+    make_gateway: GatewayFactory, simulator: Simulator, page: Page
+) -> None:
+    gateway = make_gateway(resume_seconds=30)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    with cutting_proxy(port) as proxy:  # the page reaches the gateway through a link the test can drop
+        page.tab.goto(proxy.url + "/")
+        page.send(f"echo:{LONG}[sim: hold_after=5 hold=offline]")
+        text = page.reply().locator(".text")
+        assert wait_until(lambda: text.inner_text().startswith("word0 word1 word2 word3 word4"), timeout=10)
+        page.context.set_offline(True)
+        proxy.cut()  # the connection drops: the browser is offline, so its first tries to resume fail
+        simulator.release("offline")  # the reply goes on at the gateway meanwhile
+        page.tab.wait_for_timeout(1500)
+        assert not text.inner_text().endswith("word39")
+        page.context.set_offline(False)
+        assert wait_until(lambda: text.inner_text() == LONG, timeout=20), text.inner_text()
+        page.reply().locator(".meta").wait_for()
+        assert "finish: stop" in page.reply().locator(".meta").inner_text()
+        assert proxy.connections >= 2  # it came back on a new connection
+    assert len(simulator.requests) == 1

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from chatsse.simulator import Simulator
+from tests.conftest import GatewayFactory
+from tests.cutting_proxy import cutting_proxy
 from tests.servers import RunningServer, free_port, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
@@ -98,3 +100,21 @@ def test_interactive_loop_keeps_the_conversation(gateway: RunningServer, simulat
         {"role": "assistant", "content": "first answer"},
         {"role": "user", "content": "echo:second"},
     ]
+
+
+def test_a_dropped_connection_is_resumed_where_it_stopped(make_gateway: GatewayFactory, simulator: Simulator) -> None:
+    gateway = make_gateway(resume_seconds=30)
+    words = " ".join(f"w{i}" for i in range(10))
+    with cutting_proxy(int(gateway.url.rsplit(":", 1)[1])) as proxy:
+        command = [CHATSSE, "chat", "--url", proxy.url, f"echo:{words}[sim: hold_after=3 hold=cli-drop]"]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            assert process.stdout is not None
+            first = os.read(process.stdout.fileno(), 100)
+            assert first.startswith(b"w0")
+            proxy.cut()  # the connection drops mid-reply
+            simulator.release("cli-drop")
+            rest, stderr = process.communicate(timeout=30)
+        assert proxy.connections == 2  # the chat, then the resume
+    assert (first + rest).decode() == words + "\n", stderr
+    assert process.returncode == 0
+    assert len(simulator.requests) == 1

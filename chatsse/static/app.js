@@ -1,5 +1,5 @@
 // The chat page: keeps the conversation, streams each reply into the log as text, shows errors in words.
-import { chat } from "/static/chatsse.js";
+import { chat, resumeChat } from "/static/chatsse.js";
 
 const log = document.getElementById("log");
 const form = document.getElementById("composer");
@@ -10,9 +10,17 @@ const stopButton = document.getElementById("stop");
 const keyForm = document.getElementById("keybox");
 const keyInput = document.getElementById("key");
 
-const history = [];
+// The conversation and the reply in flight live in sessionStorage, so a reload (or a crashed tab restored)
+// shows the conversation again and, when the gateway keeps replies, picks the reply up where it stopped.
+const history = JSON.parse(sessionStorage.getItem("chatsse-history") || "[]");
 let callerKey = sessionStorage.getItem("chatsse-caller-key");
 let current = null; // { abort } while a reply streams
+
+const saveHistory = () => sessionStorage.setItem("chatsse-history", JSON.stringify(history));
+const savePending = (pending) =>
+  pending
+    ? sessionStorage.setItem("chatsse-pending", JSON.stringify(pending))
+    : sessionStorage.removeItem("chatsse-pending");
 
 function addTurn(role, text = "") {
   const item = document.createElement("li");
@@ -45,23 +53,47 @@ function setBusy(busy) {
 
 async function send(text) {
   history.push({ role: "user", content: text });
+  saveHistory();
   addTurn("user", text);
-  const item = addTurn("assistant");
+  const headers = callerKey ? { Authorization: `Bearer ${callerKey}` } : {};
+  const pending = { streamId: null, lastEventId: null, text: "" };
+  const request = chat("/api/v1/chat/stream", { messages: history.slice() }, {
+    headers,
+    onPosition: (position) => savePending(Object.assign(pending, position)),
+  });
+  await showReply(request.events, request.abort, pending);
+}
+
+function resumePending() {
+  const pending = JSON.parse(sessionStorage.getItem("chatsse-pending") || "null");
+  if (!pending?.streamId) return;
+  const controller = new AbortController();
+  const headers = callerKey ? { Authorization: `Bearer ${callerKey}` } : {};
+  const events = resumeChat("/api/v1/chat/stream", pending.streamId, pending.lastEventId, {
+    headers,
+    signal: controller.signal,
+    onPosition: (position) => savePending(Object.assign(pending, position)),
+  });
+  showReply(events, () => controller.abort(), pending);
+}
+
+async function showReply(events, abort, pending) {
+  const item = addTurn("assistant", pending.text);
   item.setAttribute("aria-busy", "true");
   const body = item.querySelector(".text");
   const started = performance.now();
   let firstTokenMs = null;
-  let reply = "";
-  const headers = callerKey ? { Authorization: `Bearer ${callerKey}` } : {};
-  const request = chat("/api/v1/chat/stream", { messages: history.slice() }, { headers });
-  current = request;
+  let reply = pending.text;
+  current = { abort };
   setBusy(true);
   try {
-    for await (const event of request.events) {
+    for await (const event of events) {
       if (event.content) {
         if (firstTokenMs === null) firstTokenMs = Math.round(performance.now() - started);
         reply += event.content;
         body.textContent = reply;
+        pending.text = reply;
+        if (pending.streamId) savePending(pending);
       } else if (event.done) {
         const parts = [`finish: ${event.finish_reason}`];
         if (firstTokenMs !== null) parts.push(`first token ${firstTokenMs} ms`);
@@ -82,7 +114,9 @@ async function send(text) {
     }
     else note(item, "error", "Network error: the gateway could not be reached. Check your connection and try again.");
   } finally {
+    savePending(null);
     if (reply) history.push({ role: "assistant", content: reply });
+    saveHistory();
     item.removeAttribute("aria-busy");
     current = null;
     setBusy(false);
@@ -115,4 +149,6 @@ keyForm.addEventListener("submit", (event) => {
   keyForm.hidden = true;
   prompt.focus();
 });
+for (const turn of history) addTurn(turn.role, turn.content);
+resumePending();
 prompt.focus();

@@ -3,6 +3,7 @@
 //   import { chat, openEventSource } from "https://your-gateway/static/chatsse.js";
 //   const { events, abort } = chat("https://your-gateway/api/v1/chat/stream", { message: "Hello" });
 //   for await (const event of events) { /* {content} ... then {done} or {error} */ }
+//   With CHATSSE_RESUME_SECONDS on the gateway, a dropped connection resumes by itself (see resumeChat).
 
 /** An error before the stream started (HTTP status, JSON body) or a stream that broke off. */
 export class ChatError extends Error {
@@ -54,42 +55,106 @@ export class SSEParser {
   }
 }
 
+const RESUME_ATTEMPTS = 40; // about a minute of waiting for the network to come back
+const sleep = (ms, signal) =>
+  new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("Aborted", "AbortError"));
+    });
+  });
+
+async function refused(response) {
+  let error = { code: `http_${response.status}`, message: `The gateway answered HTTP ${response.status}.` };
+  try {
+    error = (await response.json()).error ?? error;
+  } catch {
+    // not our JSON error: keep the generic one
+  }
+  return new ChatError(error.code, error.message, response.status);
+}
+
+/**
+ * Yield the events of one response; `position` tracks the stream id and the last event id seen.
+ * Returns true once the reply is over (done or error), false if the connection ended first.
+ */
+async function* eventsOf(response, position, onPosition) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new SSEParser();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      for (const event of parser.feed(value)) {
+        const payload = JSON.parse(event.data);
+        if (event.id) {
+          position.lastEventId = event.id;
+          onPosition?.({ ...position });
+        }
+        yield payload;
+        if (payload.done || payload.error) return true;
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+/**
+ * Follow a kept reply (the gateway runs with CHATSSE_RESUME_SECONDS): after a network error, after a page
+ * reload (keep `streamId` and `lastEventId` from `onPosition`), or in a second tab. Yields only the events after
+ * `lastEventId`, so text is neither lost nor repeated.
+ */
+export async function* resumeChat(url, streamId, lastEventId, { signal, headers = {}, onPosition } = {}) {
+  const position = { streamId, lastEventId };
+  for (let attempt = 0; ; attempt++) {
+    let response;
+    try {
+      const last = position.lastEventId ? { "Last-Event-ID": position.lastEventId } : {};
+      response = await fetch(`${url}/${position.streamId}`, {
+        headers: { Accept: "text/event-stream", ...headers, ...last },
+        signal,
+      });
+    } catch (error) {
+      if (error.name === "AbortError" || attempt >= RESUME_ATTEMPTS) throw error;
+      await sleep(Math.min(500 * 2 ** attempt, 2000), signal); // offline: try again shortly
+      continue;
+    }
+    if (!response.ok) throw await refused(response); // 404 expired, 410 text lost: ask again
+    try {
+      if (yield* eventsOf(response, position, onPosition)) return;
+    } catch (error) {
+      if (error.name === "AbortError" || error.name === "SyntaxError" || attempt >= RESUME_ATTEMPTS) throw error;
+    }
+    await sleep(Math.min(500 * 2 ** attempt, 2000), signal);
+  }
+}
+
 /**
  * POST a chat and yield its events as objects: {content}, then {done, finish_reason, usage} or {error}.
  * Throws ChatError when the gateway refuses the request (with its error code) or the stream breaks off.
+ * When the gateway keeps replies (X-Chatsse-Stream), a dropped connection is resumed where it stopped;
+ * `onPosition({streamId, lastEventId})` reports where the reply is, for resuming after a reload.
  */
-export async function* streamChat(url, body, { signal, headers = {} } = {}) {
+export async function* streamChat(url, body, { signal, headers = {}, onPosition } = {}) {
   const response = await fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...headers },
     body: JSON.stringify(body),
     signal,
   });
-  if (!response.ok) {
-    let error = { code: `http_${response.status}`, message: `The gateway answered HTTP ${response.status}.` };
-    try {
-      error = (await response.json()).error ?? error;
-    } catch {
-      // not our JSON error: keep the generic one
-    }
-    throw new ChatError(error.code, error.message, response.status);
-  }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  const parser = new SSEParser();
+  if (!response.ok) throw await refused(response);
+  const position = { streamId: response.headers.get("X-Chatsse-Stream"), lastEventId: null };
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      for (const event of parser.feed(value)) {
-        const payload = JSON.parse(event.data);
-        yield payload;
-        if (payload.done || payload.error) return;
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
+    if (yield* eventsOf(response, position, onPosition)) return;
+  } catch (error) {
+    if (!position.streamId || error.name === "AbortError" || error.name === "SyntaxError") throw error;
   }
-  throw new ChatError("stream_ended", "The connection closed before the reply was finished.");
+  if (!position.streamId) {
+    throw new ChatError("stream_ended", "The connection closed before the reply was finished.");
+  }
+  yield* resumeChat(url, position.streamId, position.lastEventId, { signal, headers, onPosition });
 }
 
 /** streamChat with an abort handle: `const { events, abort } = chat(url, body)`. */
