@@ -226,6 +226,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         # The gateway as it was at another commit, on the same dependencies: imported from a worktree of it.
         names.append("baseline")
         extra_env["baseline"] = {"PYTHONPATH": str(args.baseline_tree)}
+    if args.resume:
+        # Resume on: replies kept in the process, and kept on Redis too (a redis-server pinned with the harness).
+        names += ["resume", "resume-redis"]
+        redis_port = free_port()
+        redis_server = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, {1}),
+        )
+        await asyncio.sleep(0.5)
+        extra_env["resume"] = {"CHATSSE_RESUME_SECONDS": "60"}
+        extra_env["resume-redis"] = {
+            "CHATSSE_RESUME_SECONDS": "60",
+            "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        }
     if args.failover:
         limited, limited_port = await start_rate_limited_upstream()
         names.append("failover")
@@ -265,6 +280,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             runs.append({"rep": 0, "target": "chatsse", "workload": "W1", "workers": workers, "scaling": True, **row})
             print(f"WEB_CONCURRENCY={workers} chatsse W1: {summary_line(row)}", flush=True)
     upstream.close()
+    if args.resume:
+        redis_server.terminate()
     return {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
 
 
@@ -394,6 +411,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the JSON goes")
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
+    parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
     args = parser.parse_args()
     args.reps = args.reps or (1 if args.quick else 3)
     args.peer = (not args.quick) if args.peer is None else args.peer

@@ -22,10 +22,9 @@ from chatsse.access import AccessMiddleware
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.observe import Metrics, ObserveMiddleware
 from chatsse.preflight import problems
-from chatsse.ratelimit import RateLimiter, RedisRateLimiter
+from chatsse.ratelimit import RateLimiter
 from chatsse.relay import ChatRelay
-from chatsse.resume import RedisStreams, StreamKeeper
-from chatsse.resume.redis_streams import connect
+from chatsse.resume import StreamKeeper
 from chatsse.settings import ConfigError, Settings
 from chatsse.streams import DrainOnSigterm, StreamRegistry
 from chatsse.upstreams import Upstreams
@@ -38,23 +37,21 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base
 def create_app(settings: Settings) -> Starlette:
     streams = StreamRegistry(settings.max_streams)
     upstreams = Upstreams(settings)
-    redis_client = connect(settings.redis_url) if settings.redis_url else None
-    remote = RedisStreams(redis_client, settings.upstream_timeout) if redis_client is not None else None
     metrics = Metrics()
+    remote = None
+    limiter: RateLimiter | None = RateLimiter(*settings.rate_limit) if settings.rate_limit else None
+    if settings.redis_url:
+        from chatsse import shared  # only with Redis: a gateway without it never loads the client
+
+        client = shared.connect(settings.redis_url)
+        remote = shared.RedisStreams(client, settings.upstream_timeout)
+        remote.on_failure = metrics.redis_failures.inc
+        if settings.rate_limit:
+            limiter = shared.RedisRateLimiter(*settings.rate_limit, client)
+            limiter.on_failure = metrics.redis_failures.inc
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
-    if remote is not None:
-        remote.on_failure = metrics.redis_failures.inc
-    limiter: RateLimiter | None = None
-    if settings.rate_limit:
-        limiter = (
-            RateLimiter(*settings.rate_limit)
-            if redis_client is None
-            else RedisRateLimiter(*settings.rate_limit, redis_client)
-        )
-    if isinstance(limiter, RedisRateLimiter):
-        limiter.on_failure = metrics.redis_failures.inc
     relay = ChatRelay(settings, streams, upstreams, keeper)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import redis
-
 from chatsse.settings import Settings
 from chatsse.upstreams import startup_problem
 
@@ -15,6 +13,8 @@ def problems(settings: Settings) -> list[str]:
     if upstream:
         found.append(upstream)
     if settings.redis_url:
+        import redis  # only with Redis
+
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()

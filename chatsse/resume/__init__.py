@@ -2,7 +2,8 @@
 
 With resume on, a task reads each reply from its upstream into a `LiveStream` in this process; the client that
 asked is one follower of it, a reconnecting client (same worker) another. With `CHATSSE_REDIS_URL`, the events are
-copied to Redis as well, so a client that reconnects to another worker or instance follows them from there.
+copied to Redis as well (chatsse.shared), so a client that reconnects to another worker or instance follows them
+from there.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from chatsse.errors import ResumeGap, StreamNotFound
 from chatsse.observe import Metrics
 from chatsse.resume.live import LiveStream, new_stream_id, parse_event_id
-from chatsse.resume.redis_streams import RedisStreams
 from chatsse.streams import StreamRegistry
 from chatsse.upstreams import UpstreamReply
 
-__all__ = ["LiveStream", "RedisStreams", "StreamKeeper", "parse_event_id"]
+if TYPE_CHECKING:
+    from chatsse.shared import RedisStreams
+
+__all__ = ["LiveStream", "StreamKeeper", "parse_event_id"]
 
 log = logging.getLogger("chatsse.resume")
 

@@ -21,19 +21,35 @@ from chatsse.errors import ResumeGap, ResumeUnavailable, StreamNotFound, Upstrea
 log = logging.getLogger("chatsse.resume")
 
 BLOCK_MS = 1000
+# Every event of one writer cycle, for every stream, in one call: redis-py's cost per command (not Redis's) is
+# what a pipeline of one XADD per token would pay thousands of times a second. ARGV: ttl, then per key: the
+# count of events, the MINID to trim to ("" for none), then (entry id, framed event) pairs.
+_APPEND = """
+local ttl, i = ARGV[1], 2
+for k = 1, #KEYS do
+  local n, minid = tonumber(ARGV[i]), ARGV[i + 1]
+  i = i + 2
+  for _ = 1, n do
+    if minid == '' then
+      redis.call('XADD', KEYS[k], ARGV[i], 'e', ARGV[i + 1])
+    else
+      redis.call('XADD', KEYS[k], 'MINID', minid, ARGV[i], 'e', ARGV[i + 1])
+    end
+    i = i + 2
+  end
+  redis.call('EXPIRE', KEYS[k], ttl)
+end
+return 0
+"""
 LIVE_TTL_SECONDS = 600  # while a reply is being read; the resume window starts when it ends
 TERMINAL = (b'\ndata: {"done"', b'\ndata: {"error"')
-
-
-def connect(url: str) -> redis.Redis:
-    # Bounded waits everywhere: a lost Redis must make calls fail, never hang.
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 3)
 
 
 class RedisStreams:
     """Writes this process's kept replies to Redis, and follows any process's kept replies from it."""
 
     def __init__(self, client: redis.Redis, idle_limit: float) -> None:
+        self._append_script = client.register_script(_APPEND)
         self.client = client
         self.idle_limit = idle_limit  # a reply silent this long is given up on by followers
         self.healthy = True
@@ -68,8 +84,18 @@ class RedisStreams:
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
             pipe = self.client.pipeline(transaction=False)
+            appended: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
             for kind, args in items:
-                getattr(self, f"_queue_{kind}")(pipe, *args)
+                if kind == "append":
+                    stream_id, events, first_seq = args
+                    earlier = appended.get(stream_id)
+                    appended[stream_id] = ((earlier[0] if earlier else []) + events, first_seq)
+                elif kind == "started":
+                    self._queue_started(pipe, *args)
+                else:
+                    self._queue_ended(pipe, *args)
+            if appended:
+                await self._queue_appends(pipe, appended)
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
@@ -91,12 +117,15 @@ class RedisStreams:
         pipe.hset(meta, mapping={"owner": owner, "ended": 0})
         pipe.expire(meta, LIVE_TTL_SECONDS + int(seconds) + 1)
 
-    @staticmethod
-    def _queue_append(pipe: Any, stream_id: str, events: list[tuple[int, bytes]], first_seq: int) -> None:
-        key = f"chatsse:s:{stream_id}"
-        for seq, framed in events:
-            pipe.xadd(key, {"e": framed}, id=f"0-{seq}", minid=f"0-{first_seq}", approximate=False)
-        pipe.expire(key, LIVE_TTL_SECONDS)
+    async def _queue_appends(self, pipe: Any, appended: dict[str, tuple[list[tuple[int, bytes]], int]]) -> None:
+        keys: list[str] = []
+        args: list[int | str | bytes] = [LIVE_TTL_SECONDS]
+        for stream_id, (events, first_seq) in appended.items():
+            keys.append(f"chatsse:s:{stream_id}")
+            args += [len(events), f"0-{first_seq}" if first_seq > 1 else ""]
+            for seq, framed in events:
+                args += [f"0-{seq}", framed]
+        await self._append_script(keys=keys, args=args, client=pipe)
 
     @staticmethod
     def _queue_ended(pipe: Any, stream_id: str, seconds: float) -> None:
