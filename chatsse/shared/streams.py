@@ -2,7 +2,7 @@
 
 Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`), `chatsse:m:<id>` (owner, ended),
 `chatsse:f:<id>` (set by followers on other workers, so the reading worker keeps the reply for them). Writes leave
-the live path at once: they go through a queue to one writer task that sends everything pending in one pipeline.
+the live path at once: they go through a queue to one writer task that sends what gathered in 10 ms in one call.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ for k = 1, #KEYS do
 end
 return 0
 """
-LIVE_TTL_SECONDS = 600  # while a reply is being read; the resume window starts when it ends
+LIVE_TTL_SECONDS = 600
+# The writer gathers events this long before sending them: under load that is one call for hundreds of events
+# instead of one per token, and a follower on another worker sees them at most this much later.
+WRITE_INTERVAL_SECONDS = 0.01  # while a reply is being read; the resume window starts when it ends
 TERMINAL = (b'\ndata: {"done"', b'\ndata: {"error"')
 
 
@@ -81,6 +84,7 @@ class RedisStreams:
     async def _write_forever(self) -> None:
         while True:
             items = [await self._queue.get()]
+            await asyncio.sleep(WRITE_INTERVAL_SECONDS)
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
             pipe = self.client.pipeline(transaction=False)
@@ -146,6 +150,9 @@ class RedisStreams:
         """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
         try:
             meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id}")
+            if not meta:  # perhaps started an instant ago, and still in its worker's write queue
+                await asyncio.sleep(3 * WRITE_INTERVAL_SECONDS)
+                meta = await self.client.hgetall(f"chatsse:m:{stream_id}")
             if not meta or meta.get(b"owner", b"").decode() != (owner or ""):
                 raise StreamNotFound()
             oldest: Any = await self.client.xrange(f"chatsse:s:{stream_id}", count=1)
