@@ -13,7 +13,7 @@ from chatsse.observe import current_record
 from chatsse.ratelimit import RateLimiter
 from chatsse.settings import Settings
 
-PROTECTED = ("/api/", "/metrics")
+PROTECTED = ("/api/", "/v1/", "/metrics")
 
 
 def key_id(key: str) -> str:
@@ -37,7 +37,7 @@ class AccessMiddleware:
         try:
             await self._check(scope)
         except ChatSSEError as error:
-            await error.to_response()(scope, receive, send)
+            await error.response_for(scope["path"])(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -49,7 +49,7 @@ class AccessMiddleware:
         caller = self._caller(scope)
         if record is not None:
             record.caller = caller
-        if self.limiter is not None and scope["path"].startswith("/api/"):
+        if self.limiter is not None and scope["path"].startswith(("/api/", "/v1/")):
             wait = await self.limiter.retry_after(caller)
             if wait is not None:
                 raise CallerRateLimited(retry_after=wait)

@@ -20,6 +20,8 @@ from starlette.staticfiles import StaticFiles
 from chatsse import __version__
 from chatsse.access import AccessMiddleware
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
+from chatsse.faces.openai_compat import OpenAIFace
+from chatsse.faces.ui_stream import UIStreamFace
 from chatsse.observe import Metrics, ObserveMiddleware
 from chatsse.preflight import problems
 from chatsse.ratelimit import RateLimiter
@@ -53,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
     relay = ChatRelay(settings, streams, upstreams, keeper)
+    ui, openai = UIStreamFace(relay), OpenAIFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
 
@@ -88,6 +91,10 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/chat/stream", relay.stream, methods=["GET", "POST"]),
         Route("/api/v1/chat/stream/{stream_id}", relay.resume, methods=["GET"]),
         Route("/api/v1/models", models, methods=["GET"]),
+        Route("/api/v1/chat/ui", ui.chat, methods=["POST"]),
+        Route("/api/v1/chat/ui/{chat_id}/stream", ui.resume, methods=["GET"]),
+        Route("/v1/chat/completions", openai.completions, methods=["POST"]),
+        Route("/v1/models", openai.models, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if settings.web_ui:
@@ -126,7 +133,7 @@ async def _page(request: Request) -> Response:
 
 async def _render_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatSSEError)
-    return exc.to_response()
+    return exc.response_for(request.url.path)
 
 
 async def _render_http_exception(request: Request, exc: Exception) -> Response:
@@ -138,13 +145,13 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
         error = NotFound()
     else:
         error = InternalError()
-    response = error.to_response()
+    response = error.response_for(request.url.path)
     response.headers.update(exc.headers or {})
     return response
 
 
-def _internal_error() -> Response:
-    return InternalError().to_response()
+def _internal_error(path: str) -> Response:
+    return InternalError().response_for(path)
 
 
 def factory() -> Starlette:

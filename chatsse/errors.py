@@ -28,11 +28,14 @@
     ├── StreamNotFound                404     stream_not_found
     ├── ResumeGap                     410     resume_gap
     ├── ResumeUnavailable             503     resume_unavailable
+    ├── ModelNotFound                 404     model_not_found       (the OpenAI-compatible face)
     └── InternalError                 500     internal_error
 
 Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
-error is the stream's last event (`to_event`). Messages are ours: upstream text is never echoed,
-so nothing the upstream or httpx says (URLs, headers, keys) can reach a client.
+error is the stream's last event (`to_event`). Under /v1/ (the OpenAI-compatible face) both take OpenAI's shape,
+`{"error": {"message", "type", "param", "code"}}`, and a 422 is a 400, as the OpenAI SDKs expect. Messages are
+ours: upstream text is never echoed, so nothing the upstream or httpx says (URLs, headers, keys) can reach a
+client.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ import httpx
 from starlette.responses import JSONResponse
 
 from chatsse.observe import current_record
+
+OPENAI_PREFIX = "/v1/"
+OPENAI_STATUS = {422: 400}  # OpenAI answers every invalid request with 400
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error"}
+OPENAI_TYPES |= {429: "rate_limit_error"}
 
 
 class ChatSSEError(Exception):
@@ -80,6 +88,21 @@ class ChatSSEError(Exception):
 
     def to_event(self) -> bytes:
         return b"data: " + json.dumps(self.payload(), separators=(",", ":")).encode() + b"\n\n"
+
+    param: str | None = None  # the request field at fault, for OpenAI's error shape
+
+    def openai_payload(self) -> dict[str, Any]:
+        error = self.payload()["error"]
+        status = OPENAI_STATUS.get(self.status_code, self.status_code)
+        kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, **error}}
+
+    def response_for(self, path: str) -> JSONResponse:
+        """This error as the face at `path` speaks it: OpenAI's shape under /v1/, ours elsewhere."""
+        if not path.startswith(OPENAI_PREFIX):
+            return self.to_response()
+        status = OPENAI_STATUS.get(self.status_code, self.status_code)
+        return JSONResponse(self.openai_payload(), status_code=status, headers=self.headers())
 
 
 class InvalidJSON(ChatSSEError):
@@ -228,6 +251,11 @@ class ResumeGap(ChatSSEError):
 class ResumeUnavailable(ChatSSEError):
     status_code, code = 503, "resume_unavailable"
     default_message = "The gateway cannot reach its shared stream store (Redis) right now. Try again shortly."
+
+
+class ModelNotFound(ChatSSEError):
+    status_code, code, param = 404, "model_not_found", "model"
+    default_message = "No such model on this gateway. GET /v1/models lists them."
 
 
 class InternalError(ChatSSEError):

@@ -22,7 +22,16 @@ log = logging.getLogger("chatsse.access")
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 bug_log = logging.getLogger("chatsse.bug")
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-ROUTES = ("/api/v1/chat/stream", "/api/v1/models", "/health", "/metrics", "/")
+ROUTES = (
+    "/api/v1/chat/stream",
+    "/api/v1/chat/ui",
+    "/api/v1/models",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/health",
+    "/metrics",
+    "/",
+)
 RESTING_CODES = ("rate_limited", "upstream_unavailable", "upstream_unreachable")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -178,7 +187,9 @@ def format_line(record: RequestRecord, fmt: str) -> str:
 class ObserveMiddleware:
     """Gives every request an id (the client's X-Request-ID if valid), returns it, and logs and counts the request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_format: str, internal_error: Callable[[], ASGIApp]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, log_format: str, internal_error: Callable[[str], ASGIApp]
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_format = log_format
@@ -216,7 +227,7 @@ class ObserveMiddleware:
             record.exception = type(exc).__name__
             bug_log.exception("unexpected %s on %s (request %s)", record.exception, route, request_id)
             if not record.status:
-                await self.internal_error()(scope, receive, send_with_id)
+                await self.internal_error(path)(scope, receive, send_with_id)
         finally:
             record.duration_ms = round((time.perf_counter() - record.started) * 1000, 2)
             current_record.reset(token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import anyio
 from starlette.background import BackgroundTask
@@ -34,6 +35,15 @@ EVENTSOURCE_RETRY = b"retry: 30000\n\n"
 RESUME_RETRY = b"retry: 1500\n\n"
 
 
+@dataclass
+class Opened:
+    """A reply that has its first token: our event bytes, the headers that name it, and what closes it."""
+
+    events: AsyncIterator[bytes]
+    headers: dict[str, str]
+    background: BackgroundTask | None = None
+
+
 class ChatRelay:
     """Owns the chat endpoint."""
 
@@ -62,34 +72,37 @@ class ChatRelay:
             chat = parse_chat_query(_query(request, self.settings.max_body_bytes), self.models)
             prefix = self.eventsource_retry
         else:
-            _require_json(request)
-            try:
-                with anyio.fail_after(self.settings.body_timeout):
-                    body = await _read_body(request, self.settings.max_body_bytes)
-            except TimeoutError:
-                raise RequestTimeout() from None
-            chat = parse_chat_body(body, self.models)
+            chat = parse_chat_body(await self.read_json_body(request), self.models)
             prefix = b""
+        opened = await self.open(chat, prefix)
+        return self.sse_response(opened.events, {**STREAM_HEADERS, **opened.headers}, opened.background)
+
+    async def read_json_body(self, request: Request) -> bytes:
+        """The request body, checked for type, size and time (415, 413, 408)."""
+        _require_json(request)
+        try:
+            with anyio.fail_after(self.settings.body_timeout):
+                return await _read_body(request, self.settings.max_body_bytes)
+        except TimeoutError:
+            raise RequestTimeout() from None
+
+    async def open(self, chat: ChatRequest, prefix: bytes = b"", chat_id: str | None = None) -> Opened:
+        """Open the upstream and read to the first token (failures before it raise); our events from there on.
+        Every face (ours, useChat's, OpenAI's) starts its replies here."""
         self.streams.admit()
         reply = None
         try:
             reply = await self.upstreams.open(self._with_system_prompt(chat))
         finally:
             self.streams.opened(reply)
-        headers = {**STREAM_HEADERS, "X-Chatsse-Upstream": reply.upstream}
+        headers = {"X-Chatsse-Upstream": reply.upstream}
         if self.keeper is not None:
-            stream = self.keeper.keep(reply, self._owner())
+            stream = self.keeper.keep(reply, self.owner(), chat_id)
             events = self.keeper.follow_local(stream, 0, prefix)
-            return self._response(events, {**headers, "X-Chatsse-Stream": stream.id})
-        return RelayResponse(
-            reply.events(prefix),
-            headers={**STREAM_HEADERS, "X-Chatsse-Upstream": reply.upstream},
-            ping=self.settings.ping_seconds,
-            sep="\n",
-            # sse-starlette skips the generator's `finally` when the client leaves before its first
-            # event (sse-starlette #156); closing here too makes sure the upstream is released.
-            background=BackgroundTask(self._finished, reply),
-        )
+            return Opened(events, {**headers, "X-Chatsse-Stream": stream.id})
+        # sse-starlette skips the generator's `finally` when the client leaves before its first event
+        # (sse-starlette #156); closing in a background task too makes sure the upstream is released.
+        return Opened(reply.events(prefix), headers, BackgroundTask(self._finished, reply))
 
     async def resume(self, request: Request) -> Response:
         """`GET /api/v1/chat/stream/{stream_id}`: the events after Last-Event-ID (or all), then the live rest."""
@@ -106,13 +119,15 @@ class ChatRelay:
     async def _resume(self, stream_id: str, after: int) -> Response:
         if self.keeper is None:
             raise StreamNotFound("Replies are not kept on this gateway (CHATSSE_RESUME_SECONDS is 0).")
-        events = await self.keeper.follow(stream_id, self._owner(), after, self.eventsource_retry)
-        return self._response(events, {**STREAM_HEADERS, "X-Chatsse-Stream": stream_id})
+        events = await self.keeper.follow(stream_id, self.owner(), after, self.eventsource_retry)
+        return self.sse_response(events, {**STREAM_HEADERS, "X-Chatsse-Stream": stream_id})
 
-    def _response(self, events: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
-        return RelayResponse(events, headers=headers, ping=self.settings.ping_seconds, sep="\n")
+    def sse_response(
+        self, events: AsyncIterator[bytes], headers: dict[str, str], background: BackgroundTask | None = None
+    ) -> Response:
+        return RelayResponse(events, headers=headers, ping=self.settings.ping_seconds, sep="\n", background=background)
 
-    def _owner(self) -> str | None:
+    def owner(self) -> str | None:
         """Who may follow a kept stream: the caller key that started it (with keys off, whoever has its id)."""
         record = current_record.get()
         return record.caller if self.settings.api_keys and record is not None else None

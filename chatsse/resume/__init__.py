@@ -48,6 +48,7 @@ class StreamKeeper:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._checks: set[asyncio.Task[None]] = set()
         self.metrics = metrics
+        self.chats: dict[str, str] = {}  # useChat chat id -> its latest stream
         self.on_change: Callable[[], None] | None = None  # gauges, with several workers
 
     @property
@@ -55,11 +56,15 @@ class StreamKeeper:
         """Streams whose reply is still being read with no client following it."""
         return sum(1 for s in self.streams.values() if not s.followers and not s.ended)
 
-    def keep(self, reply: UpstreamReply, owner: str | None) -> LiveStream:
-        """Read `reply` into a new stream from now on, whoever follows it."""
+    def keep(self, reply: UpstreamReply, owner: str | None, chat_id: str | None = None) -> LiveStream:
+        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat."""
         stream = LiveStream(new_stream_id(), owner, self.max_bytes)
         stream.upstream = reply.upstream
         self.streams[stream.id] = stream
+        if chat_id is not None:
+            self.chats[chat_id] = stream.id
+            if self.remote is not None:
+                self.remote.chat_started(chat_id, stream.id, self.seconds)
         if self.remote is not None:
             self.remote.started(stream.id, owner, self.seconds)
         self._tasks[stream.id] = asyncio.create_task(self._read(stream, reply), name=f"chatsse-stream-{stream.id}")
@@ -87,6 +92,16 @@ class StreamKeeper:
     def find(self, stream_id: str, owner: str | None) -> LiveStream | None:
         stream = self.streams.get(stream_id)
         return stream if stream is not None and stream.owner == owner else None
+
+    async def active_stream_of_chat(self, chat_id: str, owner: str | None) -> str | None:
+        """The stream of the chat's reply still being produced (here or, with Redis, anywhere), if any."""
+        stream_id = self.chats.get(chat_id)
+        stream = self.find(stream_id, owner) if stream_id else None
+        if stream is not None:
+            return None if stream.ended else stream.id
+        if self.remote is None:
+            return None
+        return await self.remote.active_stream_of_chat(chat_id, owner)
 
     async def follow(self, stream_id: str, owner: str | None, after: int, prefix: bytes = b"") -> AsyncIterator[bytes]:
         """The events after `after`, from this process or from Redis; refuses (404, 410, 503) before the first byte."""
@@ -155,6 +170,8 @@ class StreamKeeper:
     def _drop(self, stream: LiveStream) -> None:
         """The window passed with nobody following: stop reading the reply (closing the upstream) and drop it."""
         self.streams.pop(stream.id, None)
+        for chat_id in [c for c, s in self.chats.items() if s == stream.id]:
+            del self.chats[chat_id]
         self._changed()
         task = self._tasks.pop(stream.id, None)
         if task is not None:

@@ -78,6 +78,9 @@ class RedisStreams:
         if events:
             self._queue.put_nowait(("append", (stream_id, events, first_seq)))
 
+    def chat_started(self, chat_id: str, stream_id: str, seconds: float) -> None:
+        self._queue.put_nowait(("chat", (chat_id, stream_id, seconds)))
+
     def ended(self, stream_id: str, seconds: float) -> None:
         self._queue.put_nowait(("ended", (stream_id, seconds)))
 
@@ -96,6 +99,9 @@ class RedisStreams:
                     appended[stream_id] = ((earlier[0] if earlier else []) + events, first_seq)
                 elif kind == "started":
                     self._queue_started(pipe, *args)
+                elif kind == "chat":
+                    chat_id, stream_id, seconds = args
+                    pipe.set(f"chatsse:c:{chat_id}", stream_id, ex=LIVE_TTL_SECONDS + int(seconds) + 1)
                 else:
                     self._queue_ended(pipe, *args)
             if appended:
@@ -143,6 +149,18 @@ class RedisStreams:
             return bool(await self.client.exists(f"chatsse:f:{stream_id}"))
         except (RedisError, OSError):
             return False
+
+    async def active_stream_of_chat(self, chat_id: str, owner: str | None) -> str | None:
+        try:
+            stream_id: Any = await self.client.get(f"chatsse:c:{chat_id}")
+            if stream_id is None:
+                return None
+            meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id.decode()}")
+        except (RedisError, OSError):
+            raise ResumeUnavailable(retry_after=1) from None
+        if not meta or meta.get(b"ended") == b"1" or meta.get(b"owner", b"").decode() != (owner or ""):
+            return None
+        return str(stream_id.decode())
 
     async def follow(
         self, stream_id: str, owner: str | None, after: int, seconds: float, prefix: bytes = b""

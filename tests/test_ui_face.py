@@ -1,0 +1,89 @@
+"""The useChat face on the wire (the AI SDK itself is driven in test_node_clients): chunks, parts, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from chatsse.simulator import Simulator
+from tests.conftest import GatewayFactory
+from tests.servers import RunningServer
+
+UI = "/api/v1/chat/ui"
+
+
+def ui_body(*parts: dict[str, Any], chat_id: str = "chat-1") -> dict[str, Any]:
+    history = [
+        {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "Earlier question"}]},
+        {
+            "id": "a0",
+            "role": "assistant",
+            "parts": [
+                {"type": "step-start"},
+                {"type": "reasoning", "text": "hmm"},
+                {"type": "text", "text": "Earlier"},
+            ],
+        },
+    ]
+    return {
+        "id": chat_id,
+        "trigger": "submit-message",
+        "messages": [*history, {"id": "u1", "role": "user", "parts": list(parts)}],
+    }
+
+
+def chunks(text: str) -> list[Any]:
+    return [json.loads(b[6:]) if b[6:] != "[DONE]" else "[DONE]" for b in text.split("\n\n") if b.startswith("data: ")]
+
+
+def test_the_ui_message_stream_protocol(gateway: RunningServer, simulator: Simulator) -> None:
+    response = httpx.post(gateway.url + UI, json=ui_body({"type": "text", "text": "echo:one two"}))
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    got = chunks(response.text)
+    assert [c if c == "[DONE]" else c["type"] for c in got] == [
+        "start", "start-step", "text-start", "text-delta", "text-delta", "text-end", "finish-step", "finish", "[DONE]",
+    ]  # fmt: skip
+    assert "".join(c["delta"] for c in got if c != "[DONE]" and c["type"] == "text-delta") == "one two"
+    finish = got[-2]
+    assert finish["finishReason"] == "stop" and finish["messageMetadata"]["usage"]["completion_tokens"] == 2
+    assert simulator.requests[-1].json["messages"] == [
+        {"role": "user", "content": "Earlier question"},
+        {"role": "assistant", "content": "Earlier"},
+        {"role": "user", "content": "echo:one two"},
+    ]
+
+
+def test_content_filter_finish_and_errors_after_the_start(gateway: RunningServer) -> None:
+    filtered = chunks(
+        httpx.post(gateway.url + UI, json=ui_body({"type": "text", "text": "echo:x[sim: finish=content_filter]"})).text
+    )
+    assert filtered[-2]["finishReason"] == "content-filter"
+    broken = chunks(
+        httpx.post(gateway.url + UI, json=ui_body({"type": "text", "text": "echo:a b c[sim: cut_after=2]"})).text
+    )
+    assert (
+        broken[-2]["type"] == "error" and "upstream_disconnected" in broken[-2]["errorText"] and broken[-1] == "[DONE]"
+    )
+
+
+@pytest.mark.parametrize(
+    "part", [{"type": "file", "url": "data:,x", "mediaType": "text/plain"}, {"type": "tool-weather"}]
+)
+def test_parts_chatsse_cannot_relay_are_422_naming_them(
+    gateway: RunningServer, simulator: Simulator, part: dict[str, Any]
+) -> None:
+    response = httpx.post(gateway.url + UI, json=ui_body({"type": "text", "text": "hi"}, part))
+    assert response.status_code == 422 and f'"{part["type"]}"' in response.json()["error"]["message"]
+    assert simulator.requests == []
+
+
+def test_resume_is_204_without_an_active_reply(make_gateway: GatewayFactory, gateway: RunningServer) -> None:
+    assert httpx.get(gateway.url + UI + "/chat-1/stream").status_code == 204  # resume off
+    resumable = make_gateway(resume_seconds=30)
+    httpx.post(resumable.url + UI, json=ui_body({"type": "text", "text": "echo:done already"}, chat_id="c9"))
+    assert httpx.get(resumable.url + UI + "/c9/stream").status_code == 204  # that reply has finished
+    assert httpx.get(resumable.url + UI + "/never-seen/stream").status_code == 204
