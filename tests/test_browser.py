@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse
+from starlette.responses import FileResponse, HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -319,3 +321,47 @@ def test_a_network_drop_mid_reply_resumes_when_it_comes_back(
         assert "finish: stop" in page.reply().locator(".meta").inner_text()
         assert proxy.connections >= 2  # it came back on a new connection
     assert len(simulator.requests) == 1
+
+
+@pytest.fixture(scope="module")
+def ai_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `ai` package from tests/node, bundled for the browser (no CDN: everything from the local node_modules)."""
+    node = Path(__file__).parent / "node"
+    if not (node / "node_modules" / "esbuild").is_dir() or not (node / "node_modules" / "ai").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node, check=True, capture_output=True, timeout=300)
+    out = tmp_path_factory.mktemp("ai") / "ai.bundle.mjs"
+    subprocess.run(
+        [str(node / "node_modules" / ".bin" / "esbuild"), "browser-entry.mjs", "--bundle", "--format=esm",
+         "--platform=browser", f"--outfile={out}", "--log-level=error"],
+        cwd=node, check=True, timeout=120,
+    )  # fmt: skip
+    return out
+
+
+def test_the_ai_sdk_chat_class_streams_a_reply_in_chromium(
+    gateway: RunningServer, simulator: Simulator, page: Page, ai_bundle: Path
+) -> None:
+    node = Path(__file__).parent / "node"
+
+    async def bundle(request: Any) -> Any:
+        return FileResponse(ai_bundle, media_type="text/javascript")
+
+    async def chat_page(request: Any) -> Any:
+        return FileResponse(node / "chat-page.html")
+
+    async def no_icon(request: Any) -> Any:
+        return HTMLResponse("", status_code=204)
+
+    site = Starlette(routes=[Route("/", chat_page), Route("/ai.bundle.mjs", bundle), Route("/favicon.ico", no_icon)])
+    with serve_in_thread(site) as other_origin:
+        text = "echo:Streamed to the SDK's Chat 😀 one two three[sim: hold_after=3 hold=sdk-chat]"
+        query = urlencode({"api": gateway.url + "/api/v1/chat/ui", "text": text})
+        page.tab.goto(f"{other_origin.url}/?{query}")
+        reply = page.tab.locator("#reply")
+        assert wait_until(lambda: reply.inner_text().startswith("Streamed to the"), timeout=10)  # streaming
+        assert simulator.requests[-1].finished_at is None
+        simulator.release("sdk-chat")
+        page.tab.wait_for_function("document.body.dataset.status === 'ready'")
+    assert reply.inner_text() == "Streamed to the SDK's Chat 😀 one two three"
+    assert page.tab.evaluate("document.body.dataset.messages") == "2"
+    assert page.errors == []
