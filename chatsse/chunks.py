@@ -19,7 +19,8 @@ from chatsse.sse import ServerSentEvent, encode_json_event
 class ChunkTranslator:
     """Feed decoded upstream events in order; read `failure` after each feed."""
 
-    def __init__(self) -> None:
+    def __init__(self, reasoning: bool = False) -> None:
+        self.reasoning = reasoning  # relay `delta.reasoning_content` as {"reasoning": ...} events
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.content_events = 0
@@ -71,6 +72,11 @@ class ChunkTranslator:
             self.failure = UpstreamMalformed()
             return
         delta = choice.get("delta")
+        if self.reasoning and isinstance(delta, dict):
+            # OpenAI-compatible servers (vLLM, Ollama, DeepSeek) stream a model's thinking in reasoning_content.
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if thought and isinstance(thought, str):
+                out.append(encode_json_event({"reasoning": thought}))
         if isinstance(delta, dict):
             content = delta.get("content") or delta.get("refusal")
             if content and isinstance(content, str):

@@ -29,6 +29,7 @@ class UpstreamConfig:
     weight: float = 1.0
     timeout: float | None = None  # seconds of silence allowed; None: CHATSSE_UPSTREAM_TIMEOUT
     max_tokens: int | None = None  # the operator's cap on a reply's tokens
+    reasoning: bool = False  # relay the model's reasoning text (reasoning_content), where the upstream sends it
 
 
 _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -44,6 +45,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "weight": ((int, float), "a number > 0"),
     "timeout": ((int, float), "a number of seconds > 0"),
     "max_tokens": (int, "a whole number > 0"),
+    "reasoning": (bool, "true or false"),
 }
 _REQUIRED = ("name", "endpoint", "deployment")
 
@@ -99,7 +101,8 @@ def _upstream(table: dict[str, Any], where: str, env: Mapping[str, str], problem
             problems.append(f"{where}: {key} is missing: expected {_KEYS[key][1]}")
     for key, value in table.items():
         kinds, rule = _KEYS.get(key, (object, ""))
-        if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        wrong_bool = isinstance(value, bool) and kinds is not bool
+        if not isinstance(value, kinds) or wrong_bool or (isinstance(value, str) and not value.strip()):
             problems.append(f"{where}: {key} = {value!r} is not valid: expected {rule}")
     if any(p.startswith(where) for p in problems):
         return None
@@ -142,4 +145,5 @@ def _upstream(table: dict[str, Any], where: str, env: Mapping[str, str], problem
         weight=float(table.get("weight", 1)),
         timeout=float(table["timeout"]) if "timeout" in table else None,
         max_tokens=table.get("max_tokens"),
+        reasoning=table.get("reasoning", False),
     )

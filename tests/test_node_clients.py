@@ -73,6 +73,12 @@ def test_use_chat_errors_surface_as_the_sdks_errors(node_modules: Path, gateway:
     assert bad_part.returncode == 0
 
 
+def test_use_chat_gets_reasoning_parts(node_modules: Path, make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(reasoning=True)
+    result = run("ui.mjs", gateway.url, "reply", "echo:answer[sim: reasoning=2]")
+    assert result["reasoning"] == "thought0 thought1" and result["text"] == "answer"
+
+
 def test_npm_openai_streams_through_chatsse(node_modules: Path, make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(api_keys=("node-caller",))
     result = run("openai.mjs", gateway.url, "node-caller", f"echo:{WORDS}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
@@ -52,6 +53,17 @@ def test_without_stream_one_completion_object(keyed: RunningServer) -> None:
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.content == REPLY and completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.total_tokens > 0
+
+
+def test_reasoning_arrives_as_reasoning_content(make_gateway: GatewayFactory) -> None:
+    sdk = client(make_gateway(api_keys=(CALLER,), reasoning=True))
+    ask: list[ChatCompletionMessageParam] = [{"role": "user", "content": "echo:the answer[sim: reasoning=2]"}]
+    chunks = list(sdk.chat.completions.create(model="default", messages=ask, stream=True))
+    extras = [chunk.choices[0].delta.model_extra or {} for chunk in chunks if chunk.choices]
+    assert "".join(extra.get("reasoning_content") or "" for extra in extras) == "thought0 thought1"
+    whole = sdk.chat.completions.create(model="default", messages=ask)
+    assert whole.choices[0].message.content == "the answer"
+    assert (whole.choices[0].message.model_extra or {})["reasoning_content"] == "thought0 thought1"
 
 
 def test_models_lists_the_groups(keyed: RunningServer) -> None:

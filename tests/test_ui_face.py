@@ -87,3 +87,27 @@ def test_resume_is_204_without_an_active_reply(make_gateway: GatewayFactory, gat
     httpx.post(resumable.url + UI, json=ui_body({"type": "text", "text": "echo:done already"}, chat_id="c9"))
     assert httpx.get(resumable.url + UI + "/c9/stream").status_code == 204  # that reply has finished
     assert httpx.get(resumable.url + UI + "/never-seen/stream").status_code == 204
+
+
+def test_reasoning_is_relayed_only_where_the_model_group_allows_it(
+    make_gateway: GatewayFactory, gateway: RunningServer
+) -> None:
+    thinking = make_gateway(reasoning=True)
+    body = ui_body({"type": "text", "text": "echo:one two[sim: reasoning=3]"})
+    got = chunks(httpx.post(thinking.url + UI, json=body).text)
+    assert [c if c == "[DONE]" else c["type"] for c in got] == [
+        "start", "start-step",
+        "reasoning-start", "reasoning-delta", "reasoning-delta", "reasoning-delta", "reasoning-end",
+        "text-start", "text-delta", "text-delta", "text-end",
+        "finish-step", "finish", "[DONE]",
+    ]  # fmt: skip
+    assert (
+        "".join(c["delta"] for c in got if c != "[DONE]" and c["type"] == "reasoning-delta")
+        == "thought0 thought1 thought2"
+    )
+    native = httpx.post(thinking.url + "/api/v1/chat/stream", json={"message": "echo:hi[sim: reasoning=2]"}).text
+    assert native.startswith(
+        'data: {"reasoning":"thought0"}\n\ndata: {"reasoning":" thought1"}\n\ndata: {"content":"hi"}'
+    )
+    plain = chunks(httpx.post(gateway.url + UI, json=body).text)  # the default: a model's thoughts stay upstream
+    assert not any(c != "[DONE]" and c["type"].startswith("reasoning") for c in plain)

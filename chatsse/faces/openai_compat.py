@@ -115,6 +115,8 @@ class Completion:
             for payload in batch:
                 if "content" in payload:
                     out.append(self._chunk({"content": payload["content"]}))
+                elif "reasoning" in payload:  # the field vLLM, Ollama and DeepSeek use, which their clients read
+                    out.append(self._chunk({"reasoning_content": payload["reasoning"]}))
                 elif payload.get("done"):
                     out.append(self._chunk({}, payload.get("finish_reason")))
                     if self.include_usage and "usage" in payload:
@@ -127,16 +129,21 @@ class Completion:
     async def collect(self, events: AsyncIterator[bytes]) -> tuple[dict[str, Any], int]:
         """The whole `chat.completion`, or OpenAI's error shape and status if the reply broke off."""
         text: list[str] = []
+        thoughts: list[str] = []
         async for batch in payloads(events):
             for payload in batch:
                 if "content" in payload:
                     text.append(payload["content"])
+                elif "reasoning" in payload:
+                    thoughts.append(payload["reasoning"])
                 elif "error" in payload:
                     code = payload["error"].get("code")
                     status = {"upstream_timeout": 504, "server_shutdown": 503}.get(code, 502)
                     return openai_error(payload["error"]), status
                 elif payload.get("done"):
                     message = {"role": "assistant", "content": "".join(text), "refusal": None}
+                    if thoughts:
+                        message["reasoning_content"] = "".join(thoughts)
                     choice = {
                         "index": 0,
                         "message": message,

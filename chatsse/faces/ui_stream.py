@@ -1,8 +1,9 @@
 """The AI SDK's UI message stream (what `useChat` speaks): `POST /api/v1/chat/ui` and its resume route.
 
-Chunk shapes follow the `ai` package's own schema (`uiMessageChunkSchema` in ai 6): start, start-step, text-start,
-text-delta..., text-end, finish-step, finish (finishReason and our finish reason and usage as message metadata),
-then `data: [DONE]`; a failure after the start is an `error` chunk with `errorText`.
+Chunk shapes follow the `ai` package's own schema (`uiMessageChunkSchema` in ai 6): start, start-step, (where the
+model group relays reasoning: reasoning-start, reasoning-delta..., reasoning-end), text-start, text-delta...,
+text-end, finish-step, finish (finishReason; our finish reason and usage as message metadata), then
+`data: [DONE]`; a failure after the start is an `error` chunk with `errorText`.
 """
 
 from __future__ import annotations
@@ -92,22 +93,44 @@ def _chunk(payload: dict[str, Any]) -> bytes:
 
 
 async def encode(events: AsyncIterator[bytes], message_id: str) -> AsyncIterator[bytes]:
-    """Our events as UI message stream chunks."""
+    """Our events as UI message stream chunks: reasoning (where the model group relays it), then text."""
+    parts = _Parts()
     head = _chunk({"type": "start", "messageId": message_id}) + _chunk({"type": "start-step"})
-    head += _chunk({"type": "text-start", "id": "text-1"})
     async for batch in payloads(events):
         out = [head]
         head = b""
         for payload in batch:
-            if "content" in payload:
+            if "reasoning" in payload:
+                out.append(parts.switch("reasoning"))
+                out.append(_chunk({"type": "reasoning-delta", "id": "reasoning-1", "delta": payload["reasoning"]}))
+            elif "content" in payload:
+                out.append(parts.switch("text"))
                 out.append(_chunk({"type": "text-delta", "id": "text-1", "delta": payload["content"]}))
             elif payload.get("done"):
                 reason = str(payload.get("finish_reason"))
                 metadata = {"finishReason": reason, **({"usage": payload["usage"]} if "usage" in payload else {})}
-                out.append(_chunk({"type": "text-end", "id": "text-1"}) + _chunk({"type": "finish-step"}))
+                out.append(parts.switch(None) + _chunk({"type": "finish-step"}))
                 finish = {"type": "finish", "finishReason": FINISH_REASONS.get(reason, "other")}
                 out.append(_chunk({**finish, "messageMetadata": metadata}) + DONE)
             elif "error" in payload:
                 error = payload["error"]
                 out.append(_chunk({"type": "error", "errorText": f"{error['message']} ({error['code']})"}) + DONE)
         yield b"".join(out)
+
+
+class _Parts:
+    """Which part of the message is open (reasoning-1 or text-1): a part ends before the next one starts."""
+
+    def __init__(self) -> None:
+        self.open: str | None = None
+
+    def switch(self, kind: str | None) -> bytes:
+        if kind == self.open:
+            return b""
+        out = b""
+        if self.open is not None:
+            out += _chunk({"type": f"{self.open}-end", "id": f"{self.open}-1"})
+        if kind is not None:
+            out += _chunk({"type": f"{kind}-start", "id": f"{kind}-1"})
+        self.open = kind
+        return out

@@ -188,6 +188,8 @@ class Simulator:
         await conn.send(frames.prompt_filter() + frames.role(), scenario.split)
         if scenario.first_delay:
             await asyncio.sleep(scenario.first_delay)
+        for index in range(scenario.reasoning):
+            await conn.send(frames.reasoning(f"{' ' if index else ''}thought{index}"), scenario.split)
         start = time.monotonic()
         for index, token in enumerate(tokens):
             if index == scenario.cut_after:

@@ -10,6 +10,7 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     retry_after=S       `retry-after` header on a 429 (default 1); retry_after_ms=MS adds `retry-after-ms`
     delay=S             seconds between content chunks (absolute schedule, no drift); first_delay=S before the first
     tokens=N            reply with N filler tokens instead of the derived text
+    reasoning=N         first stream N "thinking" tokens in delta.reasoning_content, as vLLM, Ollama and DeepSeek do
     cut_after=N         drop the connection after N content chunks (no [DONE], no final HTTP chunk)
     malformed_after=N   send a broken JSON chunk after N content chunks
     error_after=N       send an in-stream `{"error": ...}` after N content chunks, then end without [DONE]
@@ -110,6 +111,7 @@ class Scenario:
     delay: float = 0.0
     first_delay: float = 0.0
     tokens: int = 0
+    reasoning: int = 0
     cut_after: int = -1
     malformed_after: int = -1
     error_after: int = -1
@@ -219,6 +221,9 @@ class Frames:
 
     def content(self, text: str) -> bytes:
         return self._chunk({"content": text}, None, SAFE)
+
+    def reasoning(self, text: str) -> bytes:
+        return self._chunk({"content": None, "reasoning_content": text}, None, {})
 
     def finish(self, reason: str) -> bytes:
         filters = {**SAFE, "violence": {"filtered": True, "severity": "medium"}} if reason == "content_filter" else {}

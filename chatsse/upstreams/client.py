@@ -100,7 +100,7 @@ class UpstreamClient:
                     response.headers.get("apim-request-id", "-"),
                 )
                 raise error
-            reply = UpstreamReply(response, upstream.name)
+            reply = UpstreamReply(response, upstream.name, upstream.reasoning)
             try:
                 await reply.read_until_first_content(patience=self.ping_seconds)
             except BaseException:

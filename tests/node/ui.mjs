@@ -22,7 +22,8 @@ try {
   if (mode === "reply") {
     const stream = await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: undefined });
     const message = await assemble(stream);
-    console.log(JSON.stringify({ text: textOf(message), id: message.id, metadata: message.metadata }));
+    const reasoning = message.parts.filter((p) => p.type === "reasoning").map((p) => p.text).join("");
+    console.log(JSON.stringify({ text: textOf(message), id: message.id, metadata: message.metadata, reasoning }));
   } else if (mode === "abort") {
     const controller = new AbortController();
     const stream = await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: controller.signal });
