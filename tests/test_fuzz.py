@@ -105,6 +105,7 @@ CHAT_BODIES = st.one_of(
         )
     ),
 )
+FACES = ("/v1/chat/completions", "/api/v1/chat/ui")  # the same bad text gets the same care on every face
 QUERY_BYTES = st.binary(max_size=12).map(lambda raw: "".join(f"%{b:02X}" for b in raw))
 
 
@@ -115,12 +116,18 @@ def test_json_text_with_any_escapes_never_gets_a_5xx(gateway: RunningServer, bod
         posted = client.post(
             gateway.url + "/api/v1/chat/stream", content=body, headers={"content-type": "application/json"}
         )
+        faces = [
+            client.post(
+                gateway.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+            ),
+            client.post(gateway.url + "/api/v1/chat/ui", content=body, headers={"content-type": "application/json"}),
+        ]
         model = f"&model={query}" if len(query) % 2 else ""  # sometimes a model too: never a known one
         got = client.get(gateway.url + "/api/v1/chat/stream?message=echo:" + query + model)
-    for response in (posted, got):
+    for response in (posted, got, *faces):
         assert response.status_code < 500, response.text
         assert response.headers["x-request-id"]
         if response.status_code >= 400:
             assert response.json()["error"]["request_id"] == response.headers["x-request-id"]
         else:
-            assert response.text.rstrip().endswith("}")
+            assert response.text.rstrip().endswith(("}", "[DONE]"))  # a whole last event

@@ -278,3 +278,18 @@ async def test_model_choice_parameters_and_the_models_route(fleet: Fleet) -> Non
         response = await client.get(url, params={"message": "x", "model": "nope"})
         assert response.status_code == 422 and '"model"' in response.json()["error"]["message"]
     assert fleet.counts() == before
+
+
+async def test_every_face_fails_over_the_same_way(fleet: Fleet) -> None:
+    fleet.sim("ptu", always="status=429 retry_after=30")
+    fleet.sim("paygo")
+    gateway = fleet.gateway(fleet.upstream("ptu"), fleet.upstream("paygo", priority=1))
+    ui = {"id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "echo:ui"}]}]}
+    completion = {"model": "default", "messages": [{"role": "user", "content": "echo:openai"}]}
+    async with httpx.AsyncClient() as client:
+        ui_reply = await client.post(gateway.url + "/api/v1/chat/ui", json=ui)
+        openai_reply = await client.post(gateway.url + "/v1/chat/completions", json=completion)
+    assert ui_reply.headers["x-chatsse-upstream"] == "paygo" and '"delta":"ui"' in ui_reply.text
+    assert openai_reply.headers["x-chatsse-upstream"] == "paygo"
+    assert openai_reply.json()["choices"][0]["message"]["content"] == "openai"
+    assert fleet.counts() == {"ptu": 1, "paygo": 2}  # the PTU asked once, then resting for both faces
