@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatsse import __version__
+from chatsse import __version__, connections
 from chatsse.access import AccessMiddleware
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.faces.openai_compat import OpenAIFace
@@ -167,6 +167,7 @@ def factory() -> Starlette:
         print(f"chatsse cannot start: {problem}", file=sys.stderr)
     if found:
         raise SystemExit(2)
+    connections.configure(settings)  # this worker's bounds, read by the protocol `chatsse serve` runs
     return create_app(settings)
 
 

@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from chatsse import __version__, client
+from chatsse.connections import GuardedHttpProtocol
 from chatsse.preflight import problems
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
@@ -107,6 +108,7 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             forwarded_allow_ips=trusted or None,
             # A backstop behind chatsse's own drain (CHATSSE_DRAIN_SECONDS), which ends streams itself.
             timeout_graceful_shutdown=int(settings.drain_seconds) + 10,
+            http=GuardedHttpProtocol,  # uvicorn's httptools protocol, with a header deadline and a connection cap
         )
 
 

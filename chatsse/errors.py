@@ -29,6 +29,7 @@
     ├── ResumeGap                     410     resume_gap
     ├── ResumeUnavailable             503     resume_unavailable
     ├── ModelNotFound                 404     model_not_found       (the OpenAI-compatible face)
+    ├── TooManyConnections            503     too_many_connections  (written by connections.py, before any request)
     └── InternalError                 500     internal_error
 
 Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
@@ -251,6 +252,11 @@ class ResumeGap(ChatSSEError):
 class ResumeUnavailable(ChatSSEError):
     status_code, code = 503, "resume_unavailable"
     default_message = "The gateway cannot reach its shared stream store (Redis) right now. Try again shortly."
+
+
+class TooManyConnections(ChatSSEError):
+    status_code, code = 503, "too_many_connections"
+    default_message = "The gateway has as many connections open as it allows (CHATSSE_MAX_CONNECTIONS). Try again."
 
 
 class ModelNotFound(ChatSSEError):

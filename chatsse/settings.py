@@ -49,6 +49,8 @@ class Settings:
     trusted_proxies: str = ""
     body_timeout: float = 10.0
     max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    max_connections: int = 0  # 0: as many as the file limit allows
     resume_seconds: float = 0.0  # 0: replies end with their connection
     resume_max_bytes: int = 1024 * 1024
     redis_url: str | None = field(default=None, repr=False)  # the URL may hold a password
@@ -193,6 +195,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         trusted_proxies=env.get("CHATSSE_TRUSTED_PROXIES", "").strip(),
         body_timeout=read("CHATSSE_BODY_TIMEOUT", float, 10.0, lambda v: v > 0, "a number of seconds > 0"),
         max_header_bytes=read("CHATSSE_MAX_HEADER_BYTES", int, 16384, lambda v: v >= 1024, "a whole number >= 1024"),
+        header_timeout=read("CHATSSE_HEADER_TIMEOUT", float, 10.0, lambda v: v > 0, "a number of seconds > 0"),
+        max_connections=read("CHATSSE_MAX_CONNECTIONS", int, 0, lambda v: v >= 0, "a whole number >= 0 (0: auto)"),
         resume_seconds=read(
             "CHATSSE_RESUME_SECONDS", float, 0.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"
         ),

@@ -1,0 +1,96 @@
+"""Connections before they are requests: a deadline for request headers, and a cap on open connections.
+
+uvicorn gives a connection that never finishes its headers all the time it wants (3,000 such sockets against
+`chatsse serve` were all still open after 70 s), and accepts connections until the process runs out of file
+descriptors. This protocol is uvicorn's own (httptools) with both bounds added; `chatsse serve` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from chatsse.errors import TooManyConnections
+from chatsse.settings import Settings
+
+HEADROOM_FDS = 100  # for upstream connections, Redis, logs and the listening socket
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """Closes a connection whose request headers take longer than `header_timeout`; answers 503 and closes a
+    connection that would exceed `max_connections`."""
+
+    header_timeout = 10.0
+    max_connections = 0  # 0: no cap
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        if self.max_connections and len(self.connections) > self.max_connections:
+            transport.write(_BUSY)
+            transport.close()
+            return
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()  # each request on a kept-alive connection gets the same deadline for its headers
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        if self.header_timeout:
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if getattr(self, "_header_deadline", None) is not None:
+            assert self._header_deadline is not None
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.write(_TOO_SLOW)
+            self.transport.close()
+
+
+def configure(settings: Settings) -> type[GuardedHttpProtocol]:
+    """Set the bounds for this process's connections (each uvicorn worker calls this through the app factory)."""
+    GuardedHttpProtocol.header_timeout = settings.header_timeout
+    GuardedHttpProtocol.max_connections = settings.max_connections or default_max_connections()
+    return GuardedHttpProtocol
+
+
+def default_max_connections() -> int:
+    """Without CHATSSE_MAX_CONNECTIONS: as many as the process's file limit allows, keeping some for the rest."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(HEADROOM_FDS, soft - HEADROOM_FDS) if soft != resource.RLIM_INFINITY else 0
+
+
+def _raw_response(status: str, payload: dict[str, object], extra: str = "") -> bytes:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}"
+    return (head + "connection: close\r\n\r\n").encode() + body
+
+
+_BUSY = _raw_response("503 Service Unavailable", TooManyConnections().payload(), "retry-after: 1\r\n")
+_TOO_SLOW = _raw_response(
+    "408 Request Timeout",
+    {
+        "error": {
+            "code": "request_timeout",
+            "message": "The request headers arrived too slowly (CHATSSE_HEADER_TIMEOUT).",
+        }
+    },
+)
