@@ -61,3 +61,13 @@ def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.005)
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def healthy(url: str) -> bool:
+    """True when a gateway at `url` answers /health with 200 (for polling a process that is starting)."""
+    import httpx
+
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -20,7 +20,7 @@ from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, chat, kinds, text_of
-from tests.servers import RunningServer, free_port, serve_in_thread, wait_until
+from tests.servers import RunningServer, free_port, healthy, serve_in_thread, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -175,14 +175,7 @@ def _start_output(args: list[str], extra_env: dict[str, str], tmp_path: Path) ->
     command = [CHATSSE, "serve", "--port", str(port), *args]
     with subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) as process:
         try:
-
-            def up() -> bool:
-                try:
-                    return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert wait_until(up, timeout=20, interval=0.1)
+            assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
         finally:
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=20)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, healthy, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 NO_AZURE = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
@@ -66,14 +66,8 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     )
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            return httpx.get(url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        assert wait_until(healthy, timeout=20, interval=0.1), "demo server did not come up"
+        assert wait_until(lambda: healthy(url), timeout=20, interval=0.1), "demo server did not come up"
         yield url, process
     finally:
         if process.poll() is None:
@@ -143,7 +137,7 @@ def test_procfile_binds_port_and_runs_web_concurrency_workers(tmp_path: Path) ->
     ) as process:
         try:
             url = f"http://127.0.0.1:{port}"
-            assert wait_until(lambda: _healthy(url), timeout=30, interval=0.1)
+            assert wait_until(lambda: healthy(url), timeout=30, interval=0.1)
             children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
             commands = [Path(f"/proc/{child}/cmdline").read_text() for child in children]
             assert sum("spawn_main" in command for command in commands) == 2  # uvicorn's worker processes
@@ -154,10 +148,3 @@ def test_procfile_binds_port_and_runs_web_concurrency_workers(tmp_path: Path) ->
             _, stderr = process.communicate(timeout=20)
             simulator.stop_thread()
     assert "0.0.0.0:" + str(port) in stderr
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from chatsse.simulator import Simulator
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, healthy, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 
@@ -40,19 +40,12 @@ def guarded(tmp_path: Path) -> Iterator[tuple[int, Simulator]]:
         [CHATSSE, "serve", "--port", str(port)], cwd=tmp_path, env=env, stderr=subprocess.DEVNULL
     )
     try:
-        assert wait_until(lambda: _healthy(port), timeout=20, interval=0.1)
+        assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
         yield port, simulator
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(20)
         simulator.stop_thread()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _stream(port: int, into: list[dict[str, object]]) -> None:
@@ -103,4 +96,6 @@ def test_slow_headers_are_cut_off_and_excess_connections_refused_while_a_stream_
     streaming.join(30)
     assert events[-1].get("done") is True
     assert "".join(str(e.get("content", "")) for e in events) == " ".join(f"w{i}" for i in range(25))
-    assert wait_until(lambda: _healthy(port), timeout=5)  # and it serves again once the flood is gone
+    assert wait_until(
+        lambda: healthy(f"http://127.0.0.1:{port}"), timeout=5
+    )  # and it serves again once the flood is gone

@@ -17,10 +17,8 @@ from chatsse.errors import (
     UpstreamNotFound,
     UpstreamRejected,
     UpstreamUnavailable,
-    from_transport_error,
-    from_upstream_status,
-    retry_after_seconds,
 )
+from chatsse.upstreams.failures import from_transport_error, from_upstream_status, retry_after_seconds
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

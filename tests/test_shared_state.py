@@ -22,7 +22,7 @@ from chatsse.simulator import Simulator
 from tests.conftest import API_KEY, DEPLOYMENT
 from tests.helpers import STREAM, kinds, text_of
 from tests.redis_server import RedisServer
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, healthy, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 WORDS = " ".join(f"w{i}" for i in range(12))
@@ -44,15 +44,8 @@ def gateway_process(simulator: Simulator, tmp_path: Path, *args: str, **env: str
     command = [CHATSSE, "serve", "--port", str(port), *args]
     process = subprocess.Popen(command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        assert wait_until(healthy, timeout=30, interval=0.1), "the gateway did not start"
+        assert wait_until(lambda: healthy(url), timeout=30, interval=0.1), "the gateway did not start"
         yield url
     finally:
         process.send_signal(signal.SIGINT)

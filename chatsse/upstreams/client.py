@@ -9,17 +9,12 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from chatsse import __version__
-from chatsse.errors import (
-    UpstreamAuthFailed,
-    UpstreamDisconnected,
-    UpstreamUnavailable,
-    from_transport_error,
-    from_upstream_status,
-)
+from chatsse.errors import UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
 from chatsse.observe import current_record
 from chatsse.schema import ChatRequest
 from chatsse.upstream_config import UpstreamConfig
 from chatsse.upstreams.auth import EntraTokens
+from chatsse.upstreams.failures import from_transport_error, from_upstream_status
 from chatsse.upstreams.reply import UpstreamReply
 from chatsse.upstreams.shapes import SHAPES
 

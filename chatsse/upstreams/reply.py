@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import httpx
 
 from chatsse.chunks import ChunkTranslator
-from chatsse.errors import ServerShutdown, from_transport_error
+from chatsse.errors import ServerShutdown
 from chatsse.observe import current_record
 from chatsse.sse import SSEDecoder
+from chatsse.upstreams.failures import from_transport_error
 
 log = logging.getLogger("chatsse.upstream")
 

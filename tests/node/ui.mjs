@@ -16,6 +16,15 @@ async function assemble(stream) {
   for await (const update of readUIMessageStream({ stream })) message = update;
   return message;
 }
+// Send, and read until the first text arrives (then the caller drops the stream).
+async function sendAndReadFirstText(controller) {
+  const stream = await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: controller.signal });
+  const reader = stream.getReader();
+  for (;;) {
+    const { value } = await reader.read();
+    if (value?.type === "text-delta") return;
+  }
+}
 const textOf = (message) => message.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
 
 try {
@@ -26,22 +35,12 @@ try {
     console.log(JSON.stringify({ text: textOf(message), id: message.id, metadata: message.metadata, reasoning }));
   } else if (mode === "abort") {
     const controller = new AbortController();
-    const stream = await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: controller.signal });
-    const reader = stream.getReader();
-    for (;;) {
-      const { value } = await reader.read();
-      if (value?.type === "text-delta") break;
-    }
+    await sendAndReadFirstText(controller);
     controller.abort();
     console.log(JSON.stringify({ aborted: true }));
   } else if (mode === "resume") {
     const controller = new AbortController();
-    const stream = await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: controller.signal });
-    const reader = stream.getReader();
-    for (;;) {
-      const { value } = await reader.read();
-      if (value?.type === "text-delta") break;
-    }
+    await sendAndReadFirstText(controller);
     controller.abort(); // the page closed mid-reply; useChat({ resume: true }) reconnects on the next load
     console.log("cut");
     const resumed = await transport.reconnectToStream({ chatId });
