@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 TOKEN = "Zq"  # a token text that appears nowhere else in any of the wire formats
-WORKLOAD = re.compile(rb"bench tokens=(\d+) delay=([\d.]+)")
+WORKLOAD = re.compile(rb"bench tokens=(\d+) delay=([\d.]+)(?: first=([\d.]+))?")
 BATCH = 50  # unpaced tokens are written this many per write, as a bursty upstream does
 
 
@@ -74,11 +74,14 @@ class _UpstreamConnection(asyncio.Protocol):
         body, self.buffer = self.buffer[head_end + 4 : head_end + 4 + length], self.buffer[head_end + 4 + length :]
         found = WORKLOAD.search(body)
         tokens, delay = (int(found.group(1)), float(found.group(2))) if found else (10, 0.0)
+        first = float(found.group(3)) if found and found.group(3) else 0.0
         assert self.transport is not None
         self.transport.write(HEAD)
-        start = self.loop.time()
+        start = self.loop.time() + first  # a slow first token (a reasoning model thinking), then the pace
         if delay > 0:
-            self._paced(0, tokens, delay, start)
+            self.loop.call_at(start, self._paced, 0, tokens, delay, start)
+        elif first:
+            self.loop.call_at(start, self._burst, 0, tokens)
         else:
             self._burst(0, tokens)
 
@@ -175,10 +178,12 @@ class Target:
         ).encode() + body
 
 
-async def run_streams(target: Target, streams: int, tokens: int, delay: float, stagger: float) -> list[StreamResult]:
+async def run_streams(
+    target: Target, streams: int, tokens: int, delay: float, stagger: float, first: float = 0.0
+) -> list[StreamResult]:
     """Open `streams` concurrent streams (start times spread over `stagger` s); wait for all, bounded in time."""
     loop = asyncio.get_running_loop()
-    request = target.request(f"bench tokens={tokens} delay={delay}")
+    request = target.request(f"bench tokens={tokens} delay={delay} first={first}")
     results = [StreamResult() for _ in range(streams)]
     finished: list[asyncio.Future[None]] = [loop.create_future() for _ in range(streams)]
     transports: list[asyncio.BaseTransport] = []
@@ -196,7 +201,7 @@ async def run_streams(target: Target, streams: int, tokens: int, delay: float, s
             results[index].error = f"connect: {exc}"
             finished[index].set_result(None)
 
-    bound = stagger + tokens * delay * 3 + 60  # every run ends by itself
+    bound = stagger + first + tokens * delay * 3 + 60  # every run ends by itself
     await asyncio.gather(*(one(i) for i in range(streams)))
     _, pending = await asyncio.wait(finished, timeout=bound)
     for transport in transports:
@@ -204,6 +209,34 @@ async def run_streams(target: Target, streams: int, tokens: int, delay: float, s
     for index, future in enumerate(finished):
         if future in pending:
             results[index].error = "timed out"
+    return results
+
+
+async def run_closed_loop(target: Target, clients: int, total: int, tokens: int) -> list[StreamResult]:
+    """`clients` loops, each opening a new connection per request, until `total` streams ran (or 120 s passed)."""
+    loop = asyncio.get_running_loop()
+    request = target.request(f"bench tokens={tokens} delay=0")
+    results: list[StreamResult] = []
+    deadline = loop.time() + 120
+
+    async def client() -> None:
+        while len(results) < total and loop.time() < deadline:
+            result = StreamResult()
+            results.append(result)
+            finished: asyncio.Future[None] = loop.create_future()
+            try:
+                protocol = _ClientConnection(request, target.done_marker, result, finished)
+                transport, _ = await loop.create_connection(lambda p=protocol: p, "127.0.0.1", target.port)
+            except OSError as exc:
+                result.error = f"connect: {exc}"
+                continue
+            try:
+                await asyncio.wait_for(finished, 30)
+            except TimeoutError:
+                result.error = "timed out"
+            transport.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
     return results
 
 

@@ -31,12 +31,23 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import StreamResult, Target, run_streams, start_rate_limited_upstream, start_upstream
+from harness import (
+    StreamResult,
+    Target,
+    run_closed_loop,
+    run_streams,
+    start_rate_limited_upstream,
+    start_upstream,
+)
 
 BENCH = Path(__file__).resolve().parent
 PEER_VENV = BENCH / ".venv-peer"
 FULL = {"W1": (200, 200, 0.02, 1.0), "W2": (16, 2000, 0.0, 0.0), "W3": (20, 200, 0.02, 0.5)}
 QUICK = {"W1": (20, 50, 0.02, 0.2), "W2": (4, 500, 0.0, 0.0), "W3": (5, 50, 0.02, 0.1)}
+# At scale (#12), with --scale: many slow streams (streams, tokens, s/token, arrivals over s, first token after s),
+# and short replies (clients, total streams, tokens), each on a new connection.
+SLOW = (2000, 40, 0.25, 10.0, 0.2)
+SHORT = (32, 4000, 5)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_BODY = '{"message":"{message}"}'
 
@@ -269,6 +280,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 if gateway:
                     gateway.stop()
+    scale: list[dict[str, Any]] = []
+    if args.scale:
+        for name in args.scale_targets or ("direct", "chatsse", *(["baseline"] if args.baseline else [])):
+            gateway = None if name == "direct" else Gateway(name, upstream_port, 1, {0}, extra_env.get(name))
+            if gateway:
+                await gateway.wait_ready()
+            try:
+                scale += await run_scale(gateway.target() if gateway else direct, gateway, name)
+            finally:
+                if gateway:
+                    gateway.stop()
     if args.workers2:
         for workers, cpus in ((1, {0}), (2, {0, 1})):
             gateway = Gateway("chatsse", upstream_port, workers, cpus)
@@ -282,7 +304,51 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     upstream.close()
     if args.resume:
         redis_server.terminate()
-    return {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
+    report = {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
+    return {**report, "scale": scale} if scale else report
+
+
+async def run_scale(target: Target, gateway: Gateway | None, name: str) -> list[dict[str, Any]]:
+    """The two at-scale workloads (#12) on one target: many slow streams, then short replies."""
+    rows = []
+    streams, tokens, delay, stagger, first = SLOW
+    idle_rss = rss_mb(gateway.pid) if gateway else 0.0
+    cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
+    started = time.perf_counter()
+    results = await run_streams(target, streams, tokens, delay, stagger, first)
+    row: dict[str, Any] = {"target": name, "workload": "SLOW", "wall_s": time.perf_counter() - started}
+    row.update(measure(results, tokens))
+    if gateway:
+        row["cpu_s_per_1k_chunks"] = (cpu_seconds(gateway.pid) - cpu_before) / (row["chunks"] / 1000)
+        row["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        row["kb_per_open_stream"] = 1024 * (row["peak_rss_mb"] - idle_rss) / streams
+    rows.append(row)
+    print(f"{name:8} SLOW: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}")
+    clients, total, short_tokens = SHORT
+    cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
+    started = time.perf_counter()
+    results = await run_closed_loop(target, clients, total, short_tokens)
+    wall = time.perf_counter() - started
+    complete = sum(1 for r in results if r.done and r.tokens == short_tokens)
+    row = {"target": name, "workload": "SHORT", "streams": len(results), "complete": complete, "wall_s": wall}
+    row["streams_per_s"] = complete / wall
+    if gateway:
+        row["cpu_ms_per_stream"] = 1000 * (cpu_seconds(gateway.pid) - cpu_before) / max(1, complete)
+    rows.append(row)
+    print(f"{name:8} SHORT: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}")
+    return rows
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def summary_line(row: dict[str, Any]) -> str:
@@ -397,8 +463,19 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['cpu_s_per_1k_chunks']:.4f} | {r['ttft_p50_ms']:.1f} |"
             )
         lines.append("")
-    harness = max(r["harness_cpu_pct"] for r in report["runs"] if r["workload"] != "W2" or r["target"] != "direct")
-    lines.append(f"Harness CPU (upstream + load generator) peaked at {harness:.0f}% of its core while a gateway ran.")
+    if report.get("scale"):
+        lines += ["## At scale (#12): one run each", "", "| target | workload | figures |", "|---|---|---|"]
+        for r in report["scale"]:
+            shown = {
+                k: round(v, 3) if isinstance(v, float) else v for k, v in r.items() if k not in ("target", "workload")
+            }
+            lines.append(f"| {r['target']} | {r['workload']} | {json.dumps(shown)} |")
+        lines.append("")
+    harness = [r["harness_cpu_pct"] for r in report["runs"] if r["workload"] != "W2" or r["target"] != "direct"]
+    if harness:
+        lines.append(
+            f"Harness CPU (upstream + load generator) peaked at {max(harness):.0f}% of its core while a gateway ran."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -412,12 +489,17 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
+    parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
+    parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
     args = parser.parse_args()
-    args.reps = args.reps or (1 if args.quick else 3)
+    args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)  # 0: only --scale
     args.peer = (not args.quick) if args.peer is None else args.peer
     args.workers2 = (not args.quick) if args.workers2 is None else args.workers2
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
+    if args.scale:  # thousands of sockets at both ends: the benchmark's file limit, not the product's
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     try:
         import uvloop
 
