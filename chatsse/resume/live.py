@@ -46,10 +46,6 @@ class LiveStream:
     def first_seq(self) -> int:
         return self._first_seq
 
-    @property
-    def last_seq(self) -> int:
-        return self._first_seq + len(self._events) - 1
-
     def append(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add the events in `data` (whole `data:` events, as the relay writes them); returns them numbered."""
         added = []

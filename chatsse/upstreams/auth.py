@@ -49,7 +49,6 @@ class EntraTokens:
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self.refreshes = 0
 
     async def start(self) -> None:
         await self.refresh()
@@ -85,7 +84,6 @@ class EntraTokens:
             now = time.time()
             self._token, self._expires_on = access.token, float(access.expires_on)
             self._refresh_at = self._expires_on - min(REFRESH_MARGIN_SECONDS, (self._expires_on - now) / 2)
-            self.refreshes += 1
             log.info("entra token refreshed; it expires in %.0fs", self._expires_on - now)
 
     async def refresh_after_rejection(self, token: str) -> None:
