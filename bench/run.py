@@ -77,16 +77,25 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
-def peak_rss_mb(pid: int) -> float:
-    peak = 0
+def _status_kb(pid: int, field: str) -> list[int]:
+    """A /proc status field (in kB) of the process and each of its children."""
+    values = []
     for p in tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
+                if line.startswith(field):
+                    values.append(int(line.split()[1]))
         except OSError:
             continue
-    return peak / 1024
+    return values
+
+
+def peak_rss_mb(pid: int) -> float:
+    return max(_status_kb(pid, "VmHWM:"), default=0) / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return sum(_status_kb(pid, "VmRSS:")) / 1024
 
 
 def ensure_peer() -> Path:
@@ -337,18 +346,6 @@ async def run_scale(target: Target, gateway: Gateway | None, name: str) -> list[
     rows.append(row)
     print(f"{name:8} SHORT: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}")
     return rows
-
-
-def rss_mb(pid: int) -> float:
-    total = 0
-    for p in tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def summary_line(row: dict[str, Any]) -> str:

@@ -51,18 +51,12 @@ MULTI_UPSTREAMS = (
     ("dropping", 0, "drop=1 chance=0.3"),
     ("healthy", 1, ""),
 )
+# One upstream: the prompts also fail before the first token (and go silent mid-stream).
 FAULTS = [
-    "",
-    "",
-    "",
-    "[sim: cut_after=3]",
-    "[sim: malformed_after=2]",
-    "[sim: error_after=2]",
+    *MID_STREAM_FAULTS,
     "[sim: status=500]",
     "[sim: status=429 retry_after_ms=5]",
     "[sim: status=503 times=1]",
-    "[sim: no_done=1]",
-    "[sim: finish=length]",
     "[sim: silence_after=2 silence=3]",  # the gateway's upstream timeout (1 s) ends it
 ]
 

@@ -71,3 +71,12 @@ def healthy(url: str) -> bool:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """This process's environment without any chatsse or Azure OpenAI setting, plus `values`: what a `chatsse`
+    subprocess should see, so that nothing set on the machine running the tests leaks into it."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+    return {**env, **values}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, chat, kinds, text_of
-from tests.servers import RunningServer, free_port, healthy, serve_in_thread, wait_until
+from tests.servers import RunningServer, clean_env, free_port, healthy, serve_in_thread, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -164,7 +163,7 @@ WARNING = "CHATSSE_API_KEYS nor CHATSSE_RATE_LIMIT"
 def _start_output(args: list[str], extra_env: dict[str, str], tmp_path: Path) -> str:
     """Start `chatsse serve` with args, wait for it to serve, stop it, return its stderr."""
     simulator = Simulator()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+    env = clean_env()
     env.update(
         AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(),
         AZURE_OPENAI_API_KEY="k",

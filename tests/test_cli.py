@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port, healthy, wait_until
+from tests.servers import clean_env, free_port, healthy, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
-NO_AZURE = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+NO_AZURE = clean_env()
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatsse.settings import ConfigError, Settings
+from tests.servers import clean_env
 
 GOOD = """
 [[upstream]]
@@ -148,7 +148,7 @@ def test_the_file_and_the_single_upstream_variables_are_not_mixed(tmp_path: Path
 
 def test_chatsse_serve_refuses_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "upstreams.toml").write_text(BAD["unknown_api"][0])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+    env = clean_env()
     env.update(CHATSSE_CONFIG="upstreams.toml", K="sk-k")
     chatsse = str(Path(sys.executable).with_name("chatsse"))
     result = subprocess.run([chatsse, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)

@@ -4,7 +4,6 @@ connections, and a normal stream unharmed by either."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from chatsse.simulator import Simulator
-from tests.servers import free_port, healthy, wait_until
+from tests.servers import clean_env, free_port, healthy, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 
@@ -27,7 +26,7 @@ CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 def guarded(tmp_path: Path) -> Iterator[tuple[int, Simulator]]:
     simulator = Simulator()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+    env = clean_env()
     env.update(
         AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(),
         AZURE_OPENAI_API_KEY="k",

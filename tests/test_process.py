@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from chatsse.simulator import Simulator
-from tests.servers import free_port, wait_until
+from tests.servers import clean_env, free_port, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 
@@ -24,7 +23,7 @@ CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 def gateway_process(simulator: Simulator, tmp_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
     environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))},
+        **clean_env(),
         "AZURE_OPENAI_ENDPOINT": simulator.url,
         "AZURE_OPENAI_API_KEY": "k",
         "AZURE_OPENAI_DEPLOYMENT_NAME": "d",

@@ -4,7 +4,6 @@ Redis lost and back, metrics summed over workers."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from chatsse.simulator import Simulator
 from tests.conftest import API_KEY, DEPLOYMENT
 from tests.helpers import STREAM, kinds, text_of
 from tests.redis_server import RedisServer
-from tests.servers import free_port, healthy, wait_until
+from tests.servers import clean_env, free_port, healthy, wait_until
 
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 WORDS = " ".join(f"w{i}" for i in range(12))
@@ -32,7 +31,7 @@ WORDS = " ".join(f"w{i}" for i in range(12))
 def gateway_process(simulator: Simulator, tmp_path: Path, *args: str, **env: str) -> Iterator[str]:
     """`chatsse serve` as a process of its own; yields its URL."""
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+    environment = clean_env()
     environment.update(
         AZURE_OPENAI_ENDPOINT=simulator.url,
         AZURE_OPENAI_API_KEY=API_KEY,
@@ -152,7 +151,7 @@ def test_redis_lost_while_running_then_back(
 
 
 def test_an_unreachable_redis_refuses_to_start(simulator: Simulator, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
+    env = clean_env()
     env.update(
         AZURE_OPENAI_ENDPOINT=simulator.url,
         AZURE_OPENAI_API_KEY=API_KEY,
