@@ -2,6 +2,7 @@
 
     python bench/run.py            # full: W1/W2/W3 x 3 interleaved repetitions, + peer, + WEB_CONCURRENCY=2
     python bench/run.py --quick    # a smoke run in well under a minute (CI): completion and correctness only
+    python bench/run.py --scale --reps 0 --profile /tmp/prof   # + SLOW, SHORT; py-spy stacks for bench/stacks.py
     python bench/run.py --baseline ae3dbd2 --failover --no-peer --no-workers2 --out bench/results/upstreams
                                    # + the gateway at another commit, + a two-upstream gateway whose first answers 429
 
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -283,7 +285,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             target = gateway.target() if gateway else direct
             try:
                 for workload, spec in workloads.items():
-                    row = await run_workload(target, spec, gateway)
+                    with profiled(gateway, args.profile and args.profile / f"{name}-{workload}-{rep}.txt"):
+                        row = await run_workload(target, spec, gateway)
                     runs.append({"rep": rep, "target": name, "workload": workload, "workers": 1, **row})
                     print(f"rep {rep} {name:8} {workload}: {summary_line(row)}", flush=True)
             finally:
@@ -296,7 +299,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             if gateway:
                 await gateway.wait_ready()
             try:
-                scale += await run_scale(gateway.target() if gateway else direct, gateway, name)
+                scale += await run_scale(gateway.target() if gateway else direct, gateway, name, args.profile)
             finally:
                 if gateway:
                     gateway.stop()
@@ -317,14 +320,44 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {**report, "scale": scale} if scale else report
 
 
-async def run_scale(target: Target, gateway: Gateway | None, name: str) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def profiled(gateway: Gateway | None, path: Path | None) -> Iterator[None]:
+    """py-spy samples the gateway while the block runs (collapsed stacks for bench/stacks.py), if asked."""
+    if gateway is None or path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(gateway.pid),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "-o",
+        str(path),
+    ]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+async def run_scale(
+    target: Target, gateway: Gateway | None, name: str, profile: Path | None = None
+) -> list[dict[str, Any]]:
     """The two at-scale workloads (#12) on one target: many slow streams, then short replies."""
     rows = []
     streams, tokens, delay, stagger, first = SLOW
     idle_rss = rss_mb(gateway.pid) if gateway else 0.0
     cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
     started = time.perf_counter()
-    results = await run_streams(target, streams, tokens, delay, stagger, first)
+    with profiled(gateway, profile and profile / f"{name}-SLOW.txt"):
+        results = await run_streams(target, streams, tokens, delay, stagger, first)
     row: dict[str, Any] = {"target": name, "workload": "SLOW", "wall_s": time.perf_counter() - started}
     row.update(measure(results, tokens))
     if gateway:
@@ -336,7 +369,8 @@ async def run_scale(target: Target, gateway: Gateway | None, name: str) -> list[
     clients, total, short_tokens = SHORT
     cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
     started = time.perf_counter()
-    results = await run_closed_loop(target, clients, total, short_tokens)
+    with profiled(gateway, profile and profile / f"{name}-SHORT.txt"):
+        results = await run_closed_loop(target, clients, total, short_tokens)
     wall = time.perf_counter() - started
     complete = sum(1 for r in results if r.done and r.tokens == short_tokens)
     row = {"target": name, "workload": "SHORT", "streams": len(results), "complete": complete, "wall_s": wall}
@@ -488,6 +522,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
     parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
     parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each gateway workload into DIR")
     args = parser.parse_args()
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)  # 0: only --scale
     args.peer = (not args.quick) if args.peer is None else args.peer

@@ -125,7 +125,7 @@ class ChatRelay:
     def sse_response(
         self, events: AsyncIterator[bytes], headers: dict[str, str], background: BackgroundTask | None = None
     ) -> Response:
-        return RelayResponse(events, headers=headers, ping=self.settings.ping_seconds, sep="\n", background=background)
+        return RelayResponse(events, headers, self.settings.ping_seconds, background)
 
     def owner(self) -> str | None:
         """Who may follow a kept stream: the caller key that started it (with keys off, whoever has its id)."""

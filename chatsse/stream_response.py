@@ -1,17 +1,81 @@
-"""sse-starlette's EventSourceResponse, minus a per-event cost that a relay pays thousands of times a second."""
+"""sse-starlette's EventSourceResponse with one task per stream instead of four, for thousands of open streams."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+
+import anyio
 from sse_starlette import EventSourceResponse
-from starlette.types import Message, Send
+from starlette.background import BackgroundTask
+from starlette.types import Message, Receive, Scope, Send
 
 
 class RelayResponse(EventSourceResponse):
-    """Without a send timeout, send directly: sse-starlette otherwise opens an anyio cancel scope (`move_on_after`)
-    around every event; skipping it cut the gateway's CPU per chunk by about a quarter on W1 (bench/REPORT.md)."""
+    """sse-starlette runs each response in a task group of four tasks (events, pings, the shutdown watch and the
+    disconnect watch), with a lock around every send and a cancel scope around every event when a send timeout
+    is set. With thousands of open streams that was most of a stream's anyio cost and a good part of its memory
+    (bench/REPORT.md, at scale). Here the events go out from the request's own task, and one watcher task waits
+    for the disconnect and sends a ping every interval. No lock is needed: each send is one whole event,
+    written at once, and pings stop before the final message. Server shutdown is ours to handle: the drain
+    (streams.py) ends every stream before uvicorn is told to exit. HEAD and a send timeout keep the parent's
+    behaviour."""
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        headers: Mapping[str, str],
+        ping: float,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        super().__init__(events, headers=headers, ping=ping, sep="\n", background=background)
+        self.events = events
+        self.sending = False  # the start went out and the final message has not: a ping may go
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "HEAD" or self.send_timeout is not None:
+            await super().__call__(scope, receive, send)
+            return
+        with anyio.CancelScope() as cancel:
+            watcher = asyncio.get_running_loop().create_task(self._watch(receive, send, cancel))
+            try:
+                await self._relay(send)
+            finally:
+                self.sending = False
+                watcher.cancel()
+        if self.background is not None:
+            await self.background()
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self.sending = True
+        try:
+            async for event in self.events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        finally:
+            # A disconnect can land while the generator waits at a yield; close it so its cleanup runs now.
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+        self.sending = False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch(self, receive: Receive, send: Send, cancel: anyio.CancelScope) -> None:
+        """Cancel the relay when the client goes; between its messages, a ping every interval."""
+        interval = self._ping_interval or None
+        while True:
+            message: Message | None = None
+            with anyio.move_on_after(interval):
+                message = await receive()
+            if message is None:
+                if self.sending:
+                    await send({"type": "http.response.body", "body": _ping(), "more_body": True})
+            elif message["type"] == "http.disconnect":
+                cancel.cancel()
+                return
+
+
+def _ping() -> bytes:
+    return f": ping - {datetime.now(UTC)}\n\n".encode()

@@ -1,0 +1,152 @@
+"""Where the memory of an open stream goes, and what the cyclic collector costs with many of them (#12).
+
+    python bench/heap.py                 # 2000 slow streams (SLOW's shape), tracemalloc + gc pauses
+    python bench/heap.py --streams 500   # smaller
+
+The gateway runs in a child process as `chatsse serve` runs it, with tracemalloc on and a gc callback timing
+every collection; this process is the fake upstream and the load generator. A first snapshot is taken before the
+load, a second while every stream is open; the difference, grouped by source line, divided by the number of open
+streams, is the Python heap per stream. Prints a markdown table (top lines, gc pauses) for bench/REPORT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Target, run_streams, start_upstream
+from run import CHAT_BODY, free_port, rss_mb
+
+TOKENS, DELAY, STAGGER, FIRST = 40, 0.25, 10.0, 0.2
+
+
+def serve(out: Path) -> None:
+    """The child: `chatsse serve`'s app and protocol, with tracemalloc and gc timing; SIGUSR1 writes a snapshot."""
+    import gc
+    import tracemalloc
+
+    import uvicorn
+
+    from chatsse.connections import GuardedHttpProtocol
+
+    tracemalloc.start(1)
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+    snapshots = [0]
+
+    def dump(signum: int, frame: object) -> None:
+        snapshots[0] += 1
+        tracemalloc.take_snapshot().dump(str(out / f"snap{snapshots[0]}.bin"))
+        (out / f"gc{snapshots[0]}.json").write_text(json.dumps({"pauses": pauses, "counts": gc.get_count()}))
+
+    signal.signal(signal.SIGUSR1, dump)
+    port = int(os.environ["PORT"])
+    uvicorn.run(
+        "chatsse.app:factory",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        http=GuardedHttpProtocol,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    import tracemalloc
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    upstream, upstream_port = await start_upstream()
+    out = Path(tempfile.mkdtemp(prefix="chatsse-heap-"))
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))},
+        "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{upstream_port}",
+        "AZURE_OPENAI_API_KEY": "bench",
+        "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
+        "CHATSSE_LOG_FORMAT": "json",
+        "PORT": str(port),
+    }
+    child = subprocess.Popen([sys.executable, __file__, "--serve", str(out)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        target = Target("chatsse", port, "/api/v1/chat/stream", CHAT_BODY, b'"done":true')
+        for _ in range(300):
+            try:
+                await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        await run_streams(target, 20, 2, 0.0, 0.0)  # warm every code path once
+        await asyncio.sleep(0.5)
+        idle = rss_mb(child.pid)
+        child.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(1.0)
+        load = asyncio.create_task(run_streams(target, args.streams, TOKENS, DELAY, STAGGER, FIRST))
+        await asyncio.sleep(STAGGER + FIRST + 1.0)  # every stream open, the first ones still mid-reply
+        peak = rss_mb(child.pid)
+        child.send_signal(signal.SIGUSR1)
+        results = await load
+        complete = sum(1 for r in results if r.done and r.tokens == TOKENS)
+        await asyncio.sleep(2.0)
+    finally:
+        child.terminate()
+        child.wait(10)
+        upstream.close()
+    before = tracemalloc.Snapshot.load(str(out / "snap1.bin"))
+    during = tracemalloc.Snapshot.load(str(out / "snap2.bin"))
+    stats = during.compare_to(before, "lineno")
+    grown = sum(s.size_diff for s in stats)
+    gc_during: dict[str, Any] = json.loads((out / "gc2.json").read_text())
+    gc_before: dict[str, Any] = json.loads((out / "gc1.json").read_text())
+    n = args.streams
+    print(
+        f"{complete}/{n} streams complete; RSS idle {idle:.1f} MB, with all open {peak:.1f} MB "
+        f"({1024 * (peak - idle) / n:.1f} KB per stream); Python heap grew {grown / 1024 / n:.1f} KB per stream\n"
+    )
+    print("| where (file:line) | bytes per open stream | objects per stream |\n|---|---|---|")
+    for stat in stats[: args.top]:
+        frame = stat.traceback[0]
+        where = f"{_short(frame.filename)}:{frame.lineno}"
+        print(f"| {where} | {stat.size_diff / n:,.0f} | {stat.count_diff / n:.1f} |")
+    print("\n| collector generation | collections during the load | total pause | longest pause |\n|---|---|---|---|")
+    for gen in ("0", "1", "2"):
+        pauses = gc_during["pauses"][gen][len(gc_before["pauses"][gen]) :]
+        total, longest = sum(pauses), max(pauses, default=0.0)
+        print(f"| {gen} | {len(pauses)} | {1000 * total:.1f} ms | {1000 * longest:.2f} ms |")
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "chatsse/", "python3.11/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1] if marker != "chatsse/" else "chatsse/" + filename.split(marker, 1)[1]
+    return filename
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(Path(sys.argv[2]))
+    else:
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--streams", type=int, default=2000)
+        parser.add_argument("--top", type=int, default=25)
+        asyncio.run(main(parser.parse_args()))
