@@ -2,6 +2,7 @@
 
     python bench/heap.py                 # 2000 slow streams (SLOW's shape), tracemalloc + gc pauses
     python bench/heap.py --streams 500   # smaller
+    python bench/heap.py --no-trace      # RSS and gc pauses without tracemalloc's own cost
 
 The gateway runs in a child process as `chatsse serve` runs it, with tracemalloc on and a gc callback timing
 every collection; this process is the fake upstream and the load generator. A first snapshot is taken before the
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,8 @@ def serve(out: Path) -> None:
 
     from chatsse.connections import GuardedHttpProtocol
 
-    tracemalloc.start(1)
+    if os.environ.get("HEAP_TRACE") == "1":
+        tracemalloc.start(1)
     pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
     started = [0.0]
 
@@ -55,8 +58,18 @@ def serve(out: Path) -> None:
 
     def dump(signum: int, frame: object) -> None:
         snapshots[0] += 1
-        tracemalloc.take_snapshot().dump(str(out / f"snap{snapshots[0]}.bin"))
-        (out / f"gc{snapshots[0]}.json").write_text(json.dumps({"pauses": pauses, "counts": gc.get_count()}))
+        if tracemalloc.is_tracing():
+            tracemalloc.take_snapshot().dump(str(out / f"snap{snapshots[0]}.bin"))
+        tracked = gc.get_objects()
+        stats: dict[str, Any] = {"pauses": {g: list(p) for g, p in pauses.items()}, "tracked": len(tracked)}
+        stats["types"] = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in tracked)
+        del tracked
+        for generation in (1, 2):  # what a pass over each older generation costs right now (timed here)
+            begin = time.perf_counter()
+            gc.collect(generation)
+            stats[f"forced_gen{generation}_ms"] = 1000 * (time.perf_counter() - begin)
+        stats["pauses_after"] = {g: list(p) for g, p in pauses.items()}  # the forced passes are not the load's
+        (out / f"gc{snapshots[0]}.json").write_text(json.dumps(stats))
 
     signal.signal(signal.SIGUSR1, dump)
     port = int(os.environ["PORT"])
@@ -86,6 +99,7 @@ async def main(args: argparse.Namespace) -> None:
         "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
         "CHATSSE_LOG_FORMAT": "json",
         "PORT": str(port),
+        "HEAP_TRACE": "1" if args.trace else "0",
     }
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(out)], env=env, stderr=subprocess.DEVNULL)
     try:
@@ -112,25 +126,36 @@ async def main(args: argparse.Namespace) -> None:
         child.terminate()
         child.wait(10)
         upstream.close()
-    before = tracemalloc.Snapshot.load(str(out / "snap1.bin"))
-    during = tracemalloc.Snapshot.load(str(out / "snap2.bin"))
-    stats = during.compare_to(before, "lineno")
-    grown = sum(s.size_diff for s in stats)
     gc_during: dict[str, Any] = json.loads((out / "gc2.json").read_text())
     gc_before: dict[str, Any] = json.loads((out / "gc1.json").read_text())
     n = args.streams
+    traced = " (under tracemalloc)" if args.trace else ""
+    print(f"{complete}/{n} streams complete; RSS idle {idle:.1f} MB, all open {peak:.1f} MB{traced}")
+    print(f"RSS per open stream: {1024 * (peak - idle) / n:.1f} KB")
+    tracked = (gc_during["tracked"] - gc_before["tracked"]) / n
+    print(f"objects the cyclic collector tracks, per open stream: {tracked:.0f}; the most common:\n")
+    types = Counter(gc_during["types"]) - Counter(gc_before["types"])
+    print("| type | per open stream |\n|---|---|")
+    for name, count in types.most_common(args.top):
+        print(f"| `{name}` | {count / n:.1f} |")
+    print()
     print(
-        f"{complete}/{n} streams complete; RSS idle {idle:.1f} MB, with all open {peak:.1f} MB "
-        f"({1024 * (peak - idle) / n:.1f} KB per stream); Python heap grew {grown / 1024 / n:.1f} KB per stream\n"
+        f"with every stream open, a forced pass over generations 0-1 took {gc_during['forced_gen1_ms']:.1f} ms, "
+        f"a full pass {gc_during['forced_gen2_ms']:.1f} ms (everything loaded at start-up is frozen)"
     )
-    print("| where (file:line) | bytes per open stream | objects per stream |\n|---|---|---|")
-    for stat in stats[: args.top]:
-        frame = stat.traceback[0]
-        where = f"{_short(frame.filename)}:{frame.lineno}"
-        print(f"| {where} | {stat.size_diff / n:,.0f} | {stat.count_diff / n:.1f} |")
+    if args.trace:
+        before = tracemalloc.Snapshot.load(str(out / "snap1.bin"))
+        stats = tracemalloc.Snapshot.load(str(out / "snap2.bin")).compare_to(before, "lineno")
+        print(f"Python heap per open stream: {sum(s.size_diff for s in stats) / 1024 / n:.1f} KB\n")
+        print("| where (file:line) | bytes per open stream | objects per stream |\n|---|---|---|")
+        for stat in stats[: args.top]:
+            frame = stat.traceback[0]
+            print(
+                f"| {_short(frame.filename)}:{frame.lineno} | {stat.size_diff / n:,.0f} | {stat.count_diff / n:.1f} |"
+            )
     print("\n| collector generation | collections during the load | total pause | longest pause |\n|---|---|---|---|")
     for gen in ("0", "1", "2"):
-        pauses = gc_during["pauses"][gen][len(gc_before["pauses"][gen]) :]
+        pauses = gc_during["pauses"][gen][len(gc_before["pauses_after"][gen]) :]
         total, longest = sum(pauses), max(pauses, default=0.0)
         print(f"| {gen} | {len(pauses)} | {1000 * total:.1f} ms | {1000 * longest:.2f} ms |")
 
@@ -149,4 +174,5 @@ if __name__ == "__main__":
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--streams", type=int, default=2000)
         parser.add_argument("--top", type=int, default=25)
+        parser.add_argument("--trace", action=argparse.BooleanOptionalAction, default=True, help="tracemalloc")
         asyncio.run(main(parser.parse_args()))

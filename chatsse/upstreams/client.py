@@ -59,7 +59,8 @@ class UpstreamClient:
         self._by_name: dict[str, _Prepared] = {}
 
     async def attempt(self, upstream: UpstreamConfig, request: ChatRequest) -> UpstreamReply:
-        content = orjson.dumps(SHAPES[upstream.api].body(upstream, request))
+        # A copy of exactly its size: orjson's own bytes keep a 4 KB buffer, held as long as the reply is open.
+        content = bytes(memoryview(orjson.dumps(SHAPES[upstream.api].body(upstream, request))))
         if not upstream.entra:
             return await self._send(upstream, content, None)
         assert self.tokens is not None, "an Entra upstream without a token source"
