@@ -50,6 +50,8 @@ QUICK = {"W1": (20, 50, 0.02, 0.2), "W2": (4, 500, 0.0, 0.0), "W3": (5, 50, 0.02
 # and short replies (clients, total streams, tokens), each on a new connection.
 SLOW = (2000, 40, 0.25, 10.0, 0.2)
 SHORT = (32, 4000, 5)
+# With --many: 10,000 streams open at once in one process, arriving at SLOW's rate, each lasting past the last arrival.
+MANY = (10_000, 40, 1.5, 50.0, 0.2)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_BODY = '{"message":"{message}"}'
 
@@ -303,6 +305,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 if gateway:
                     gateway.stop()
+    if args.many:
+        gateway = Gateway("chatsse", upstream_port, 1, {0})
+        await gateway.wait_ready()
+        try:
+            scale.append(await run_slow(gateway.target(), gateway, "chatsse", "MANY", MANY))
+        finally:
+            gateway.stop()
     if args.workers2:
         for workers, cpus in ((1, {0}), (2, {0, 1})):
             gateway = Gateway("chatsse", upstream_port, workers, cpus)
@@ -347,25 +356,33 @@ def profiled(gateway: Gateway | None, path: Path | None) -> Iterator[None]:
         spy.wait(30)
 
 
+async def run_slow(
+    target: Target, gateway: Gateway | None, name: str, label: str, spec: tuple[int, int, float, float, float]
+) -> dict[str, Any]:
+    """Many slow streams open at once (SLOW, or MANY with --many): latency added, CPU per chunk, RSS per stream."""
+    streams, tokens, delay, stagger, first = spec
+    idle_rss = rss_mb(gateway.pid) if gateway else 0.0
+    cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
+    started = time.perf_counter()
+    results = await run_streams(target, streams, tokens, delay, stagger, first)
+    row: dict[str, Any] = {"target": name, "workload": label, "wall_s": time.perf_counter() - started}
+    row.update(measure(results, tokens))
+    if gateway:
+        row["cpu_s"] = cpu_seconds(gateway.pid) - cpu_before
+        row["cpu_s_per_1k_chunks"] = row["cpu_s"] / (row["chunks"] / 1000)
+        row["idle_rss_mb"] = idle_rss
+        row["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        row["kb_per_open_stream"] = 1024 * (row["peak_rss_mb"] - idle_rss) / streams
+    print(f"{name:8} {label}: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}")
+    return row
+
+
 async def run_scale(
     target: Target, gateway: Gateway | None, name: str, profile: Path | None = None
 ) -> list[dict[str, Any]]:
     """The two at-scale workloads (#12) on one target: many slow streams, then short replies."""
-    rows = []
-    streams, tokens, delay, stagger, first = SLOW
-    idle_rss = rss_mb(gateway.pid) if gateway else 0.0
-    cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
-    started = time.perf_counter()
     with profiled(gateway, profile and profile / f"{name}-SLOW.txt"):
-        results = await run_streams(target, streams, tokens, delay, stagger, first)
-    row: dict[str, Any] = {"target": name, "workload": "SLOW", "wall_s": time.perf_counter() - started}
-    row.update(measure(results, tokens))
-    if gateway:
-        row["cpu_s_per_1k_chunks"] = (cpu_seconds(gateway.pid) - cpu_before) / (row["chunks"] / 1000)
-        row["peak_rss_mb"] = peak_rss_mb(gateway.pid)
-        row["kb_per_open_stream"] = 1024 * (row["peak_rss_mb"] - idle_rss) / streams
-    rows.append(row)
-    print(f"{name:8} SLOW: {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})}")
+        rows = [await run_slow(target, gateway, name, "SLOW", SLOW)]
     clients, total, short_tokens = SHORT
     cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
     started = time.perf_counter()
@@ -522,6 +539,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
     parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
     parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
+    parser.add_argument("--many", action="store_true", help="also 10,000 slow streams open at once (#12)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each gateway workload into DIR")
     args = parser.parse_args()
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)  # 0: only --scale
@@ -529,7 +547,7 @@ def main() -> None:
     args.workers2 = (not args.quick) if args.workers2 is None else args.workers2
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
-    if args.scale:  # thousands of sockets at both ends: the benchmark's file limit, not the product's
+    if args.scale or args.many:  # thousands of sockets at both ends: the benchmark's file limit, not the product's
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     try:

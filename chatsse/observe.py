@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -200,7 +199,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if VALID_REQUEST_ID.match(given) else os.urandom(16).hex()
         path = scope["path"]
         route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
         record = RequestRecord(request_id, scope["method"], route)
