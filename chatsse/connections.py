@@ -73,9 +73,11 @@ def configure(settings: Settings) -> type[GuardedHttpProtocol]:
 
 
 def default_max_connections() -> int:
-    """Without CHATSSE_MAX_CONNECTIONS: as many as the process's file limit allows, keeping some for the rest."""
+    """Without CHATSSE_MAX_CONNECTIONS: half the process's file limit, less some for the rest, because every
+    streaming connection also holds one to its upstream. Past the limit, accept() and upstream connects fail and
+    clients hang or get 502s; under the cap they get a clean 503 (found by the benchmark's 10,000 streams)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(HEADROOM_FDS, soft - HEADROOM_FDS) if soft != resource.RLIM_INFINITY else 0
+    return max(HEADROOM_FDS, (soft - HEADROOM_FDS) // 2) if soft != resource.RLIM_INFINITY else 0
 
 
 def _raw_response(status: str, payload: dict[str, object], extra: str = "") -> bytes:

@@ -4,6 +4,7 @@ connections, and a normal stream unharmed by either."""
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chatsse.connections import HEADROOM_FDS
 from chatsse.simulator import Simulator
 from tests.servers import clean_env, free_port, healthy, wait_until
 
@@ -98,3 +100,67 @@ def test_slow_headers_are_cut_off_and_excess_connections_refused_while_a_stream_
     assert wait_until(
         lambda: healthy(f"http://127.0.0.1:{port}"), timeout=5
     )  # and it serves again once the flood is gone
+
+
+def test_by_default_every_admitted_stream_has_a_file_left_for_its_upstream(tmp_path: Path) -> None:
+    """Without CHATSSE_MAX_CONNECTIONS the cap comes from the file limit, and each stream also holds a connection
+    to its upstream: streams are refused with 503 before the process runs out of files, never with a 502."""
+    limit = 400
+    simulator = Simulator()
+    port = free_port()
+    env = clean_env(AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(), AZURE_OPENAI_API_KEY="k")
+    env.update(AZURE_OPENAI_DEPLOYMENT_NAME="d", CHATSSE_PING_SECONDS="0")
+    process = subprocess.Popen(
+        [CHATSSE, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(
+            resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        ),
+    )
+    request = _raw_chat("echo:one two three [sim: hold_after=1 hold=never]")
+    held: list[socket.socket] = []
+    try:
+        assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
+        for _ in range(limit):  # bounded: the cap is below the limit
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.settimeout(10)
+            held.append(sock)
+            sock.sendall(request)
+            try:
+                answer = _read_until(sock, b"}\n\n", b"\r\n\r\n{")
+            except ConnectionResetError:  # refused and closed before our request arrived
+                answer = b""
+            if not answer.startswith(b"HTTP/1.1 200"):
+                break
+            assert b'data: {"content":"one"}\n\n' in answer
+        with socket.create_connection(("127.0.0.1", port)) as extra:  # says nothing, so it reads the refusal
+            extra.settimeout(10)
+            refusal = _read_all(extra)
+        assert refusal.startswith(b"HTTP/1.1 503") and b"too_many_connections" in refusal
+        assert len(held) - 1 == (limit - HEADROOM_FDS) // 2
+    finally:
+        for sock in held:
+            sock.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
+        simulator.stop_thread()
+
+
+def _raw_chat(message: str) -> bytes:
+    body = json.dumps({"message": message}).encode()
+    head = (
+        f"POST /api/v1/chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    )
+    return head.encode() + b"\r\n\r\n" + body
+
+
+def _read_until(sock: socket.socket, *markers: bytes) -> bytes:
+    data = b""
+    while not any(marker in data for marker in markers):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
