@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -176,10 +176,11 @@ class Counted(Protocol):
 
 
 def format_line(record: RequestRecord, fmt: str) -> str:
-    fields = asdict(record)
+    # Once per request: a shallow copy (asdict copies deeply) and orjson (several times stdlib json's speed).
+    fields = dict(vars(record))
     del fields["started"], fields["completed"]
     if fmt == "json":
-        return json.dumps(fields, separators=(",", ":"))
+        return orjson.dumps(fields).decode()
     return " ".join(f"{key}={value}" for key, value in fields.items() if value not in (None, "-", 0, False))
 
 
