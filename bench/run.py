@@ -50,6 +50,7 @@ QUICK = {"W1": (20, 50, 0.02, 0.2), "W2": (4, 500, 0.0, 0.0), "W3": (5, 50, 0.02
 # and short replies (clients, total streams, tokens), each on a new connection.
 SLOW = (2000, 40, 0.25, 10.0, 0.2)
 SHORT = (32, 4000, 5)
+QUICK_SLOW, QUICK_SHORT = (100, 5, 0.05, 0.5, 0.05), (8, 200, 5)  # --quick --scale: the same shapes, small
 # With --many: 10,000 streams open at once in one process, arriving at SLOW's rate, each lasting past the last arrival.
 MANY = (10_000, 40, 1.5, 50.0, 0.2)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -295,13 +296,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 if gateway:
                     gateway.stop()
     scale: list[dict[str, Any]] = []
-    if args.scale:
-        for name in args.scale_targets or ("direct", "chatsse", *(["baseline"] if args.baseline else [])):
+    scale_names = args.scale_targets or (
+        "direct",
+        "chatsse",
+        *(["peer"] if args.peer else []),
+        *(["baseline"] if args.baseline else []),
+    )
+    for rep in range(args.scale_reps if args.scale else 0):
+        for name in scale_names[rep % len(scale_names) :] + scale_names[: rep % len(scale_names)]:
             gateway = None if name == "direct" else Gateway(name, upstream_port, 1, {0}, extra_env.get(name))
             if gateway:
                 await gateway.wait_ready()
             try:
-                scale += await run_scale(gateway.target() if gateway else direct, gateway, name, args.profile)
+                target = gateway.target() if gateway else direct
+                rows = await run_scale(target, gateway, name, args.profile, args.quick)
+                scale += [{**row, "rep": rep} for row in rows]
             finally:
                 if gateway:
                     gateway.stop()
@@ -384,12 +393,12 @@ async def run_slow(
 
 
 async def run_scale(
-    target: Target, gateway: Gateway | None, name: str, profile: Path | None = None
+    target: Target, gateway: Gateway | None, name: str, profile: Path | None = None, quick: bool = False
 ) -> list[dict[str, Any]]:
     """The two at-scale workloads (#12) on one target: many slow streams, then short replies."""
     with profiled(gateway, profile and profile / f"{name}-SLOW.txt"):
-        rows = [await run_slow(target, gateway, name, "SLOW", SLOW)]
-    clients, total, short_tokens = SHORT
+        rows = [await run_slow(target, gateway, name, "SLOW", QUICK_SLOW if quick else SLOW)]
+    clients, total, short_tokens = QUICK_SHORT if quick else SHORT
     cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
     started = time.perf_counter()
     with profiled(gateway, profile and profile / f"{name}-SHORT.txt"):
@@ -518,19 +527,62 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     if report.get("scale"):
-        lines += ["## At scale (#12): one run each", "", "| target | workload | figures |", "|---|---|---|"]
-        for r in report["scale"]:
-            shown = {
-                k: round(v, 3) if isinstance(v, float) else v for k, v in r.items() if k not in ("target", "workload")
-            }
-            lines.append(f"| {r['target']} | {r['workload']} | {json.dumps(shown)} |")
-        lines.append("")
+        lines += scale_tables(report["scale"])
     harness = [r["harness_cpu_pct"] for r in report["runs"] if r["workload"] != "W2" or r["target"] != "direct"]
     if harness:
         lines.append(
             f"Harness CPU (upstream + load generator) peaked at {max(harness):.0f}% of its core while a gateway ran."
         )
     return "\n".join(lines) + "\n"
+
+
+SCALE_FIGURES = {
+    "SLOW": [
+        "ttft_p50_ms",
+        "ttft_p99_ms",
+        "gap_p99_ms",
+        "chunks_per_s",
+        "cpu_s_per_1k_chunks",
+        "peak_rss_mb",
+        "kb_per_open_stream",
+    ],
+    "SHORT": ["streams_per_s", "cpu_ms_per_stream"],
+    "MANY": [
+        "ttft_p99_ms",
+        "gap_p99_ms",
+        "chunks_per_s",
+        "cpu_s",
+        "cpu_s_per_1k_chunks",
+        "peak_rss_mb",
+        "kb_per_open_stream",
+    ],
+}
+
+
+def scale_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """Per workload: each target's median over the repetitions (min to max when there were several)."""
+    lines: list[str] = []
+    for workload, figures in SCALE_FIGURES.items():
+        mine = [r for r in rows if r["workload"] == workload]
+        if not mine:
+            continue
+        reps = len({r.get("rep", 0) for r in mine})
+        lines += [f"## At scale (#12): {workload}, median of {reps} (min to max)", ""]
+        lines += ["| target | complete | " + " | ".join(figures) + " |", "|---" * (len(figures) + 2) + "|"]
+        for target in dict.fromkeys(r["target"] for r in mine):
+            runs = [r for r in mine if r["target"] == target]
+            cells = [f"{sum(r['complete'] for r in runs)}/{sum(r['streams'] for r in runs)}"]
+            for figure in figures:
+                values = [r[figure] for r in runs if r.get(figure) is not None]
+                if not values:
+                    cells.append("")
+                    continue
+                middle = statistics.median(values)
+                spread = f" ({min(values):,.4g} to {max(values):,.4g})" if len(values) > 1 else ""
+                cells.append(f"{middle:,.4g}{spread}")
+            lines.append(f"| {target} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -545,6 +597,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
     parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
     parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
+    parser.add_argument("--scale-reps", type=int, default=1, help="repetitions of --scale (interleaved; median)")
     parser.add_argument("--many", action="store_true", help="also 10,000 slow streams open at once (#12)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each gateway workload into DIR")
     args = parser.parse_args()
