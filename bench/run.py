@@ -7,8 +7,8 @@
                                    # + the gateway at another commit, + a two-upstream gateway whose first answers 429
 
 The gateway under test is a real process started as the Procfile starts it, pinned to CPU 0; this process
-(fake upstream + load generator) is pinned to CPU 1. Writes bench/results/<mode>.json and, for a full run,
-and bench/results/<mode>.md (bench/REPORT.md quotes them). Exits 1 if any stream was incomplete or lost tokens.
+(fake upstream + load generator) is pinned to CPU 1. Writes <out>/<mode>.json and <out>/<mode>.md (full or
+quick; bench/REPORT.md quotes them). Exits 1 if any stream was incomplete or lost tokens.
 """
 
 from __future__ import annotations
