@@ -116,7 +116,8 @@ async def main(args: argparse.Namespace) -> None:
         child.send_signal(signal.SIGUSR1)
         await asyncio.sleep(1.0)
         load = asyncio.create_task(run_streams(target, args.streams, TOKENS, DELAY, STAGGER, FIRST))
-        await asyncio.sleep(STAGGER + FIRST + 1.0)  # every stream open, the first ones still mid-reply
+        await asyncio.sleep(STAGGER + FIRST - 0.3)  # (nearly) every stream open, none finished yet
+        open_streams = await active_streams(port)  # under tracemalloc the gateway lags: divide by what is open
         peak = rss_mb(child.pid)
         child.send_signal(signal.SIGUSR1)
         results = await load
@@ -128,9 +129,12 @@ async def main(args: argparse.Namespace) -> None:
         upstream.close()
     gc_during: dict[str, Any] = json.loads((out / "gc2.json").read_text())
     gc_before: dict[str, Any] = json.loads((out / "gc1.json").read_text())
-    n = args.streams
+    n = open_streams
     traced = " (under tracemalloc)" if args.trace else ""
-    print(f"{complete}/{n} streams complete; RSS idle {idle:.1f} MB, all open {peak:.1f} MB{traced}")
+    print(
+        f"{complete}/{args.streams} streams complete, {n} open at the snapshot; "
+        f"RSS idle {idle:.1f} MB, then {peak:.1f} MB{traced}"
+    )
     print(f"RSS per open stream: {1024 * (peak - idle) / n:.1f} KB")
     tracked = (gc_during["tracked"] - gc_before["tracked"]) / n
     print(f"objects the cyclic collector tracks, per open stream: {tracked:.0f}; the most common:\n")
@@ -147,6 +151,13 @@ async def main(args: argparse.Namespace) -> None:
         before = tracemalloc.Snapshot.load(str(out / "snap1.bin"))
         stats = tracemalloc.Snapshot.load(str(out / "snap2.bin")).compare_to(before, "lineno")
         print(f"Python heap per open stream: {sum(s.size_diff for s in stats) / 1024 / n:.1f} KB\n")
+        by_library: Counter[str] = Counter()
+        for stat in stats:
+            by_library[_short(stat.traceback[0].filename).split("/")[0].removesuffix(".py")] += stat.size_diff
+        print("| library | KB per open stream |\n|---|---|")
+        for library, size in by_library.most_common(12):
+            print(f"| {library} | {size / 1024 / n:.1f} |")
+        print()
         print("| where (file:line) | bytes per open stream | objects per stream |\n|---|---|---|")
         for stat in stats[: args.top]:
             frame = stat.traceback[0]
@@ -158,6 +169,14 @@ async def main(args: argparse.Namespace) -> None:
         pauses = gc_during["pauses"][gen][len(gc_before["pauses_after"][gen]) :]
         total, longest = sum(pauses), max(pauses, default=0.0)
         print(f"| {gen} | {len(pauses)} | {1000 * total:.1f} ms | {1000 * longest:.2f} ms |")
+
+
+async def active_streams(port: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    text = (await reader.read()).decode()
+    writer.close()
+    return int(float(text.split("\nchatsse_active_streams ", 1)[1].split()[0]))
 
 
 def _short(filename: str) -> str:

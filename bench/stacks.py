@@ -2,8 +2,9 @@
 
     python bench/stacks.py bench/results/scale/chatsse-SLOW.txt
 
-Inclusive share: the fraction of the gateway's samples with a frame of that layer anywhere on the stack. Own
-share: the fraction whose innermost frame is that function. Idle samples (the event loop waiting) are left out.
+Where: each sample goes to the library of its innermost frame that belongs to one (so a library's share is its own
+cost, not what it calls). Own share: the fraction whose innermost frame is that function. py-spy leaves out the
+samples where the process waits; the event loop's own C work shows as `Runner.run`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-LAYERS = {
-    "uvicorn's HTTP protocol": "uvicorn/protocols/http",
-    "chatsse observe middleware": "chatsse/observe.py",
-    "Starlette routing and exception middleware": "starlette/routing.py",
-    "CORS middleware": "starlette/middleware/cors.py",
-    "chatsse access middleware": "chatsse/access.py",
-    "the SSE response (sse-starlette, chatsse's RelayResponse)": "sse_starlette/",
-    "upstream request: httpx": "httpx/_client.py",
-    "upstream request and reading: aiohttp": "aiohttp/",
-    "upstream reply reading and SSE decoding (chatsse)": "chatsse/upstreams/reply.py",
-    "anyio task groups and cancel scopes": "anyio/_backends",
-}
+# The innermost frame that belongs to one of these decides where a sample's time went (first match wins).
+LIBRARIES = [
+    ("the event loop itself (uvloop, C: epoll, socket reads, callbacks)", "Runner.run ("),
+    ("aiohttp (upstream connection, request writing, response parsing)", "aiohttp/"),
+    ("httpx and httpx-aiohttp (request and response objects, streams)", "httpx"),
+    ("uvicorn (HTTP parsing, `send`: the socket write)", "uvicorn/"),
+    ("chatsse: SSE decoding and event translation", "chatsse/sse.py"),
+    ("chatsse: SSE decoding and event translation", "chatsse/chunks.py"),
+    ("chatsse: observe middleware (request id, log line, metrics)", "chatsse/observe.py"),
+    ("chatsse: everything else", "chatsse/"),
+    ("Starlette (routing, middleware, requests)", "starlette/"),
+    ("anyio (cancel scopes)", "anyio/"),
+    ("asyncio (tasks, futures, timeouts)", "asyncio/"),
+]
 IDLE = ("select (", "_run_once (asyncio", "run_forever (", "poll (")
 
 
@@ -40,16 +43,28 @@ def summary(path: Path, top: int = 12) -> str:
     stacks = load(path)
     busy = Counter({s: n for s, n in stacks.items() if not s.rsplit(";", 1)[-1].startswith(IDLE)})
     total = sum(busy.values()) or 1
-    lines = [f"{sum(stacks.values())} samples, {total} busy\n", "| layer | inclusive share |", "|---|---|"]
-    for name, marker in LAYERS.items():
-        share = sum(n for s, n in busy.items() if marker in s) / total
-        lines.append(f"| {name} | {100 * share:.0f}% |")
+    lines = [f"{sum(stacks.values())} samples, {total} busy\n", "| where | share |", "|---|---|"]
+    places: Counter[str] = Counter()
+    for stack, n in busy.items():
+        places[_library(stack)] += n
+    lines += [f"| {place} | {100 * n / total:.0f}% |" for place, n in places.most_common()]
     own: Counter[str] = Counter()
     for stack, n in busy.items():
         own[_frame(stack.rsplit(";", 1)[-1])] += n
     lines += ["", "| innermost frame | own share |", "|---|---|"]
     lines += [f"| `{frame}` | {100 * n / total:.1f}% |" for frame, n in own.most_common(top)]
     return "\n".join(lines)
+
+
+def _library(stack: str) -> str:
+    frames = stack.split(";")
+    if frames[-1].startswith("Runner.run ("):
+        return LIBRARIES[0][0]
+    for frame in reversed(frames):
+        for name, marker in LIBRARIES[1:]:
+            if marker in frame:
+                return name
+    return "other (stdlib, C extensions)"
 
 
 def _frame(frame: str) -> str:
