@@ -71,7 +71,12 @@ class RelayResponse(EventSourceResponse):
                 message = await receive()
             if message is None:
                 if self.sending:
-                    await send({"type": "http.response.body", "body": _ping(), "more_body": True})
+                    try:
+                        await send({"type": "http.response.body", "body": _ping(), "more_body": True})
+                    except RuntimeError:
+                        # The final message went out while this ping waited for the socket to drain, and uvicorn
+                        # refuses a body after it: the stream is over, and so is the watching.
+                        return
             elif message["type"] == "http.disconnect":
                 cancel.cancel()
                 return
