@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Target, run_streams, start_upstream
-from run import CHAT_BODY, free_port, rss_mb
+from run import CHAT_BODY, free_port, gateway_env, rss_mb, wait_ready
 
 TOKENS, DELAY, STAGGER, FIRST = 40, 0.25, 10.0, 0.2
 
@@ -92,24 +92,11 @@ async def main(args: argparse.Namespace) -> None:
     upstream, upstream_port = await start_upstream()
     out = Path(tempfile.mkdtemp(prefix="chatsse-heap-"))
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))},
-        "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{upstream_port}",
-        "AZURE_OPENAI_API_KEY": "bench",
-        "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
-        "CHATSSE_LOG_FORMAT": "json",
-        "PORT": str(port),
-        "HEAP_TRACE": "1" if args.trace else "0",
-    }
+    env = gateway_env(upstream_port, port, CHATSSE_LOG_FORMAT="json", HEAP_TRACE="1" if args.trace else "0")
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(out)], env=env, stderr=subprocess.DEVNULL)
     try:
         target = Target("chatsse", port, "/api/v1/chat/stream", CHAT_BODY, b'"done":true')
-        for _ in range(300):
-            try:
-                await asyncio.open_connection("127.0.0.1", port)
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await wait_ready(port, "the gateway")
         await run_streams(target, 20, 2, 0.0, 0.0)  # warm every code path once
         await asyncio.sleep(0.5)
         idle = rss_mb(child.pid)

@@ -114,6 +114,35 @@ def ensure_peer() -> Path:
     return python
 
 
+def gateway_env(upstream_port: int, port: int, **extra: str) -> dict[str, str]:
+    """This environment without chatsse or Azure settings, plus a gateway's: the bench upstream, its port, `extra`."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))},
+        "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{upstream_port}",
+        "AZURE_OPENAI_API_KEY": "bench",
+        "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
+        "PORT": str(port),
+        **extra,
+    }
+
+
+async def wait_ready(port: int, name: str) -> None:
+    """Until the gateway on `port` answers /health with 200 (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            ok = (await reader.read(100)).startswith(b"HTTP/1.1 200")
+            writer.close()
+            if ok:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{name} did not start")
+
+
 class Gateway:
     """A gateway process pinned to its CPUs; `pid` for /proc readings."""
 
@@ -121,15 +150,7 @@ class Gateway:
         self, name: str, upstream_port: int, workers: int, cpus: set[int], extra_env: dict[str, str] | None = None
     ) -> None:
         self.name, self.port = name, free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))},
-            "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{upstream_port}",
-            "AZURE_OPENAI_API_KEY": "bench",
-            "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
-            "WEB_CONCURRENCY": str(workers),
-            "PORT": str(self.port),
-            **(extra_env or {}),
-        }
+        env = gateway_env(upstream_port, self.port, WEB_CONCURRENCY=str(workers), **(extra_env or {}))
         if name == "peer":
             command = [str(ensure_peer()), "-m", "uvicorn", "peer_app:app", "--app-dir", str(BENCH)]
             command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
@@ -146,19 +167,7 @@ class Gateway:
         self.pid = self.process.pid
 
     async def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                ok = (await reader.read(100)).startswith(b"HTTP/1.1 200")
-                writer.close()
-                if ok:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start")
+        await wait_ready(self.port, self.name)
 
     def target(self) -> Target:
         marker = b'"done": true' if self.name == "peer" else b'"done":true'

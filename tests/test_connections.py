@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,21 +25,24 @@ from tests.servers import clean_env, free_port, healthy, wait_until
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 
 
-@pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[tuple[int, Simulator]]:
+@contextmanager
+def serving(tmp_path: Path, file_limit: int | None = None, **settings: str) -> Iterator[tuple[int, Simulator]]:
+    """`chatsse serve` on a free port with a simulator upstream and these settings (and file limit), until exit."""
     simulator = Simulator()
     port = free_port()
-    env = clean_env()
-    env.update(
-        AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(),
-        AZURE_OPENAI_API_KEY="k",
-        AZURE_OPENAI_DEPLOYMENT_NAME="d",
-        CHATSSE_HEADER_TIMEOUT="1",
-        CHATSSE_MAX_CONNECTIONS="30",
-        CHATSSE_PING_SECONDS="0",
-    )
+    env = clean_env(AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(), AZURE_OPENAI_API_KEY="k")
+    env.update(AZURE_OPENAI_DEPLOYMENT_NAME="d", CHATSSE_PING_SECONDS="0", **settings)
+
+    def limit_files() -> None:
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
     process = subprocess.Popen(
-        [CHATSSE, "serve", "--port", str(port)], cwd=tmp_path, env=env, stderr=subprocess.DEVNULL
+        [CHATSSE, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=limit_files,
     )
     try:
         assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
@@ -47,6 +51,12 @@ def guarded(tmp_path: Path) -> Iterator[tuple[int, Simulator]]:
         process.send_signal(signal.SIGINT)
         process.wait(20)
         simulator.stop_thread()
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[tuple[int, Simulator]]:
+    with serving(tmp_path, CHATSSE_HEADER_TIMEOUT="1", CHATSSE_MAX_CONNECTIONS="30") as running:
+        yield running
 
 
 def _stream(port: int, into: list[dict[str, object]]) -> None:
@@ -106,46 +116,30 @@ def test_by_default_every_admitted_stream_has_a_file_left_for_its_upstream(tmp_p
     """Without CHATSSE_MAX_CONNECTIONS the cap comes from the file limit, and each stream also holds a connection
     to its upstream: streams are refused with 503 before the process runs out of files, never with a 502."""
     limit = 400
-    simulator = Simulator()
-    port = free_port()
-    env = clean_env(AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(), AZURE_OPENAI_API_KEY="k")
-    env.update(AZURE_OPENAI_DEPLOYMENT_NAME="d", CHATSSE_PING_SECONDS="0")
-    process = subprocess.Popen(
-        [CHATSSE, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: resource.setrlimit(
-            resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-        ),
-    )
     request = _raw_chat("echo:one two three [sim: hold_after=1 hold=never]")
     held: list[socket.socket] = []
-    try:
-        assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
-        for _ in range(limit):  # bounded: the cap is below the limit
-            sock = socket.create_connection(("127.0.0.1", port))
-            sock.settimeout(10)
-            held.append(sock)
-            sock.sendall(request)
-            try:
-                answer = _read_until(sock, b"}\n\n", b"\r\n\r\n{")
-            except ConnectionResetError:  # refused and closed before our request arrived
-                answer = b""
-            if not answer.startswith(b"HTTP/1.1 200"):
-                break
-            assert b'data: {"content":"one"}\n\n' in answer
-        with socket.create_connection(("127.0.0.1", port)) as extra:  # says nothing, so it reads the refusal
-            extra.settimeout(10)
-            refusal = _read_all(extra)
-        assert refusal.startswith(b"HTTP/1.1 503") and b"too_many_connections" in refusal
-        assert len(held) - 1 == (limit - HEADROOM_FDS) // 2
-    finally:
-        for sock in held:
-            sock.close()
-        process.send_signal(signal.SIGINT)
-        process.wait(20)
-        simulator.stop_thread()
+    with serving(tmp_path, file_limit=limit) as (port, _):
+        try:
+            for _ in range(limit):  # bounded: the cap is below the limit
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.settimeout(10)
+                held.append(sock)
+                sock.sendall(request)
+                try:
+                    answer = _read_until(sock, b"}\n\n", b"\r\n\r\n{")
+                except ConnectionResetError:  # refused and closed before our request arrived
+                    answer = b""
+                if not answer.startswith(b"HTTP/1.1 200"):
+                    break
+                assert b'data: {"content":"one"}\n\n' in answer
+            with socket.create_connection(("127.0.0.1", port)) as extra:  # says nothing, so it reads the refusal
+                extra.settimeout(10)
+                refusal = _read_all(extra)
+            assert refusal.startswith(b"HTTP/1.1 503") and b"too_many_connections" in refusal
+            assert len(held) - 1 == (limit - HEADROOM_FDS) // 2
+        finally:
+            for sock in held:
+                sock.close()
 
 
 def _raw_chat(message: str) -> bytes:
