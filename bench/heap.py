@@ -40,7 +40,7 @@ def serve(out: Path) -> None:
 
     import uvicorn
 
-    from chatsse.connections import GuardedHttpProtocol
+    from chatsse.server.protocol import GuardedHttpProtocol
 
     if os.environ.get("HEAP_TRACE") == "1":
         tracemalloc.start(1)

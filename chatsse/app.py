@@ -18,19 +18,21 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatsse import __version__, connections
-from chatsse.access import AccessMiddleware
+from chatsse import __version__
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
+from chatsse.faces.native import NativeFace
 from chatsse.faces.openai_compat import OpenAIFace
 from chatsse.faces.ui_stream import UIStreamFace
-from chatsse.observe import Metrics, ObserveMiddleware
-from chatsse.preflight import problems
-from chatsse.ratelimit import RateLimiter
+from chatsse.preflight import ready_settings
+from chatsse.ratelimit import MemoryRateLimiter, RateLimiter
 from chatsse.relay import ChatRelay
 from chatsse.resume import StreamKeeper
-from chatsse.settings import ConfigError, Settings
-from chatsse.streams import DrainOnSigterm, StreamRegistry
-from chatsse.upstreams import Upstreams
+from chatsse.server import protocol
+from chatsse.server.access import AccessMiddleware
+from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
+from chatsse.server.observe import Metrics, ObserveMiddleware
+from chatsse.settings import Settings
+from chatsse.upstreams import RetryBudget, Upstreams
 
 log = logging.getLogger("chatsse")
 STATIC = Path(__file__).parent / "static"
@@ -40,24 +42,26 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base
 
 def create_app(settings: Settings) -> Starlette:
     streams = StreamRegistry(settings.max_streams)
-    upstreams = Upstreams(settings)
+    budget = RetryBudget(max_retries=settings.max_retries, max_wait=settings.max_retry_wait)
+    upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds)
     metrics = Metrics()
     remote = None
-    limiter: RateLimiter | None = RateLimiter(*settings.rate_limit) if settings.rate_limit else None
+    limiter: RateLimiter | None = MemoryRateLimiter(*settings.rate_limit) if settings.rate_limit else None
     if settings.redis_url:
-        from chatsse import shared  # only with Redis: a gateway without it never loads the client
+        # Only with Redis: a gateway without it never loads redis-py.
+        from chatsse.ratelimit.redis import RedisRateLimiter
+        from chatsse.redis import connect
+        from chatsse.resume.redis import RedisStore
 
-        client = shared.connect(settings.redis_url)
-        remote = shared.RedisStreams(client, settings.upstream_timeout)
-        remote.on_failure = metrics.redis_failures.inc
+        client = connect(settings.redis_url)
+        remote = RedisStore(client, settings.upstream_timeout, metrics.redis_failures.inc)
         if settings.rate_limit:
-            limiter = shared.RedisRateLimiter(*settings.rate_limit, client)
-            limiter.on_failure = metrics.redis_failures.inc
+            limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
     relay = ChatRelay(settings, streams, upstreams, keeper)
-    ui, openai = UIStreamFace(relay), OpenAIFace(relay)
+    native, ui, openai = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
 
@@ -90,8 +94,8 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
-        Route("/api/v1/chat/stream", relay.stream, methods=["GET", "POST"]),
-        Route("/api/v1/chat/stream/{stream_id}", relay.resume, methods=["GET"]),
+        Route("/api/v1/chat/stream", native.stream, methods=["GET", "POST"]),
+        Route("/api/v1/chat/stream/{stream_id}", native.resume, methods=["GET"]),
         Route("/api/v1/models", models, methods=["GET"]),
         Route("/api/v1/chat/ui", ui.chat, methods=["POST"]),
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.resume, methods=["GET"]),
@@ -131,9 +135,9 @@ def create_app(settings: Settings) -> Starlette:
 def _settle_garbage_collector() -> None:
     """Move everything loaded at start-up out of the cyclic collector's sight, and collect the youngest
     generation less often: with thousands of open streams, each pass walks every live object it holds and stalls
-    every stream's tokens (bench/REPORT.md, at scale). A larger young generation lets most of a stream's objects
-    die before a pass sees them, so the passes add up to less (bench/heap.py: 180 ms over SLOW's load at 50,000
-    against 500 ms at 10,000). Called once the app is built, before it serves."""
+    every stream's tokens. A larger young generation lets most of a stream's objects die before a pass sees them,
+    so the passes add up to less (figures in bench/REPORT.md, at scale; bench/heap.py measures them). Called once
+    the app is built, before it serves."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
@@ -167,23 +171,17 @@ def _internal_error(path: str) -> Response:
     return InternalError().response_for(path)
 
 
-def factory() -> Starlette:
-    """`uvicorn chatsse.app:factory --factory`: settings from the environment, or a clear message and exit 2."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        print("To try chatsse without Azure, run: chatsse serve --demo", file=sys.stderr)
-        raise SystemExit(2) from None
-    found = problems(settings)
-    for problem in found:
-        print(f"chatsse cannot start: {problem}", file=sys.stderr)
-    if found:
-        raise SystemExit(2)
-    connections.configure(settings)  # this worker's bounds, read by the protocol `chatsse serve` runs
+def serving_app(settings: Settings) -> Starlette:
+    """The app as a serving process runs it: this process's connection bounds set, the collector settled."""
+    protocol.configure(settings)  # read by the HTTP protocol `chatsse serve` runs
     app = create_app(settings)
     _settle_garbage_collector()  # a serving process only: tests build many apps in one process
     return app
+
+
+def factory() -> Starlette:
+    """`uvicorn chatsse.app:factory --factory`: settings from the environment, or a clear message and exit 2."""
+    return serving_app(ready_settings())
 
 
 def __getattr__(name: str) -> Starlette:

@@ -1,4 +1,5 @@
-"""Turns decoded Azure chat-completion chunks into chatsse's events: content, done or a failure (pure, no I/O).
+"""Turns decoded Azure chat-completion chunks into chatsse's typed events: content, reasoning, done, or a failure
+(pure, no I/O).
 
 Azure rules this follows (see upstream-protocol.md): ignore unknown fields; a chunk with `choices: []`
 only carries `usage` or `prompt_filter_results`; a choice may lack `delta`; `delta.content` may be
@@ -13,7 +14,8 @@ from typing import Any
 import orjson
 
 from chatsse.errors import ChatSSEError, UpstreamDisconnected, UpstreamMalformed, UpstreamStreamError
-from chatsse.sse import ServerSentEvent, encode_json_event
+from chatsse.events import Content, Done, Event, Reasoning
+from chatsse.sse import ServerSentEvent
 
 
 class ChunkTranslator:
@@ -31,9 +33,9 @@ class ChunkTranslator:
     def over(self) -> bool:
         return self.done or self.failure is not None
 
-    def feed(self, events: list[ServerSentEvent]) -> bytes:
-        """Our event bytes for these upstream events (content and, at the end, done). Stops at a failure."""
-        out: list[bytes] = []
+    def feed(self, events: list[ServerSentEvent]) -> list[Event]:
+        """Our events for these upstream events (content and, at the end, done). Stops at a failure."""
+        out: list[Event] = []
         for event in events:
             if self.over:
                 break  # events after [DONE] or after a failure are ignored
@@ -53,14 +55,14 @@ class ChunkTranslator:
                 self.failure = UpstreamStreamError()
                 break
             self._chunk(chunk, out)
-        return b"".join(out)
+        return out
 
     def end_of_stream(self) -> None:
         """The upstream body ended: without [DONE] that is a truncated reply, never a success."""
         if not self.over:
             self.failure = UpstreamDisconnected()
 
-    def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
+    def _chunk(self, chunk: dict[str, Any], out: list[Event]) -> None:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
@@ -76,24 +78,21 @@ class ChunkTranslator:
             # OpenAI-compatible servers (vLLM, Ollama, DeepSeek) stream a model's thinking in reasoning_content.
             thought = delta.get("reasoning_content") or delta.get("reasoning")
             if thought and isinstance(thought, str):
-                out.append(encode_json_event({"reasoning": thought}))
+                out.append(Reasoning(thought))
         if isinstance(delta, dict):
             content = delta.get("content") or delta.get("refusal")
             if content and isinstance(content, str):
                 self.content_events += 1
-                out.append(encode_json_event({"content": content}))
+                out.append(Content(content))
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
             self.finish_reason = reason
 
-    def _finish(self, out: list[bytes]) -> None:
+    def _finish(self, out: list[Event]) -> None:
         if self.finish_reason is None:
             self.failure = UpstreamDisconnected(
                 "Azure OpenAI ended the stream without saying why it stopped; the reply may be incomplete."
             )
             return
         self.done = True
-        done: dict[str, Any] = {"done": True, "finish_reason": self.finish_reason}
-        if self.usage is not None:
-            done["usage"] = self.usage
-        out.append(encode_json_event(done))
+        out.append(Done(self.finish_reason, self.usage))

@@ -16,10 +16,10 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from chatsse import __version__, client
-from chatsse.connections import GuardedHttpProtocol
-from chatsse.preflight import problems
-from chatsse.settings import ConfigError, Settings
+from chatsse import __version__, terminal
+from chatsse.app import serving_app
+from chatsse.preflight import CHECKED_MARK, ready_settings
+from chatsse.server.protocol import GuardedHttpProtocol
 from chatsse.simulator import Simulator
 
 DEMO_DELAY_SECONDS = 0.03
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         _serve(args.host, args.port, args.workers, args.demo)
     elif args.command == "chat":
-        raise SystemExit(client.run(args.url, args.message))
+        raise SystemExit(terminal.run(args.url, args.message))
 
 
 def _serve(host: str, port: int, workers: int, demo: bool) -> None:
@@ -69,18 +69,7 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             file=sys.stderr,
             flush=True,
         )
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        if exc.missing:
-            print("To try chatsse without an Azure account, run: chatsse serve --demo", file=sys.stderr)
-        raise SystemExit(2) from None
-    found = problems(settings)
-    for problem in found:
-        print(f"chatsse cannot start: {problem}", file=sys.stderr)
-    if found:
-        raise SystemExit(2)
+    settings = ready_settings()
     print(
         f"chatsse: try  curl -N http://{_display(host)}:{port}/api/v1/chat/stream "
         "-H 'Content-Type: application/json' -d '{\"message\": \"Hello\"}'",
@@ -95,10 +84,14 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             flush=True,
         )
     trusted = settings.trusted_proxies
+    if workers > 1:
+        # Each worker process builds its own app from the environment (uvicorn needs an import string for them);
+        # the checks were made here, once.
+        os.environ[CHECKED_MARK] = "1"
     with _metrics_shared_by(workers):
         uvicorn.run(
-            "chatsse.app:factory",
-            factory=True,
+            "chatsse.app:factory" if workers > 1 else serving_app(settings),
+            factory=workers > 1,
             host=host,
             port=port,
             workers=workers,

@@ -23,13 +23,13 @@
     ├── TooManyStreams                503     too_many_streams
     ├── Draining                      503     draining
     ├── ServerShutdown                503     server_shutdown
-    ├── RequestTimeout                408     request_timeout
+    ├── RequestTimeout                408     request_timeout       (a slow body; slow headers: server/protocol.py)
     ├── HeadersTooLarge               431     headers_too_large
     ├── StreamNotFound                404     stream_not_found
     ├── ResumeGap                     410     resume_gap
     ├── ResumeUnavailable             503     resume_unavailable
     ├── ModelNotFound                 404     model_not_found       (the OpenAI-compatible face)
-    ├── TooManyConnections            503     too_many_connections  (written by connections.py, before any request)
+    ├── TooManyConnections            503     too_many_connections  (written by server/protocol.py, before any request)
     └── InternalError                 500     internal_error
 
 Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
@@ -41,13 +41,13 @@ client.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, ClassVar
 
 from starlette.responses import JSONResponse
 
-from chatsse.observe import current_record
+from chatsse.record import current_record
+from chatsse.sse import encode_json_event
 
 OPENAI_PREFIX = "/v1/"
 OPENAI_STATUS = {422: 400}  # OpenAI answers every invalid request with 400
@@ -84,7 +84,7 @@ class ChatSSEError(Exception):
         return JSONResponse(self.payload(), status_code=self.status_code, headers=self.headers())
 
     def to_event(self) -> bytes:
-        return b"data: " + json.dumps(self.payload(), separators=(",", ":")).encode() + b"\n\n"
+        return encode_json_event(self.payload())
 
     param: str | None = None  # the request field at fault, for OpenAI's error shape
 

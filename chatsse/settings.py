@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from dotenv import dotenv_values
 
-from chatsse.upstream_config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, load_config_file
+from chatsse.upstreams.config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, load_config_file
 
 AUTH_MODES = ("key", "entra")
-
-T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -28,32 +26,86 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
+LOG_FORMATS = ("auto", "json", "text")
+RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def _rate(raw: str) -> tuple[int, float] | None:
+    """`60/minute` -> (60, 60.0); also second, hour, day (a trailing s is fine)."""
+    count, _, period = raw.partition("/")
+    seconds = RATE_PERIODS.get(period.strip().lower().removesuffix("s"))
+    if seconds is None:
+        raise ValueError(raw)
+    return int(count), seconds
+
+
+def _redis_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in raw.split(",") if origin.strip())
+
+
+def _env(default: Any, variable: str, cast: Callable[[str], Any], check: Any, rule: str, **kw: Any) -> Any:
+    """A setting read from `variable` (empty or unset: `default`, written here once), cast and checked."""
+    return field(default=default, metadata={"env": (variable, cast, check, rule)}, **kw)
+
+
+def _any(value: object) -> bool:
+    return True
+
+
+SECONDS = (float, lambda v: v >= 0, "a number of seconds >= 0")
+POSITIVE_SECONDS = (float, lambda v: v > 0, "a number of seconds > 0")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the gateway needs; build it with `Settings.from_env()` or directly in tests."""
 
     upstreams: tuple[UpstreamConfig, ...]
-    upstream_timeout: float = 60.0
-    cors_origins: tuple[str, ...] = ("*",)
-    max_body_bytes: int = 64 * 1024
-    max_retries: int = 2
-    max_retry_wait: float = 10.0
-    system_prompt: str | None = None
-    ping_seconds: float = 15.0
-    web_ui: bool = True
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
-    max_streams: int = 0  # 0: no cap
-    drain_seconds: float = 25.0
-    log_format: str = "auto"
-    trusted_proxies: str = ""
-    body_timeout: float = 10.0
-    max_header_bytes: int = 16 * 1024
-    header_timeout: float = 10.0
-    max_connections: int = 0  # 0: as many as the file limit allows
-    resume_seconds: float = 0.0  # 0: replies end with their connection
-    resume_max_bytes: int = 1024 * 1024
-    redis_url: str | None = field(default=None, repr=False)  # the URL may hold a password
+    upstream_timeout: float = _env(60.0, "CHATSSE_UPSTREAM_TIMEOUT", *POSITIVE_SECONDS)
+    cors_origins: tuple[str, ...] = _env(("*",), "CHATSSE_CORS_ORIGINS", _origins, bool, "comma-separated origins")
+    max_body_bytes: int = _env(64 * 1024, "CHATSSE_MAX_BODY_BYTES", int, lambda v: v > 0, "a whole number of bytes > 0")
+    max_retries: int = _env(2, "CHATSSE_MAX_RETRIES", int, lambda v: 0 <= v <= 10, "a whole number from 0 to 10")
+    max_retry_wait: float = _env(10.0, "CHATSSE_MAX_RETRY_WAIT", *SECONDS)
+    system_prompt: str | None = _env(None, "CHATSSE_SYSTEM_PROMPT", str, _any, "text")
+    ping_seconds: float = _env(
+        15.0, "CHATSSE_PING_SECONDS", float, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"
+    )
+    web_ui: bool = _env(True, "CHATSSE_WEB_UI", _boolean, _any, "true or false")
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # CHATSSE_API_KEYS and CHATSSE_API_KEYS_FILE
+    rate_limit: tuple[int, float] | None = _env(None, "CHATSSE_RATE_LIMIT", _rate, lambda v: v[0] > 0, "like 60/minute")
+    max_streams: int = _env(0, "CHATSSE_MAX_STREAMS", int, lambda v: v >= 0, "a whole number >= 0 (0: no cap)")
+    drain_seconds: float = _env(25.0, "CHATSSE_DRAIN_SECONDS", *SECONDS)
+    log_format: str = _env("auto", "CHATSSE_LOG_FORMAT", str.lower, lambda v: v in LOG_FORMATS, "auto, json or text")
+    trusted_proxies: str = _env("", "CHATSSE_TRUSTED_PROXIES", str, _any, "addresses, or *")
+    body_timeout: float = _env(10.0, "CHATSSE_BODY_TIMEOUT", *POSITIVE_SECONDS)
+    max_header_bytes: int = _env(
+        16 * 1024, "CHATSSE_MAX_HEADER_BYTES", int, lambda v: v >= 1024, "a whole number >= 1024"
+    )
+    header_timeout: float = _env(10.0, "CHATSSE_HEADER_TIMEOUT", *POSITIVE_SECONDS)
+    max_connections: int = _env(0, "CHATSSE_MAX_CONNECTIONS", int, lambda v: v >= 0, "a whole number >= 0 (0: auto)")
+    resume_seconds: float = _env(
+        0.0, "CHATSSE_RESUME_SECONDS", float, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"
+    )
+    resume_max_bytes: int = _env(
+        1024 * 1024, "CHATSSE_RESUME_MAX_BYTES", int, lambda v: v >= 1024, "a whole number of bytes >= 1024"
+    )
+    # Not in repr: the URL may hold a password.
+    redis_url: str | None = _env(
+        None, "CHATSSE_REDIS_URL", str, _redis_url, "a URL such as redis://localhost:6379/0", repr=False
+    )
 
     @property
     def models(self) -> list[str]:
@@ -70,19 +122,6 @@ class Settings:
         return _parse(values)
 
 
-LOG_FORMATS = ("auto", "json", "text")
-RATE_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-
-
-def _rate(raw: str) -> tuple[int, float] | None:
-    """`60/minute` -> (60, 60.0); also second, hour, day (a trailing s is fine)."""
-    count, _, period = raw.partition("/")
-    seconds = RATE_PERIODS.get(period.strip().lower().removesuffix("s"))
-    if seconds is None:
-        raise ValueError(raw)
-    return int(count), seconds
-
-
 def _api_keys(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
     keys = [k.strip() for k in env.get("CHATSSE_API_KEYS", "").split(",")]
     path = env.get("CHATSSE_API_KEYS_FILE", "").strip()
@@ -93,19 +132,6 @@ def _api_keys(env: Mapping[str, str], problems: list[str]) -> tuple[str, ...]:
         except OSError as exc:
             problems.append(f"CHATSSE_API_KEYS_FILE={path!r} cannot be read ({exc.strerror})")
     return tuple(k for k in keys if k)
-
-
-def _redis_url(url: str | None) -> bool:
-    return url is None or url.startswith(("redis://", "rediss://", "unix://"))
-
-
-def _boolean(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
 
 
 def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[str]) -> tuple[UpstreamConfig, ...]:
@@ -158,53 +184,23 @@ def _upstreams(env: Mapping[str, str], problems: list[str], missing: list[str]) 
 def _parse(env: Mapping[str, str]) -> Settings:
     problems: list[str] = []
     missing: list[str] = []
-    upstreams = _upstreams(env, problems, missing)
-
-    def read(name: str, cast: Callable[[str], T], default: T, check: Callable[[T], bool], rule: str) -> T:
+    values: dict[str, Any] = {"upstreams": _upstreams(env, problems, missing), "api_keys": _api_keys(env, problems)}
+    for setting in fields(Settings):
+        if "env" not in setting.metadata:
+            continue
+        name, cast, check, rule = setting.metadata["env"]
         raw = env.get(name, "").strip()
         if not raw:
-            return default
+            continue  # the field's default
         try:
             value = cast(raw)
+            valid = check(value)
         except ValueError:
+            valid = False
+        if valid:
+            values[setting.name] = value
+        else:
             problems.append(f"{name}={raw!r} is not valid: expected {rule}")
-            return default
-        if not check(value):
-            problems.append(f"{name}={raw!r} is not valid: expected {rule}")
-            return default
-        return value
-
-    origins = tuple(o.strip() for o in env.get("CHATSSE_CORS_ORIGINS", "*").split(",") if o.strip())
-    system_prompt = env.get("CHATSSE_SYSTEM_PROMPT", "").strip() or None
-
-    settings = Settings(
-        upstreams=upstreams,
-        upstream_timeout=read("CHATSSE_UPSTREAM_TIMEOUT", float, 60.0, lambda v: v > 0, "a number of seconds > 0"),
-        cors_origins=origins,
-        max_body_bytes=read("CHATSSE_MAX_BODY_BYTES", int, 64 * 1024, lambda v: v > 0, "a whole number of bytes > 0"),
-        max_retries=read("CHATSSE_MAX_RETRIES", int, 2, lambda v: 0 <= v <= 10, "a whole number from 0 to 10"),
-        max_retry_wait=read("CHATSSE_MAX_RETRY_WAIT", float, 10.0, lambda v: v >= 0, "a number of seconds >= 0"),
-        system_prompt=system_prompt,
-        ping_seconds=read("CHATSSE_PING_SECONDS", float, 15.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
-        web_ui=read("CHATSSE_WEB_UI", _boolean, True, lambda v: True, "true or false"),
-        api_keys=_api_keys(env, problems),
-        rate_limit=read("CHATSSE_RATE_LIMIT", _rate, None, lambda v: v is None or v[0] > 0, "like 60/minute"),
-        max_streams=read("CHATSSE_MAX_STREAMS", int, 0, lambda v: v >= 0, "a whole number >= 0 (0: no cap)"),
-        drain_seconds=read("CHATSSE_DRAIN_SECONDS", float, 25.0, lambda v: v >= 0, "a number of seconds >= 0"),
-        log_format=read("CHATSSE_LOG_FORMAT", str.lower, "auto", lambda v: v in LOG_FORMATS, "auto, json or text"),
-        trusted_proxies=env.get("CHATSSE_TRUSTED_PROXIES", "").strip(),
-        body_timeout=read("CHATSSE_BODY_TIMEOUT", float, 10.0, lambda v: v > 0, "a number of seconds > 0"),
-        max_header_bytes=read("CHATSSE_MAX_HEADER_BYTES", int, 16384, lambda v: v >= 1024, "a whole number >= 1024"),
-        header_timeout=read("CHATSSE_HEADER_TIMEOUT", float, 10.0, lambda v: v > 0, "a number of seconds > 0"),
-        max_connections=read("CHATSSE_MAX_CONNECTIONS", int, 0, lambda v: v >= 0, "a whole number >= 0 (0: auto)"),
-        resume_seconds=read(
-            "CHATSSE_RESUME_SECONDS", float, 0.0, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"
-        ),
-        resume_max_bytes=read(
-            "CHATSSE_RESUME_MAX_BYTES", int, 1024 * 1024, lambda v: v >= 1024, "a whole number of bytes >= 1024"
-        ),
-        redis_url=read("CHATSSE_REDIS_URL", str, None, _redis_url, "a URL such as redis://localhost:6379/0"),
-    )
     if problems:
         raise ConfigError(problems, missing)
-    return settings
+    return Settings(**values)

@@ -1,4 +1,4 @@
-"""Server-Sent Events without I/O: an incremental decoder (bytes in, events out) and our event encoder.
+"""Server-Sent Events without I/O: an incremental decoder (bytes in, events out) and the one event encoder.
 
 The decoder follows WHATWG HTML "Interpreting an event stream": lines end in CRLF, LF or a lone CR;
 only those split lines (not U+2028 and friends, as `str.splitlines` would); a line or a UTF-8
@@ -96,9 +96,21 @@ class SSEDecoder:
                 self._retry = int(value)
 
 
-def encode_json_event(payload: Any) -> bytes:
-    """One `data:` line of compact JSON. JSON escapes CR and LF, so the payload can never end the event early."""
+# The end-of-stream sentinel of OpenAI's chat completions, which the AI SDK's UI message stream reuses.
+DATA_DONE = b"data: [DONE]\n\n"
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact JSON; a lone surrogate (which orjson refuses) becomes a \\u escape instead, still valid JSON."""
     try:
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-    except orjson.JSONEncodeError:  # a lone surrogate from upstream: \u escapes instead, still valid JSON
-        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def encode_json_event(payload: Any, event_id: bytes = b"") -> bytes:
+    """One event: an `id:` line if given, and one `data:` line of compact JSON. JSON escapes CR and LF, so the
+    payload can never end the event early. Every event chatsse writes is framed here."""
+    if event_id:
+        return b"id: " + event_id + b"\ndata: " + encode_json(payload) + b"\n\n"
+    return b"data: " + encode_json(payload) + b"\n\n"

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
-from chatsse.upstream_config import UpstreamConfig
+from chatsse.upstreams import UpstreamConfig
 from tests.servers import serve_in_thread
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 

@@ -12,12 +12,11 @@ import pytest
 from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
-from chatsse.upstream_config import UpstreamConfig
+from chatsse.upstreams import UpstreamConfig
 from tests.redis_server import RedisServer
-from tests.servers import RunningServer, serve_in_thread
+from tests.servers import API_KEY, DEPLOYMENT, RunningServer, serve_in_thread
 
-API_KEY = "sk-test-SECRET-4f9a1c7e2b"
-DEPLOYMENT = "gpt-test"
+__all__ = ["API_KEY", "DEPLOYMENT", "GatewayFactory"]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -28,3 +29,10 @@ def text_of(events: list[dict[str, Any]]) -> str:
 def kinds(events: list[dict[str, Any]]) -> list[str]:
     """Each event's kind: content, done or error (exactly one key decides)."""
     return [next(k for k in ("content", "done", "error") if k in event) for event in events]
+
+
+def metric(text: str, name: str) -> float:
+    """The value of the series `name` (labels included) in Prometheus text; an assertion error if it is not there."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert found, f"{name} is not in the metrics"
+    return float(found.group(1))

@@ -1,16 +1,28 @@
-"""Real servers for tests: a uvicorn server in a thread on a socket pre-bound to 127.0.0.1:0."""
+"""Real servers for tests: a uvicorn server in a thread on a socket pre-bound to 127.0.0.1:0, and `chatsse serve`
+as a process of its own."""
 
 from __future__ import annotations
 
+import os
+import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+CHATSSE = str(Path(sys.executable).with_name("chatsse"))  # the console script of the package under test
+API_KEY = "sk-test-SECRET-4f9a1c7e2b"
+DEPLOYMENT = "gpt-test"
 
 
 @dataclass
@@ -65,8 +77,6 @@ def wait_until(predicate: object, timeout: float = 5.0, interval: float = 0.005)
 
 def healthy(url: str) -> bool:
     """True when a gateway at `url` answers /health with 200 (for polling a process that is starting)."""
-    import httpx
-
     try:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
@@ -76,7 +86,71 @@ def healthy(url: str) -> bool:
 def clean_env(**values: str) -> dict[str, str]:
     """This process's environment without any chatsse or Azure OpenAI setting, plus `values`: what a `chatsse`
     subprocess should see, so that nothing set on the machine running the tests leaks into it."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
     return {**env, **values}
+
+
+@dataclass
+class GatewayProcess:
+    """A running `chatsse serve`; `stop()` ends it (SIGINT, killed if it hangs) and returns what it wrote to stderr."""
+
+    url: str
+    process: subprocess.Popen[str]
+    stderr: str = ""
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        if self.process.stderr is not None and not self.process.stderr.closed:
+            try:
+                _, err = self.process.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                _, err = self.process.communicate()
+            self.stderr += err or ""
+        self.process.wait(20)
+        return self.stderr
+
+
+@contextmanager
+def chatsse_serve(
+    cwd: Path,
+    upstream: str | None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    file_limit: int | None = None,
+    capture_stderr: bool = True,
+) -> Iterator[GatewayProcess]:
+    """`chatsse serve` on a free port, in `cwd`, with the simulator at `upstream` as its Azure OpenAI (None: no Azure
+    settings at all), `args` on its command line and `env` in its environment; yielded once /health answers 200,
+    stopped at the end. `file_limit` lowers its soft limit of open files."""
+    port = free_port()
+    environment = clean_env(CHATSSE_LOG_FORMAT="json")
+    if upstream is not None:
+        environment.update(
+            AZURE_OPENAI_ENDPOINT=upstream, AZURE_OPENAI_API_KEY=API_KEY, AZURE_OPENAI_DEPLOYMENT_NAME=DEPLOYMENT
+        )
+    environment.update(env or {})
+
+    def limit_files() -> None:
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    process = subprocess.Popen(
+        [CHATSSE, "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env=environment,
+        stderr=subprocess.PIPE if capture_stderr else subprocess.DEVNULL,
+        text=True,
+        preexec_fn=limit_files if file_limit is not None else None,
+    )
+    gateway = GatewayProcess(f"http://127.0.0.1:{port}", process)
+    try:
+        assert wait_until(lambda: healthy(gateway.url), timeout=30, interval=0.05), "chatsse serve did not start"
+        yield gateway
+    finally:
+        gateway.stop()

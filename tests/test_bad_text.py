@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +16,7 @@ from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, chat, kinds, text_of
-from tests.servers import RunningServer, clean_env, free_port, healthy, serve_in_thread, wait_until
+from tests.servers import RunningServer, chatsse_serve, serve_in_thread, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -156,30 +153,19 @@ def test_an_unexpected_error_is_traced_logged_and_counted(settings: Settings, ca
     assert '"content":" serving"' in ok.text
 
 
-CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 WARNING = "CHATSSE_API_KEYS nor CHATSSE_RATE_LIMIT"
 
 
 def _start_output(args: list[str], extra_env: dict[str, str], tmp_path: Path) -> str:
     """Start `chatsse serve` with args, wait for it to serve, stop it, return its stderr."""
     simulator = Simulator()
-    env = clean_env()
-    env.update(
-        AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(),
-        AZURE_OPENAI_API_KEY="k",
-        AZURE_OPENAI_DEPLOYMENT_NAME="d",
-        **extra_env,
-    )
-    port = free_port()
-    command = [CHATSSE, "serve", "--port", str(port), *args]
-    with subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) as process:
-        try:
-            assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
-        finally:
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=20)
-            simulator.stop_thread()
-    return stderr
+    simulator.start_in_thread()
+    try:
+        with chatsse_serve(tmp_path, simulator.url, *args, env=extra_env) as gateway:
+            pass
+    finally:
+        simulator.stop_thread()
+    return gateway.stderr
 
 
 @pytest.mark.parametrize(

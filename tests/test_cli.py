@@ -13,9 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import clean_env, free_port, healthy, wait_until
+from tests.servers import CHATSSE, GatewayProcess, chatsse_serve, clean_env, free_port, healthy, wait_until
 
-CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 NO_AZURE = clean_env()
 
 
@@ -54,35 +53,15 @@ def test_invalid_setting_refuses_to_start(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [CHATSSE, "serve", "--demo", "--port", str(port)],
-        cwd=tmp_path,
-        env=NO_AZURE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    try:
-        assert wait_until(lambda: healthy(url), timeout=20, interval=0.1), "demo server did not come up"
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+def demo_server(tmp_path: Path) -> Iterator[GatewayProcess]:
+    with chatsse_serve(tmp_path, None, "--demo") as gateway:
+        yield gateway
 
 
 def test_demo_mode_streams_without_azure_and_says_it_is_simulated(
-    demo_server: tuple[str, subprocess.Popen[str]],
+    demo_server: GatewayProcess,
 ) -> None:
-    url, process = demo_server
+    url, process = demo_server.url, demo_server.process
     chunks: list[bytes] = []
     with httpx.stream("POST", url + "/api/v1/chat/stream", json={"message": "Hello demo"}, timeout=10) as response:
         assert response.status_code == 200

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from chatsse.settings import ConfigError, Settings
-from tests.servers import clean_env
+from tests.servers import CHATSSE, clean_env
 
 GOOD = """
 [[upstream]]
@@ -150,8 +149,7 @@ def test_chatsse_serve_refuses_a_bad_file_without_a_traceback(tmp_path: Path) ->
     (tmp_path / "upstreams.toml").write_text(BAD["unknown_api"][0])
     env = clean_env()
     env.update(CHATSSE_CONFIG="upstreams.toml", K="sk-k")
-    chatsse = str(Path(sys.executable).with_name("chatsse"))
-    result = subprocess.run([chatsse, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([CHATSSE, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "upstreams.toml: [[upstream]] #1 ('a'): api = 'azur' is not valid" in result.stderr
     assert "Traceback" not in result.stderr

@@ -19,10 +19,10 @@ from httpx_sse import aconnect_sse
 from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
-from chatsse.upstream_config import UpstreamConfig
+from chatsse.upstreams import UpstreamConfig
 from tests.conftest import DEPLOYMENT
 from tests.helpers import STREAM, chat, kinds, text_of
-from tests.servers import RunningServer, serve_in_thread
+from tests.servers import CHATSSE, RunningServer, serve_in_thread
 from tests.token_server import SECRET_HEADER, TokenServer, running_token_server
 
 pytestmark = pytest.mark.anyio
@@ -154,8 +154,7 @@ def test_no_usable_credential_refuses_to_start(tmp_path: Path) -> None:
         AZURE_TOKEN_CREDENTIALS="dev",
         PATH=str(Path(sys.executable).parent) + ":/usr/bin:/bin",
     )
-    chatsse = str(Path(sys.executable).with_name("chatsse"))
-    result = subprocess.run([chatsse, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([CHATSSE, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "no Microsoft Entra ID credential gave a token" in result.stderr
     assert "AzureCliCredential" in result.stderr  # which credentials were tried

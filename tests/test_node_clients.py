@@ -69,8 +69,8 @@ def test_use_chat_resume_replays_the_active_reply_then_204(
 def test_use_chat_errors_surface_as_the_sdks_errors(node_modules: Path, gateway: RunningServer) -> None:
     before = run("ui.mjs", gateway.url, "error", "hi [sim: status=400]")
     assert "content_filter" in before["error"]  # the SDK throws with our JSON error body
-    bad_part = subprocess.run(["node", "-e", "process.exit(0)"], cwd=NODE, capture_output=True, text=True, timeout=30)
-    assert bad_part.returncode == 0
+    during = run("ui.mjs", gateway.url, "midstream", "echo:a b c[sim: cut_after=2]")
+    assert during["text"] == "a b" and "upstream_disconnected" in during["error"]  # the partial reply, then the error
 
 
 def test_use_chat_gets_reasoning_parts(node_modules: Path, make_gateway: GatewayFactory) -> None:

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatsse.chunks import ChunkTranslator
+from chatsse.events import Batch
+from chatsse.faces.native import NativeFrames
 from chatsse.sse import ServerSentEvent, SSEDecoder, encode_json_event
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -36,7 +38,7 @@ def expected(name: str) -> dict[str, Any]:
 
 def translate(events: list[ServerSentEvent]) -> tuple[ChunkTranslator, list[dict[str, Any]]]:
     translator = ChunkTranslator()
-    out = translator.feed(events)
+    out = NativeFrames()(Batch(translator.feed(events)))
     translator.end_of_stream()
     ours = [json.loads(e.data) for e in SSEDecoder().decode(out)]
     return translator, ours
@@ -195,14 +197,18 @@ def test_translator_failure_kinds() -> None:
 
 def test_late_content_filter_overrides_stop_and_events_after_done_are_ignored() -> None:
     translator = ChunkTranslator()
-    out = translator.feed(
-        [
-            ServerSentEvent('{"choices": [{"delta": {"content": "x"}, "finish_reason": null}]}'),
-            ServerSentEvent('{"choices": [{"delta": {}, "finish_reason": "stop"}]}'),
-            ServerSentEvent('{"choices": [{"finish_reason": "content_filter"}]}'),
-            ServerSentEvent("[DONE]"),
-            ServerSentEvent('{"choices": [{"delta": {"content": "after"}}]}'),
-        ]
+    out = NativeFrames()(
+        Batch(
+            translator.feed(
+                [
+                    ServerSentEvent('{"choices": [{"delta": {"content": "x"}, "finish_reason": null}]}'),
+                    ServerSentEvent('{"choices": [{"delta": {}, "finish_reason": "stop"}]}'),
+                    ServerSentEvent('{"choices": [{"finish_reason": "content_filter"}]}'),
+                    ServerSentEvent("[DONE]"),
+                    ServerSentEvent('{"choices": [{"delta": {"content": "after"}}]}'),
+                ]
+            )
+        )
     )
     assert out == b'data: {"content":"x"}\n\ndata: {"done":true,"finish_reason":"content_filter"}\n\n'
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,8 +16,8 @@ import pytest
 from chatsse.app import create_app
 from chatsse.settings import Settings
 from chatsse.simulator import Simulator
-from chatsse.upstream_config import UpstreamConfig
-from tests.helpers import chat, kinds, text_of
+from chatsse.upstreams import UpstreamConfig
+from tests.helpers import chat, kinds, metric, text_of
 from tests.servers import RunningServer, serve_in_thread
 
 pytestmark = pytest.mark.anyio
@@ -57,11 +56,6 @@ class Fleet:
 def fleet() -> Iterator[Fleet]:
     with ExitStack() as stack:
         yield Fleet(stack)
-
-
-def metric(text: str, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 async def test_each_api_shape_is_sent_as_that_api_expects(fleet: Fleet) -> None:

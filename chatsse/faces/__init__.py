@@ -1,25 +1,7 @@
-"""Other protocols on the same relay: the AI SDK's useChat stream and OpenAI's chat completions.
+"""The protocols clients speak, each on the same relay: a face parses its request into a `ChatRequest`, lets
+`ChatRelay.open` start the reply, and frames the typed events (`chatsse.events`) once, in its own format.
 
-A face parses its own request into a `ChatRequest`, lets `ChatRelay.open` choose, authenticate and open the
-upstream (so keys, limits, failover, resume, logs and metrics are the same for every face), then encodes our
-events (`{"content"}`, `{"done"}`, `{"error"}`) in its own format.
+    native.py          chatsse's own events: /api/v1/chat/stream (POST, EventSource GET) and its resume route
+    ui_stream.py       the AI SDK's UI message stream (useChat): /api/v1/chat/ui and its resume route
+    openai_compat.py   OpenAI's chat completions: /v1/chat/completions, /v1/models
 """
-
-from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from typing import Any
-
-import orjson
-
-
-async def payloads(events: AsyncIterator[bytes]) -> AsyncIterator[list[dict[str, Any]]]:
-    """Our event bytes (with or without `id:` lines) as the JSON objects they carry, one list per write."""
-    async for chunk in events:
-        found = []
-        for block in chunk.split(b"\n\n"):
-            for line in block.split(b"\n"):
-                if line.startswith(b"data: "):
-                    found.append(orjson.loads(line[6:]))
-        if found:
-            yield found

@@ -7,14 +7,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatsse.errors import InvalidRequest, ModelNotFound
-from chatsse.faces import payloads
-from chatsse.relay import STREAM_HEADERS, ChatRelay
+from chatsse.events import Batch, Content, Done, Failed, Reasoning
+from chatsse.relay import ChatRelay
 from chatsse.schema import ChatRequest, load_json, parse_params, parse_turns
+from chatsse.server.body import read_json_body
+from chatsse.server.response import STREAM_HEADERS, RelayResponse
+from chatsse.sse import DATA_DONE, encode_json_event
 
 FIELDS = (
     "model",
@@ -27,7 +29,6 @@ FIELDS = (
     "max_completion_tokens",
     "reasoning_effort",
 )
-DONE = b"data: [DONE]\n\n"
 
 
 class OpenAIFace:
@@ -35,19 +36,20 @@ class OpenAIFace:
 
     def __init__(self, relay: ChatRelay) -> None:
         self.relay = relay
+        self.settings = relay.settings
 
     async def models(self, request: Request) -> Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "chatsse"} for name in self.relay.models]
         return JSONResponse({"object": "list", "data": data})
 
     async def completions(self, request: Request) -> Response:
-        body = load_json(await self.relay.read_json_body(request))
+        body = load_json(await read_json_body(request, self.settings.max_body_bytes, self.settings.body_timeout))
         chat, stream, include_usage = self._parse(body)
         opened = await self.relay.open(chat)
         completion = Completion(chat.model, include_usage)
         if stream:
-            events = completion.stream(opened.events)
-            return self.relay.sse_response(events, {**STREAM_HEADERS, **opened.headers}, opened.background)
+            headers = {**STREAM_HEADERS, **opened.headers}
+            return RelayResponse(opened.events, completion, headers, self.settings.ping_seconds, opened.background)
         try:
             result, status = await completion.collect(opened.events)
         finally:
@@ -91,13 +93,14 @@ class OpenAIFace:
 
 
 class Completion:
-    """One completion's chunks (or whole object), encoded from our events."""
+    """One completion's chunks (called with each batch, as a stream's framing) or its whole object (`collect`)."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
+        self.first = self._chunk({"role": "assistant", "content": ""})
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
@@ -105,64 +108,59 @@ class Completion:
 
     def _event(self, fields: dict[str, Any]) -> bytes:
         base = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
-        return b"data: " + orjson.dumps({**base, **fields}) + b"\n\n"
+        return encode_json_event({**base, **fields})
 
-    async def stream(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        first = self._chunk({"role": "assistant", "content": ""})
-        async for batch in payloads(events):
-            out = [first]
-            first = b""
-            for payload in batch:
-                if "content" in payload:
-                    out.append(self._chunk({"content": payload["content"]}))
-                elif "reasoning" in payload:  # the field vLLM, Ollama and DeepSeek use, which their clients read
-                    out.append(self._chunk({"reasoning_content": payload["reasoning"]}))
-                elif payload.get("done"):
-                    out.append(self._chunk({}, payload.get("finish_reason")))
-                    if self.include_usage and "usage" in payload:
-                        out.append(self._event({"choices": [], "usage": payload["usage"]}))
-                    out.append(DONE)
-                elif "error" in payload:
-                    out.append(b"data: " + orjson.dumps(openai_error(payload["error"])) + b"\n\n")
-            yield b"".join(out)
+    def __call__(self, batch: Batch) -> bytes:
+        out = [self.first]
+        self.first = b""
+        for event in batch.events:
+            if isinstance(event, Content):
+                out.append(self._chunk({"content": event.text}))
+            elif isinstance(event, Reasoning):  # the field vLLM, Ollama and DeepSeek use, which their clients read
+                out.append(self._chunk({"reasoning_content": event.text}))
+            elif isinstance(event, Done):
+                out.append(self._chunk({}, event.finish_reason))
+                if self.include_usage and event.usage is not None:
+                    out.append(self._event({"choices": [], "usage": event.usage}))
+                out.append(DATA_DONE)
+            elif isinstance(event, Failed):
+                out.append(encode_json_event(openai_error(event)))
+        return b"".join(out)
 
-    async def collect(self, events: AsyncIterator[bytes]) -> tuple[dict[str, Any], int]:
+    async def collect(self, events: AsyncIterator[Batch]) -> tuple[dict[str, Any], int]:
         """The whole `chat.completion`, or OpenAI's error shape and status if the reply broke off."""
         text: list[str] = []
         thoughts: list[str] = []
-        async for batch in payloads(events):
-            for payload in batch:
-                if "content" in payload:
-                    text.append(payload["content"])
-                elif "reasoning" in payload:
-                    thoughts.append(payload["reasoning"])
-                elif "error" in payload:
-                    code = payload["error"].get("code")
-                    status = {"upstream_timeout": 504, "server_shutdown": 503}.get(code, 502)
-                    return openai_error(payload["error"]), status
-                elif payload.get("done"):
-                    message = {"role": "assistant", "content": "".join(text), "refusal": None}
-                    if thoughts:
-                        message["reasoning_content"] = "".join(thoughts)
-                    choice = {
-                        "index": 0,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": payload["finish_reason"],
-                    }
-                    result = {
-                        "id": self.id,
-                        "object": "chat.completion",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [choice],
-                    }
-                    if "usage" in payload:
-                        result["usage"] = payload["usage"]
-                    return result, 200
-        return openai_error({"code": "upstream_disconnected", "message": "The reply ended early."}), 502
+        async for batch in events:
+            for event in batch.events:
+                if isinstance(event, Content):
+                    text.append(event.text)
+                elif isinstance(event, Reasoning):
+                    thoughts.append(event.text)
+                elif isinstance(event, Failed):
+                    status = {"upstream_timeout": 504, "server_shutdown": 503}.get(event.code, 502)
+                    return openai_error(event), status
+                elif isinstance(event, Done):
+                    return self._completion("".join(text), "".join(thoughts), event), 200
+        return openai_error(Failed("upstream_disconnected", "The reply ended early.")), 502
+
+    def _completion(self, text: str, thoughts: str, done: Done) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text, "refusal": None}
+        if thoughts:
+            message["reasoning_content"] = thoughts
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": done.finish_reason}
+        result = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+        if done.usage is not None:
+            result["usage"] = done.usage
+        return result
 
 
-def openai_error(error: dict[str, Any]) -> dict[str, Any]:
-    """Our error event's object in OpenAI's shape (after the response started, always a server error)."""
-    return {"error": {"message": error.get("message"), "type": "server_error", "param": None, **error}}
+def openai_error(failed: Failed) -> dict[str, Any]:
+    """A failed reply in OpenAI's error shape (after the response started, always a server error)."""
+    return {"error": {"message": failed.message, "type": "server_error", "param": None, **failed.payload()["error"]}}

@@ -9,22 +9,23 @@ text-end, finish-step, finish (finishReason; our finish reason and usage as mess
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from chatsse.errors import InvalidRequest
-from chatsse.faces import payloads
-from chatsse.relay import STREAM_HEADERS, ChatRelay
+from chatsse.events import Batch, Content, Done, Failed, Reasoning
+from chatsse.relay import ChatRelay
 from chatsse.schema import ChatRequest, load_json, parse_model, parse_params, parse_turns
+from chatsse.server.body import read_json_body
+from chatsse.server.response import STREAM_HEADERS, RelayResponse
+from chatsse.sse import DATA_DONE, encode_json_event
 
 HEADERS = {**STREAM_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 SKIPPED_PARTS = ("step-start", "reasoning")  # an earlier reply's steps and thoughts: not part of the conversation
 FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content-filter", "tool_calls": "tool-calls"}
-DONE = b"data: [DONE]\n\n"
+_chunk = encode_json_event  # every UI message chunk is one `data:` event
 
 
 class UIStreamFace:
@@ -32,30 +33,25 @@ class UIStreamFace:
 
     def __init__(self, relay: ChatRelay) -> None:
         self.relay = relay
+        self.settings = relay.settings
 
     async def chat(self, request: Request) -> Response:
-        body = load_json(await self.relay.read_json_body(request))
+        body = load_json(await read_json_body(request, self.settings.max_body_bytes, self.settings.body_timeout))
         chat, chat_id, message_id = self._parse(body)
         opened = await self.relay.open(chat, chat_id=chat_id)
-        stream_id = opened.headers.get("X-Chatsse-Stream")
-        message_id = message_id or _message_id(stream_id)
-        return self.relay.sse_response(
-            encode(opened.events, message_id), {**HEADERS, **opened.headers}, opened.background
-        )
+        frame = UIFrames(message_id or _message_id(opened.stream_id))
+        headers = {**HEADERS, **opened.headers}
+        return RelayResponse(opened.events, frame, headers, self.settings.ping_seconds, opened.background)
 
     async def resume(self, request: Request) -> Response:
         """`GET /api/v1/chat/ui/{chat_id}/stream`: the chat's reply still being produced, from its start (useChat
         replays it); 204 when there is none."""
-        keeper = self.relay.keeper
-        chat_id = request.path_params["chat_id"]
-        owner = self.relay.owner()
-        stream_id = await keeper.active_stream_of_chat(chat_id, owner) if keeper is not None else None
-        if keeper is None or stream_id is None:
+        stream_id = await self.relay.stream_of_chat(request.path_params["chat_id"])
+        if stream_id is None:
             return Response(status_code=204)
-        events = await keeper.follow(stream_id, owner, 0)
-        return self.relay.sse_response(
-            encode(events, _message_id(stream_id)), {**HEADERS, "X-Chatsse-Stream": stream_id}
-        )
+        events = await self.relay.follow(stream_id, 0)
+        headers = {**HEADERS, "X-Chatsse-Stream": stream_id}
+        return RelayResponse(events, UIFrames(_message_id(stream_id)), headers, self.settings.ping_seconds)
 
     def _parse(self, body: Any) -> tuple[ChatRequest, str | None, str | None]:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
@@ -88,43 +84,36 @@ def _message_id(stream_id: str | None) -> str:
     return f"msg-{stream_id[:24]}" if stream_id else f"msg-{secrets.token_hex(12)}"
 
 
-def _chunk(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-async def encode(events: AsyncIterator[bytes], message_id: str) -> AsyncIterator[bytes]:
+class UIFrames:
     """Our events as UI message stream chunks: reasoning (where the model group relays it), then text."""
-    parts = _Parts()
-    head = _chunk({"type": "start", "messageId": message_id}) + _chunk({"type": "start-step"})
-    async for batch in payloads(events):
-        out = [head]
-        head = b""
-        for payload in batch:
-            if "reasoning" in payload:
-                out.append(parts.switch("reasoning"))
-                out.append(_chunk({"type": "reasoning-delta", "id": "reasoning-1", "delta": payload["reasoning"]}))
-            elif "content" in payload:
-                out.append(parts.switch("text"))
-                out.append(_chunk({"type": "text-delta", "id": "text-1", "delta": payload["content"]}))
-            elif payload.get("done"):
-                reason = str(payload.get("finish_reason"))
-                metadata = {"finishReason": reason, **({"usage": payload["usage"]} if "usage" in payload else {})}
-                out.append(parts.switch(None) + _chunk({"type": "finish-step"}))
-                finish = {"type": "finish", "finishReason": FINISH_REASONS.get(reason, "other")}
-                out.append(_chunk({**finish, "messageMetadata": metadata}) + DONE)
-            elif "error" in payload:
-                error = payload["error"]
-                out.append(_chunk({"type": "error", "errorText": f"{error['message']} ({error['code']})"}) + DONE)
-        yield b"".join(out)
 
+    def __init__(self, message_id: str) -> None:
+        self.head = _chunk({"type": "start", "messageId": message_id}) + _chunk({"type": "start-step"})
+        self.open: str | None = None  # the part of the message now open (reasoning-1 or text-1)
 
-class _Parts:
-    """Which part of the message is open (reasoning-1 or text-1): a part ends before the next one starts."""
+    def __call__(self, batch: Batch) -> bytes:
+        out = [self.head]
+        self.head = b""
+        for event in batch.events:
+            if isinstance(event, Content):
+                out.append(self._switch("text"))
+                out.append(_chunk({"type": "text-delta", "id": "text-1", "delta": event.text}))
+            elif isinstance(event, Reasoning):
+                out.append(self._switch("reasoning"))
+                out.append(_chunk({"type": "reasoning-delta", "id": "reasoning-1", "delta": event.text}))
+            elif isinstance(event, Done):
+                metadata: dict[str, Any] = {"finishReason": event.finish_reason}
+                if event.usage is not None:
+                    metadata["usage"] = event.usage
+                out.append(self._switch(None) + _chunk({"type": "finish-step"}))
+                finish = {"type": "finish", "finishReason": FINISH_REASONS.get(event.finish_reason, "other")}
+                out.append(_chunk({**finish, "messageMetadata": metadata}) + DATA_DONE)
+            elif isinstance(event, Failed):
+                out.append(_chunk({"type": "error", "errorText": f"{event.message} ({event.code})"}) + DATA_DONE)
+        return b"".join(out)
 
-    def __init__(self) -> None:
-        self.open: str | None = None
-
-    def switch(self, kind: str | None) -> bytes:
+    def _switch(self, kind: str | None) -> bytes:
+        """End the open part and start `kind` (None: just end it); nothing when `kind` is already open."""
         if kind == self.open:
             return b""
         out = b""

@@ -1,4 +1,4 @@
-"""One reply kept in this process: its events numbered and framed with SSE ids, followed by any number of clients."""
+"""One reply kept in this process: its events numbered 1, 2, 3..., followed by any number of clients."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import secrets
 from collections.abc import AsyncIterator
 
 from chatsse.errors import ResumeGap
+from chatsse.events import Batch, Event, Failed
+from chatsse.sse import encode_json
+
+# What framing adds to an event's payload on the wire ("id: <32 hex>.<seq>\ndata: ...\n\n"), counted in the bytes
+# kept, so CHATSSE_RESUME_MAX_BYTES bounds about what a client would be sent.
+FRAMING_BYTES = 48
 
 
 def new_stream_id() -> str:
@@ -26,8 +32,14 @@ def parse_event_id(event_id: str) -> tuple[str, int] | None:
     return stream_id, int(seq)
 
 
+def may_follow(owner: str | None, asker: str | None) -> bool:
+    """Who may follow a kept reply: the caller that started it (with caller keys off, both are None: anyone with
+    its id). The one rule for replies kept here and on Redis."""
+    return (owner or "") == (asker or "")
+
+
 class LiveStream:
-    """The events of one reply, 1, 2, 3...; the oldest are dropped beyond `max_bytes` (a late resume then gets
+    """The events of one reply; the oldest are dropped beyond `max_bytes` of their encoding (a late resume then gets
     `resume_gap`). `follow()` yields everything after a given sequence, then the rest as it arrives."""
 
     def __init__(self, stream_id: str, owner: str | None, max_bytes: int) -> None:
@@ -37,7 +49,8 @@ class LiveStream:
         self.ended = False
         self.followers = 0
         self.upstream = ""
-        self._events: list[bytes] = []  # framed: "id: <stream>.<seq>\ndata: ...\n\n"
+        self._events: list[Event] = []
+        self._sizes: list[int] = []
         self._first_seq = 1
         self._size = 0
         self._changed = asyncio.Event()
@@ -46,20 +59,18 @@ class LiveStream:
     def first_seq(self) -> int:
         return self._first_seq
 
-    def append(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Add the events in `data` (whole `data:` events, as the relay writes them); returns them numbered."""
-        added = []
-        prefix = b"id: " + self.id.encode() + b"."
-        for event in data.split(b"\n\n")[:-1]:
-            seq = self._first_seq + len(self._events)
-            framed = b"%s%d\n%s\n\n" % (prefix, seq, event)
-            self._events.append(framed)
-            self._size += len(framed)
-            added.append((seq, framed))
+    def append(self, events: list[Event]) -> tuple[int, list[bytes]]:
+        """Add `events`; returns the sequence of the first of them and each one's payload, encoded."""
+        seq = self._first_seq + len(self._events)
+        encoded = [encode_json(event.payload()) for event in events]
+        self._events += events
+        for payload in encoded:
+            self._sizes.append(len(payload) + FRAMING_BYTES)
+            self._size += len(payload) + FRAMING_BYTES
         if self._size > self.max_bytes:
             self._trim()
         self._wake()
-        return added
+        return seq, encoded
 
     def end(self) -> None:
         self.ended = True
@@ -69,20 +80,19 @@ class LiveStream:
         """True when events after `after` were already dropped."""
         return after + 1 < self._first_seq
 
-    async def follow(self, after: int, prefix: bytes = b"") -> AsyncIterator[bytes]:
-        """Every event after sequence `after` (the first write led by `prefix`), as they come, to the reply's end."""
+    async def follow(self, after: int) -> AsyncIterator[Batch]:
+        """Every event after sequence `after`, as they come, to the reply's end."""
         seq = after
         while True:
             changed = self._changed
             start = seq + 1 - self._first_seq
             if start < 0:  # this follower fell further behind than the kept events reach
-                yield ResumeGap().to_event()
+                yield Batch([Failed.of(ResumeGap())])
                 return
             if start < len(self._events):
-                batch = self._events[start:]
-                seq += len(batch)
-                yield prefix + b"".join(batch)
-                prefix = b""
+                batch = Batch(self._events[start:], seq + 1)
+                seq += len(batch.events)
+                yield batch
                 continue
             if self.ended:
                 return
@@ -91,9 +101,10 @@ class LiveStream:
     def _trim(self) -> None:
         drop, size = 0, self._size
         while size > self.max_bytes and drop < len(self._events) - 1:
-            size -= len(self._events[drop])
+            size -= self._sizes[drop]
             drop += 1
         del self._events[:drop]
+        del self._sizes[:drop]
         self._first_seq += drop
         self._size = size
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
-    from chatsse.simulator import Simulator
+    from chatsse.simulator.server import Simulator
 
 
 @dataclass

@@ -12,10 +12,10 @@ from httpx_aiohttp import AiohttpTransport
 
 from chatsse import __version__
 from chatsse.errors import UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
-from chatsse.observe import current_record
+from chatsse.record import current_record
 from chatsse.schema import ChatRequest
-from chatsse.upstream_config import UpstreamConfig
 from chatsse.upstreams.auth import EntraTokens
+from chatsse.upstreams.config import UpstreamConfig
 from chatsse.upstreams.failures import from_transport_error, from_upstream_status
 from chatsse.upstreams.reply import UpstreamReply
 from chatsse.upstreams.shapes import SHAPES
@@ -40,7 +40,7 @@ class _Prepared:
 
 def new_http_client(timeout: float) -> httpx.AsyncClient:
     """The one pooled client the app shares; every timeout is the allowed upstream silence."""
-    # aiohttp's C HTTP parser under the httpx API: a third less CPU per chunk than httpcore (bench/REPORT.md).
+    # aiohttp's C HTTP parser under the httpx API: less CPU per chunk than httpcore (figures in bench/REPORT.md).
     # One connection per open stream: a pool cap would queue streams behind each other.
     transport = AiohttpTransport(limits=httpx.Limits(max_connections=1_000_000, max_keepalive_connections=100))
     return httpx.AsyncClient(
@@ -75,7 +75,7 @@ class UpstreamClient:
 
     def _prepared(self, upstream: UpstreamConfig) -> _Prepared:
         """The URL, headers and timeout of an upstream's requests, built once: httpx's request building (URL
-        parsing, query and header merging) was a tenth of a short reply's CPU (bench/REPORT.md, at scale)."""
+        parsing, query and header merging) was a good part of a short reply's CPU (bench/REPORT.md, at scale)."""
         prepared = self._by_name.get(upstream.name)
         if prepared is None or prepared.upstream is not upstream:
             shape = SHAPES[upstream.api]

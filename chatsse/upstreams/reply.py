@@ -1,4 +1,4 @@
-"""An upstream reply being read: SSE bytes in, our event bytes out, from the first token to done or an error."""
+"""An upstream reply being read: SSE bytes in, our typed events out, from the first token to done or a failure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import httpx
 
 from chatsse.chunks import ChunkTranslator
 from chatsse.errors import ServerShutdown
-from chatsse.observe import current_record
+from chatsse.events import Batch, Event, Failed
+from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
 from chatsse.upstreams.failures import from_transport_error
 
@@ -27,7 +28,7 @@ class UpstreamReply:
         self.translator = ChunkTranslator(reasoning)
         self._decoder = SSEDecoder()
         self._reads = response.aiter_bytes()
-        self._first = b""
+        self._first: list[Event] = []
         self._shutting_down = False
         self._pending: asyncio.Future[bytes] | None = None
 
@@ -78,15 +79,15 @@ class UpstreamReply:
             yield raw
             self._note_first_token()
 
-    async def events(self, prefix: bytes = b"") -> AsyncIterator[bytes]:
-        """Our event bytes, one write per upstream read, ending in a done event or an error event."""
+    async def events(self) -> AsyncIterator[Batch]:
+        """Our events, one batch per upstream read, ending in a done event or a failed one."""
         translator = self.translator
         try:
-            out = prefix + self._first
+            out = self._first
             if not translator.over:
                 if out:
-                    yield out
-                out = b""
+                    yield Batch(out)
+                out = []
                 try:
                     reads = self._reads if self._pending is None else self._reads_after_early_start()
                     async for raw in reads:
@@ -94,8 +95,8 @@ class UpstreamReply:
                         if translator.over:
                             break
                         if out:
-                            yield out
-                        out = b""
+                            yield Batch(out)
+                        out = []
                     else:
                         translator.end_of_stream()
                 except httpx.HTTPError as exc:
@@ -104,9 +105,9 @@ class UpstreamReply:
                 translator.failure = ServerShutdown()
             if translator.failure is not None:
                 log.warning("upstream failed mid-stream: %s", translator.failure.code)
-                out += translator.failure.to_event()
+                out.append(Failed.of(translator.failure))
             if out:
-                yield out
+                yield Batch(out)
         finally:
             record = current_record.get()
             if record is not None:

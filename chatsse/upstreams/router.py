@@ -6,7 +6,7 @@ import random
 from collections import defaultdict
 from collections.abc import Collection
 
-from chatsse.upstream_config import UpstreamConfig
+from chatsse.upstreams.config import UpstreamConfig
 from chatsse.upstreams.cooldown import Cooldown
 
 

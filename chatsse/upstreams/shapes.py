@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chatsse.schema import ChatRequest
-from chatsse.upstream_config import UpstreamConfig
+from chatsse.upstreams.config import UpstreamConfig
 
 
 class ApiShape:

@@ -51,6 +51,17 @@ try {
   } else if (mode === "error") {
     await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: undefined });
     console.log(JSON.stringify({ error: null }));
+  } else if (mode === "midstream") {
+    // An error chunk after the reply started: useChat's onError sees it; here readUIMessageStream throws it.
+    const stream = await transport.sendMessages({ chatId, messages, trigger: "submit-message", abortSignal: undefined });
+    let text = "";
+    try {
+      for await (const update of readUIMessageStream({ stream, terminateOnError: true })) text = textOf(update);
+    } catch (error) {
+      console.log(JSON.stringify({ text, error: String(error.message ?? error) }));
+      process.exit(0);
+    }
+    console.log(JSON.stringify({ text, error: null }));
   }
 } catch (error) {
   console.log(JSON.stringify({ error: String(error.message ?? error) }));

@@ -1,6 +1,7 @@
 """Kept replies copied to Redis Streams, so a client can resume on any worker or instance.
 
-Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`), `chatsse:m:<id>` (owner, ended),
+Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`, the event's payload as JSON),
+`chatsse:m:<id>` (owner, ended),
 `chatsse:f:<id>` (set by followers on other workers, so the reading worker keeps the reply for them). Writes leave
 the live path at once: they go through a queue to one writer task that sends what gathered in 10 ms in one call.
 """
@@ -9,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from chatsse.errors import ResumeGap, ResumeUnavailable, StreamNotFound, UpstreamTimeout
+from chatsse.errors import ChatSSEError, ResumeGap, ResumeUnavailable, StreamNotFound, UpstreamTimeout
+from chatsse.events import ENDINGS, Batch, Failed, from_payload
+from chatsse.redis import BLOCK_MS, Reachability
+from chatsse.resume.live import may_follow
 
-log = logging.getLogger("chatsse.resume")
-
-BLOCK_MS = 1000
 # Every event of one writer cycle, for every stream, in one call: redis-py's cost per command (not Redis's) is
 # what a pipeline of one XADD per token would pay thousands of times a second. ARGV: ttl, then per key: the
 # count of events, the MINID to trim to ("" for none), then (entry id, framed event) pairs.
@@ -45,18 +46,20 @@ LIVE_TTL_SECONDS = 600
 # The writer gathers events this long before sending them: under load that is one call for hundreds of events
 # instead of one per token, and a follower on another worker sees them at most this much later.
 WRITE_INTERVAL_SECONDS = 0.01  # while a reply is being read; the resume window starts when it ends
-TERMINAL = (b'\ndata: {"done"', b'\ndata: {"error"')
 
 
-class RedisStreams:
+class RedisStore:
     """Writes this process's kept replies to Redis, and follows any process's kept replies from it."""
 
-    def __init__(self, client: redis.Redis, idle_limit: float) -> None:
+    def __init__(self, client: redis.Redis, idle_limit: float, on_failure: Callable[[], None]) -> None:
         self._append_script = client.register_script(_APPEND)
         self.client = client
         self.idle_limit = idle_limit  # a reply silent this long is given up on by followers
-        self.healthy = True
-        self.on_failure: Callable[[], None] = lambda: None  # counted in metrics
+        self.reachability = Reachability(
+            "Redis unreachable (%s): resumes on other workers fail until it returns",
+            "Redis is back: kept replies are shared again",
+            on_failure,
+        )
         self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -74,8 +77,10 @@ class RedisStreams:
     def started(self, stream_id: str, owner: str | None, seconds: float) -> None:
         self._queue.put_nowait(("started", (stream_id, owner or "", seconds)))
 
-    def append(self, stream_id: str, events: list[tuple[int, bytes]], first_seq: int) -> None:
-        if events:
+    def append(self, stream_id: str, seq: int, payloads: list[bytes], first_seq: int) -> None:
+        """Keep `payloads` (encoded events numbered from `seq`); events before `first_seq` may go."""
+        if payloads:
+            events = [(seq + n, payload) for n, payload in enumerate(payloads)]
             self._queue.put_nowait(("append", (stream_id, events, first_seq)))
 
     def chat_started(self, chat_id: str, stream_id: str, seconds: float) -> None:
@@ -109,17 +114,9 @@ class RedisStreams:
             try:
                 await pipe.execute()
             except (RedisError, OSError) as exc:
-                for _ in items:
-                    self.on_failure()
-                if self.healthy:
-                    log.warning(
-                        "Redis unreachable (%s): resumes on other workers fail until it returns", type(exc).__name__
-                    )
-                self.healthy = False
+                self.reachability.failed(exc, len(items))
                 continue
-            if not self.healthy:
-                log.warning("Redis is back: kept replies are shared again")
-            self.healthy = True
+            self.reachability.answered()
 
     @staticmethod
     def _queue_started(pipe: Any, stream_id: str, owner: str, seconds: float) -> None:
@@ -133,8 +130,8 @@ class RedisStreams:
         for stream_id, (events, first_seq) in appended.items():
             keys.append(f"chatsse:s:{stream_id}")
             args += [len(events), f"0-{first_seq}" if first_seq > 1 else ""]
-            for seq, framed in events:
-                args += [f"0-{seq}", framed]
+            for seq, payload in events:
+                args += [f"0-{seq}", payload]
         await self._append_script(keys=keys, args=args, client=pipe)
 
     @staticmethod
@@ -158,33 +155,29 @@ class RedisStreams:
             meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id.decode()}")
         except (RedisError, OSError):
             raise ResumeUnavailable(retry_after=1) from None
-        if not meta or meta.get(b"ended") == b"1" or meta.get(b"owner", b"").decode() != (owner or ""):
+        if not meta or meta.get(b"ended") == b"1" or not may_follow(meta.get(b"owner", b"").decode(), owner):
             return None
         return str(stream_id.decode())
 
-    async def follow(
-        self, stream_id: str, owner: str | None, after: int, seconds: float, prefix: bytes = b""
-    ) -> AsyncIterator[bytes]:
+    async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> AsyncIterator[Batch]:
         """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
         try:
             meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id}")
             if not meta:  # perhaps started an instant ago, and still in its worker's write queue
                 await asyncio.sleep(3 * WRITE_INTERVAL_SECONDS)
                 meta = await self.client.hgetall(f"chatsse:m:{stream_id}")
-            if not meta or meta.get(b"owner", b"").decode() != (owner or ""):
+            if not meta or not may_follow(meta.get(b"owner", b"").decode(), owner):
                 raise StreamNotFound()
             oldest: Any = await self.client.xrange(f"chatsse:s:{stream_id}", count=1)
         except (RedisError, OSError):
             raise ResumeUnavailable(retry_after=1) from None
         if oldest and int(oldest[0][0].split(b"-")[1]) > after + 1:
             raise ResumeGap()
-        return self._tail(stream_id, after, seconds, prefix)
+        return self._tail(stream_id, after, seconds)
 
-    async def _tail(self, stream_id: str, after: int, seconds: float, prefix: bytes) -> AsyncIterator[bytes]:
+    async def _tail(self, stream_id: str, after: int, seconds: float) -> AsyncIterator[Batch]:
         key, idle = f"chatsse:s:{stream_id}", 0.0
         last: Any = f"0-{after}"
-        if prefix:
-            yield prefix
         try:
             while True:
                 await self.client.set(f"chatsse:f:{stream_id}", 1, ex=max(1, int(seconds)))
@@ -192,18 +185,37 @@ class RedisStreams:
                 if not found:
                     idle += BLOCK_MS / 1000
                     if not await self.client.exists(key, f"chatsse:m:{stream_id}"):
-                        yield StreamNotFound().to_event()
+                        yield _failed(StreamNotFound())
                         return
                     if idle > self.idle_limit:
-                        yield UpstreamTimeout().to_event()
+                        yield _failed(UpstreamTimeout())
                         return
                     continue
                 idle = 0.0
                 entries = found[0][1]
-                chunk = b"".join(fields[b"e"] for _, fields in entries)
                 last = entries[-1][0]
-                yield chunk
-                if any(marker in entries[-1][1][b"e"] for marker in TERMINAL):
+                for batch in _batches(entries):
+                    yield batch
+                if isinstance(batch.events[-1], ENDINGS):
                     return
         except (RedisError, OSError):
-            yield ResumeUnavailable().to_event()
+            yield _failed(ResumeUnavailable())
+
+
+def _failed(error: ChatSSEError) -> Batch:
+    return Batch([Failed.of(error)])
+
+
+def _batches(entries: list[Any]) -> list[Batch]:
+    """Stream entries as batches of consecutive sequence numbers (a trim between two reads leaves a jump)."""
+    batches: list[Batch] = []
+    expected = 0
+    for entry_id, fields in entries:
+        seq = int(entry_id.split(b"-")[1])
+        event = from_payload(orjson.loads(fields[b"e"]))
+        if seq == expected:
+            batches[-1].events.append(event)
+        else:
+            batches.append(Batch([event], seq))
+        expected = seq + 1
+    return batches

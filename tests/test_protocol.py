@@ -4,11 +4,7 @@ connections, and a normal stream unharmed by either."""
 from __future__ import annotations
 
 import json
-import resource
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,38 +14,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatsse.connections import HEADROOM_FDS
+from chatsse.server.protocol import HEADROOM_FDS
 from chatsse.simulator import Simulator
-from tests.servers import clean_env, free_port, healthy, wait_until
-
-CHATSSE = str(Path(sys.executable).with_name("chatsse"))
+from tests.servers import chatsse_serve, healthy, wait_until
 
 
 @contextmanager
 def serving(tmp_path: Path, file_limit: int | None = None, **settings: str) -> Iterator[tuple[int, Simulator]]:
-    """`chatsse serve` on a free port with a simulator upstream and these settings (and file limit), until exit."""
+    """`chatsse serve` with a simulator upstream and these settings (and file limit), until exit."""
     simulator = Simulator()
-    port = free_port()
-    env = clean_env(AZURE_OPENAI_ENDPOINT=simulator.start_in_thread(), AZURE_OPENAI_API_KEY="k")
-    env.update(AZURE_OPENAI_DEPLOYMENT_NAME="d", CHATSSE_PING_SECONDS="0", **settings)
-
-    def limit_files() -> None:
-        if file_limit is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
-    process = subprocess.Popen(
-        [CHATSSE, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=limit_files,
-    )
+    simulator.start_in_thread()
     try:
-        assert wait_until(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=20, interval=0.1)
-        yield port, simulator
+        with chatsse_serve(
+            tmp_path,
+            simulator.url,
+            file_limit=file_limit,
+            capture_stderr=False,
+            env={"CHATSSE_PING_SECONDS": "0", **settings},
+        ) as gateway:
+            yield gateway.port, simulator
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(20)
         simulator.stop_thread()
 
 

@@ -8,13 +8,14 @@ descriptors. This protocol is uvicorn's own (httptools) with both bounds added; 
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
+from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from chatsse.errors import TooManyConnections
+from chatsse.errors import ChatSSEError, RequestTimeout, TooManyConnections
 from chatsse.settings import Settings
+from chatsse.sse import encode_json
 
 HEADROOM_FDS = 100  # for upstream connections, Redis, logs and the listening socket
 
@@ -80,19 +81,14 @@ def default_max_connections() -> int:
     return max(HEADROOM_FDS, (soft - HEADROOM_FDS) // 2) if soft != resource.RLIM_INFINITY else 0
 
 
-def _raw_response(status: str, payload: dict[str, object], extra: str = "") -> bytes:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}"
+def _raw_response(error: ChatSSEError) -> bytes:
+    """The whole HTTP response for `error`, written straight to the socket: there is no request to answer yet."""
+    body = encode_json(error.payload())
+    status = HTTPStatus(error.status_code)
+    headers = {"content-type": "application/json", "content-length": str(len(body)), **error.headers()}
+    head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(f"{k.lower()}: {v}\r\n" for k, v in headers.items())
     return (head + "connection: close\r\n\r\n").encode() + body
 
 
-_BUSY = _raw_response("503 Service Unavailable", TooManyConnections().payload(), "retry-after: 1\r\n")
-_TOO_SLOW = _raw_response(
-    "408 Request Timeout",
-    {
-        "error": {
-            "code": "request_timeout",
-            "message": "The request headers arrived too slowly (CHATSSE_HEADER_TIMEOUT).",
-        }
-    },
-)
+_BUSY = _raw_response(TooManyConnections(retry_after=1))
+_TOO_SLOW = _raw_response(RequestTimeout("The request headers arrived too slowly (CHATSSE_HEADER_TIMEOUT)."))

@@ -4,12 +4,9 @@ Redis lost and back, metrics summed over workers."""
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +16,11 @@ from httpx_sse import connect_sse
 
 from chatsse.simulator import Simulator
 from tests.conftest import API_KEY, DEPLOYMENT
-from tests.helpers import STREAM, kinds, text_of
+from tests.helpers import STREAM, kinds, metric, text_of
 from tests.redis_server import RedisServer
-from tests.servers import clean_env, free_port, healthy, wait_until
+from tests.servers import CHATSSE, chatsse_serve, clean_env, free_port, wait_until
 
-CHATSSE = str(Path(sys.executable).with_name("chatsse"))
 WORDS = " ".join(f"w{i}" for i in range(12))
-
-
-@contextmanager
-def gateway_process(simulator: Simulator, tmp_path: Path, *args: str, **env: str) -> Iterator[str]:
-    """`chatsse serve` as a process of its own; yields its URL."""
-    port = free_port()
-    environment = clean_env()
-    environment.update(
-        AZURE_OPENAI_ENDPOINT=simulator.url,
-        AZURE_OPENAI_API_KEY=API_KEY,
-        AZURE_OPENAI_DEPLOYMENT_NAME=DEPLOYMENT,
-        CHATSSE_LOG_FORMAT="json",
-        CHATSSE_PING_SECONDS="0",
-        **env,
-    )
-    command = [CHATSSE, "serve", "--port", str(port), *args]
-    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_until(lambda: healthy(url), timeout=30, interval=0.1), "the gateway did not start"
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
 
 
 @pytest.fixture
@@ -62,8 +30,12 @@ def two_gateways(
     extra: dict[str, str] = getattr(request, "param", {})
     env = {"CHATSSE_REDIS_URL": redis_server.url, "CHATSSE_RESUME_SECONDS": "30", **extra}
     with ExitStack() as stack:
-        first = stack.enter_context(gateway_process(simulator, tmp_path, **env))
-        second = stack.enter_context(gateway_process(simulator, tmp_path, **env))
+        first = stack.enter_context(
+            chatsse_serve(tmp_path, simulator.url, env={"CHATSSE_PING_SECONDS": "0", **env})
+        ).url
+        second = stack.enter_context(
+            chatsse_serve(tmp_path, simulator.url, env={"CHATSSE_PING_SECONDS": "0", **env})
+        ).url
         yield first, second
 
 
@@ -138,8 +110,7 @@ def test_redis_lost_while_running_then_back(
         still = client.post(first + STREAM, json={"message": "echo:rate limit fails open"})
         assert still.status_code == 200
         metrics = client.get(first + "/metrics").text
-        failures = re.search(r"^chatsse_redis_failures_total (\S+)$", metrics, re.M)
-        assert failures and float(failures.group(1)) >= 1
+        assert metric(metrics, "chatsse_redis_failures_total") >= 1
 
         redis_server.start()  # same port: both processes find it again by themselves
 
@@ -164,7 +135,8 @@ def test_an_unreachable_redis_refuses_to_start(simulator: Simulator, tmp_path: P
 
 
 def test_metrics_count_every_worker_together(simulator: Simulator, tmp_path: Path) -> None:
-    with gateway_process(simulator, tmp_path, "--workers", "2") as url:
+    with chatsse_serve(tmp_path, simulator.url, "--workers", "2", env={"CHATSSE_PING_SECONDS": "0"}) as gateway:
+        url = gateway.url
         for _ in range(20):
             with httpx.Client(timeout=30) as client:  # a new connection each time: the workers share them out
                 assert client.post(url + STREAM, json={"message": "echo:hi"}).status_code == 200
@@ -173,6 +145,6 @@ def test_metrics_count_every_worker_together(simulator: Simulator, tmp_path: Pat
             with httpx.Client(timeout=30) as client:
                 scrapes.append(client.get(url + "/metrics").text)
     name = 'chatsse_requests_total{route="/api/v1/chat/stream",status="200"}'
-    counts = {float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1)) for text in scrapes}  # type: ignore[union-attr]
+    counts = {metric(text, name) for text in scrapes}
     assert counts == {20.0}  # the same total, whichever worker answered
     assert all("chatsse_active_streams 0.0" in text for text in scrapes)

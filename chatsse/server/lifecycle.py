@@ -12,7 +12,7 @@ from types import FrameType
 from typing import Any
 
 from chatsse.errors import Draining, TooManyStreams
-from chatsse.upstreams.reply import UpstreamReply
+from chatsse.upstreams import UpstreamReply
 
 log = logging.getLogger("chatsse")
 

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatsse.errors import CallerRateLimited, ChatSSEError, HeadersTooLarge, Unauthorized
-from chatsse.observe import current_record
 from chatsse.ratelimit import RateLimiter
+from chatsse.record import current_record
 from chatsse.settings import Settings
 
 PROTECTED = ("/api/", "/v1/", "/metrics")

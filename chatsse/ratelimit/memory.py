@@ -1,21 +1,19 @@
-"""The per-caller rate limit: a token bucket per caller, in this process (chatsse.shared has the one on Redis)."""
+"""The rate limit kept in this process: a token bucket per caller."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 MAX_TRACKED_CALLERS = 10_000
 
 
-class RateLimiter:
+class MemoryRateLimiter:
     """A token bucket per caller: `limit` requests per `period` seconds, refilled continuously."""
 
     def __init__(self, limit: int, period: float) -> None:
         self.capacity = float(limit)
         self.rate = limit / period
         self.buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, updated)
-        self.on_failure: Callable[[], None] = lambda: None  # checks that could not be made (Redis only)
 
     async def retry_after(self, caller: str) -> float | None:
         """Take one token for `caller`; None if allowed, else seconds until the next one."""

@@ -1,52 +1,23 @@
-"""The gateway as a real process: graceful drain on a real SIGTERM, and trusting a proxy only when told to."""
+"""Open streams' lifecycle: the cap on open streams, and the drain on a real SIGTERM of `chatsse serve`."""
 
 from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from pathlib import Path
 
 import httpx
+import pytest
+from httpx_sse import aconnect_sse
 
 from chatsse.simulator import Simulator
-from tests.servers import clean_env, free_port, wait_until
+from tests.conftest import GatewayFactory
+from tests.helpers import STREAM, chat, text_of
+from tests.servers import chatsse_serve, wait_until
 
-CHATSSE = str(Path(sys.executable).with_name("chatsse"))
-
-
-@contextmanager
-def gateway_process(simulator: Simulator, tmp_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    environment = {
-        **clean_env(),
-        "AZURE_OPENAI_ENDPOINT": simulator.url,
-        "AZURE_OPENAI_API_KEY": "k",
-        "AZURE_OPENAI_DEPLOYMENT_NAME": "d",
-        "CHATSSE_LOG_FORMAT": "json",
-        **env,
-    }
-    command = [CHATSSE, "serve", "--port", str(port)]
-    with subprocess.Popen(command, cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True) as process:
-        url = f"http://127.0.0.1:{port}"
-        try:
-            assert wait_until(lambda: _up(url), timeout=20, interval=0.05), "gateway did not start"
-            yield url, process
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=10)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code in (200, 503)
-    except httpx.HTTPError:
-        return False
+pytestmark = pytest.mark.anyio
 
 
 def read_events(url: str, message: str, into: list[dict[str, object]]) -> None:
@@ -58,11 +29,34 @@ def read_events(url: str, message: str, into: list[dict[str, object]]) -> None:
             into += [json.loads(b[6:]) for b in blocks if b.startswith("data: ")]
 
 
+async def test_stream_cap_refuses_at_once_with_retry_after(make_gateway: GatewayFactory, simulator: Simulator) -> None:
+    gateway = make_gateway(max_streams=2)
+    async with httpx.AsyncClient() as client:
+        holds = [{"message": f"echo:held {i}[sim: hold_after=1 hold=cap]"} for i in range(2)]
+        async with (
+            aconnect_sse(client, "POST", gateway.url + STREAM, json=holds[0]) as first,
+            aconnect_sse(client, "POST", gateway.url + STREAM, json=holds[1]) as second,
+        ):
+            await anext(first.aiter_sse())
+            await anext(second.aiter_sse())
+            started = time.monotonic()
+            refused = await client.post(gateway.url + STREAM, json={"message": "echo:third"})
+            assert time.monotonic() - started < 2  # at once, not queued
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "too_many_streams"
+            assert refused.headers["retry-after"] == "1"
+            assert len(simulator.requests) == 2
+            simulator.release("cap")
+        assert wait_until(lambda: gateway.open_tasks() == 0)  # the two held streams have ended
+        response, events = await chat(client, gateway.url, {"message": "echo:room again"})
+    assert response.status_code == 200 and text_of(events) == "room again"
+
+
 def test_sigterm_drains_open_streams_then_exits_0(tmp_path: Path) -> None:
     simulator = Simulator()
     simulator.start_in_thread()
     try:
-        with gateway_process(simulator, tmp_path, CHATSSE_DRAIN_SECONDS="2") as (url, process):
+        with chatsse_serve(tmp_path, simulator.url, env={"CHATSSE_DRAIN_SECONDS": "2"}) as gateway:
+            url, process = gateway.url, gateway.process
             short: list[dict[str, object]] = []
             long: list[dict[str, object]] = []
             readers = [
@@ -93,38 +87,13 @@ def test_sigterm_drains_open_streams_then_exits_0(tmp_path: Path) -> None:
         simulator.stop_thread()
 
 
-def test_forwarded_address_is_trusted_only_when_configured(tmp_path: Path) -> None:
-    simulator = Simulator()
-    simulator.start_in_thread()
-    body = {"message": "echo:x"}
-    try:
-        for trusted, expected in (("", [200, 429]), ("127.0.0.1", [200, 200])):
-            with gateway_process(
-                simulator, tmp_path, CHATSSE_RATE_LIMIT="1/minute", CHATSSE_TRUSTED_PROXIES=trusted
-            ) as (
-                url,
-                process,
-            ):
-                statuses = [
-                    httpx.post(url + "/api/v1/chat/stream", json=body, headers={"x-forwarded-for": ip}).status_code
-                    for ip in ("203.0.113.7", "203.0.113.8")
-                ]
-                process.send_signal(signal.SIGINT)
-                _, stderr = process.communicate(timeout=10)
-            assert statuses == expected, trusted
-            lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-            callers = [line["caller"] for line in lines if line["route"] == "/api/v1/chat/stream"]
-            assert callers == (["ip:127.0.0.1"] * 2 if not trusted else ["ip:203.0.113.7", "ip:203.0.113.8"])
-    finally:
-        simulator.stop_thread()
-
-
 def test_sigterm_ends_detached_streams_with_the_rest(tmp_path: Path) -> None:
     simulator = Simulator()
     simulator.start_in_thread()
     try:
         env = {"CHATSSE_DRAIN_SECONDS": "1", "CHATSSE_RESUME_SECONDS": "60"}
-        with gateway_process(simulator, tmp_path, **env) as (url, process):
+        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+            url, process = gateway.url, gateway.process
             with httpx.stream(
                 "POST", url + "/api/v1/chat/stream", json={"message": "echo:a b[sim: hold_after=1]"}
             ) as r:

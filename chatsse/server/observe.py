@@ -7,14 +7,14 @@ import os
 import re
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatsse.record import RequestRecord, current_record
 
 log = logging.getLogger("chatsse.access")
 # Set by `chatsse serve --workers N` (N > 1) before the workers start; prometheus-client then keeps values in files.
@@ -33,42 +33,6 @@ ROUTES = (
 )
 RESTING_CODES = ("rate_limited", "upstream_unavailable", "upstream_unreachable")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-
-
-@dataclass
-class RequestRecord:
-    """What one request did; filled in by the layers it passes through, logged once at its end."""
-
-    request_id: str
-    method: str
-    route: str
-    started: float = field(default_factory=time.perf_counter)
-    status: int = 0
-    caller: str = "-"
-    upstream: str | None = None  # the name of the upstream that served the reply
-    attempts: list[str] = field(default_factory=list)  # "<upstream>:<ok or error code>", in order
-    upstream_status: int | None = None
-    retries: int = 0
-    ttft_ms: float | None = None
-    duration_ms: float = 0.0
-    content_chunks: int = 0
-    finish_reason: str | None = None
-    error_code: str | None = None
-    client_disconnected: bool = False
-    exception: str | None = None  # the type of an unexpected exception (a bug), never its text
-    completed: bool = False
-
-    def first_token(self) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = round((time.perf_counter() - self.started) * 1000, 2)
-
-
-current_record: ContextVar[RequestRecord | None] = ContextVar("chatsse_request", default=None)
-
-
-def current_request_id() -> str | None:
-    record = current_record.get()
-    return record.request_id if record else None
 
 
 class Metrics:

@@ -1,15 +1,22 @@
-"""sse-starlette's EventSourceResponse with one task per stream instead of four, for thousands of open streams."""
+"""The response that streams a reply: sse-starlette's EventSourceResponse with one task per stream instead of four,
+writing each batch of typed events once, framed by the face that answers."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.types import Message, Receive, Scope, Send
+
+from chatsse.events import Batch
+
+# Every stream's headers: never cached, and not buffered by nginx (sse-starlette adds the same; ours win).
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Frame = Callable[[Batch], bytes]  # a face's encoding of one batch, written to the client at once
 
 
 class RelayResponse(EventSourceResponse):
@@ -19,22 +26,25 @@ class RelayResponse(EventSourceResponse):
     (bench/REPORT.md, at scale). Here the events go out from the request's own task, and one watcher task waits
     for the disconnect and sends a ping every interval. No lock is needed: each send is one whole event,
     written at once, and pings stop before the final message. Server shutdown is ours to handle: the drain
-    (streams.py) ends every stream before uvicorn is told to exit. HEAD and a send timeout keep the parent's
+    (lifecycle.py) ends every stream before uvicorn is told to exit. HEAD and a send timeout keep the parent's
     behaviour."""
 
     def __init__(
         self,
-        events: AsyncIterator[bytes],
+        events: AsyncIterator[Batch],
+        frame: Frame,
         headers: Mapping[str, str],
         ping: float,
         background: BackgroundTask | None = None,
     ) -> None:
         super().__init__(events, headers=headers, ping=ping, sep="\n", background=background)
         self.events = events
+        self.frame = frame
         self.sending = False  # the start went out and the final message has not: a ping may go
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "HEAD" or self.send_timeout is not None:
+            self.body_iterator = self._framed()  # made only here: it refers back to this response
             await super().__call__(scope, receive, send)
             return
         with anyio.CancelScope() as cancel:
@@ -51,8 +61,10 @@ class RelayResponse(EventSourceResponse):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         self.sending = True
         try:
-            async for event in self.events:
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+            async for batch in self.events:
+                body = self.frame(batch)
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
         finally:
             # A disconnect can land while the generator waits at a yield; close it so its cleanup runs now.
             aclose = getattr(self.events, "aclose", None)
@@ -80,6 +92,11 @@ class RelayResponse(EventSourceResponse):
             elif message["type"] == "http.disconnect":
                 cancel.cancel()
                 return
+
+    async def _framed(self) -> AsyncIterator[bytes]:
+        """The framed bytes, for the parent's way of sending (HEAD, or a send timeout)."""
+        async for batch in self.events:
+            yield self.frame(batch)
 
 
 def _ping() -> bytes:

@@ -7,16 +7,12 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
 from tests.cutting_proxy import cutting_proxy
-from tests.servers import RunningServer, free_port, wait_until
-
-CHATSSE = str(Path(sys.executable).with_name("chatsse"))
+from tests.servers import CHATSSE, RunningServer, free_port, wait_until
 
 
 def chat(gateway: RunningServer, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from chatsse.ratelimit import RateLimiter
-
-log = logging.getLogger("chatsse")
+from chatsse.redis import Reachability
 
 # One bucket per caller in a hash (tokens, updated in ms), refilled continuously; Redis's own clock, so every
 # worker agrees. Returns 0 when a token was taken, else the milliseconds until the next one.
@@ -29,24 +27,23 @@ return wait
 """
 
 
-class RedisRateLimiter(RateLimiter):
-    """The same bucket kept on Redis. If Redis is unreachable the limit fails open (one warning, then counted)."""
+class RedisRateLimiter:
+    """The token bucket of `memory.py`, kept on Redis. If Redis is unreachable the limit fails open (one warning,
+    then counted)."""
 
-    def __init__(self, limit: int, period: float, client: redis.Redis) -> None:
-        super().__init__(limit, period)
+    def __init__(self, limit: int, period: float, client: redis.Redis, on_failure: Callable[[], None]) -> None:
+        self.capacity = limit
+        self.rate_per_ms = limit / period / 1000
         self.script = client.register_script(_BUCKET)
-        self.healthy = True
+        self.reachability = Reachability(
+            "rate limit: Redis unreachable (%s); letting requests through", "rate limit: Redis is back", on_failure
+        )
 
     async def retry_after(self, caller: str) -> float | None:
         try:
-            wait_ms = await self.script(keys=[f"chatsse:rl:{caller}"], args=[self.capacity, self.rate / 1000])
+            wait_ms = await self.script(keys=[f"chatsse:rl:{caller}"], args=[self.capacity, self.rate_per_ms])
         except (RedisError, OSError) as exc:
-            self.on_failure()
-            if self.healthy:
-                log.warning("rate limit: Redis unreachable (%s); letting requests through", type(exc).__name__)
-            self.healthy = False
+            self.reachability.failed(exc)
             return None
-        if not self.healthy:
-            log.warning("rate limit: Redis is back")
-        self.healthy = True
+        self.reachability.answered()
         return int(wait_ms) / 1000 if wait_ms else None

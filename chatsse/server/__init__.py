@@ -1,0 +1,9 @@
+"""Serving HTTP: what every request passes through, before and around the faces.
+
+protocol.py    the HTTP protocol `chatsse serve` runs: a deadline for headers, a cap on connections
+observe.py     request ids, one log line per request, Prometheus metrics
+access.py      caller keys, the per-caller rate limit, a bound on header size
+body.py        reading a request body and query within their limits
+response.py    the streaming response: one task per stream, batches framed by the face
+lifecycle.py   the cap on open streams, their count, and the drain on SIGTERM
+"""
