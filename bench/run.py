@@ -5,6 +5,9 @@
     python bench/run.py --scale --reps 0 --profile /tmp/prof   # + SLOW, SHORT; py-spy stacks for bench/stacks.py
     python bench/run.py --baseline ae3dbd2 --failover --no-peer --no-workers2 --out bench/results/upstreams
                                    # + the gateway at another commit, + a two-upstream gateway whose first answers 429
+    python bench/run.py --baseline 490ad9f --faces --no-peer --no-workers2 --out bench/results/faces
+                                   # + W1 through the OpenAI and useChat faces, for chatsse and the baseline
+                                   # (--workloads W1 --reps 7: only those, more repetitions)
 
 The gateway under test is a real process started as the Procfile starts it, pinned to CPU 0; this process
 (fake upstream + load generator) is pinned to CPU 1. Writes <out>/<mode>.json and <out>/<mode>.md (full or
@@ -55,6 +58,18 @@ QUICK_SLOW, QUICK_SHORT = (100, 5, 0.05, 0.5, 0.05), (8, 200, 5)  # --quick --sc
 MANY = (10_000, 40, 1.5, 50.0, 0.2)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_BODY = '{"message":"{message}"}'
+# With --faces: W1 through the other protocols too (path, body); both end their streams with `data: [DONE]`.
+FACES = {
+    "openai": (
+        "/v1/chat/completions",
+        '{"model":"default","stream":true,"messages":[{"role":"user","content":"{message}"}]}',
+    ),
+    "useChat": (
+        "/api/v1/chat/ui",
+        '{"id":"bench","messages":[{"id":"u","role":"user","parts":[{"type":"text","text":"{message}"}]}]}',
+    ),
+}
+FACE_WORKLOADS = ("W1",)
 
 
 def free_port() -> int:
@@ -173,6 +188,10 @@ class Gateway:
         marker = b'"done": true' if self.name == "peer" else b'"done":true'
         return Target(self.name, self.port, "/api/v1/chat/stream", CHAT_BODY, marker)
 
+    def face_target(self, face: str) -> Target:
+        path, body = FACES[face]
+        return Target(f"{self.name} {face}", self.port, path, body, b"data: [DONE]")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -246,6 +265,7 @@ async def run_workload(target: Target, spec: tuple[int, int, float, float], gate
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     workloads = QUICK if args.quick else FULL
+    workloads = {name: spec for name, spec in workloads.items() if name in (args.workloads or workloads)}
     upstream, upstream_port = await start_upstream()
     direct = Target(
         "direct",
@@ -301,6 +321,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         row = await run_workload(target, spec, gateway)
                     runs.append({"rep": rep, "target": name, "workload": workload, "workers": 1, **row})
                     print(f"rep {rep} {name:8} {workload}: {summary_line(row)}", flush=True)
+                faces = FACES if args.faces and name in ("chatsse", "baseline") else {}
+                for face in faces:
+                    assert gateway is not None
+                    for workload in (w for w in FACE_WORKLOADS if w in workloads):
+                        row = await run_workload(gateway.face_target(face), workloads[workload], gateway)
+                        runs.append({"rep": rep, "target": f"{name} {face}", "workload": workload, "workers": 1, **row})
+                        print(f"rep {rep} {name} {face} {workload}: {summary_line(row)}", flush=True)
             finally:
                 if gateway:
                     gateway.stop()
@@ -604,6 +631,8 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
+    parser.add_argument("--workloads", nargs="*", choices=sorted(FULL), help="only these of W1, W2, W3")
+    parser.add_argument("--faces", action="store_true", help="also W1 through /v1/chat/completions and useChat")
     parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
     parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
     parser.add_argument("--scale-reps", type=int, default=1, help="repetitions of --scale (interleaved; median)")

@@ -7,7 +7,8 @@
 
 A `Batch` is what one upstream read produced: the unit a face writes to its client at once. Each event's
 `payload()` is chatsse's own wire format (`{"content": ...}`, `{"done": true, ...}`, ...), which the native face
-sends and Redis keeps; `from_payload` reads it back.
+sends and Redis keeps; `from_payload` reads it back. Events are made for every token, so they are plain slotted
+classes (a frozen dataclass costs twice as much to make); nothing changes them once made.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from chatsse.errors import ChatSSEError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Content:
     text: str
 
@@ -26,7 +27,7 @@ class Content:
         return {"content": self.text}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reasoning:
     text: str
 
@@ -34,7 +35,7 @@ class Reasoning:
         return {"reasoning": self.text}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
     finish_reason: str
     usage: dict[str, Any] | None = None
@@ -46,7 +47,7 @@ class Done:
         return done
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     """The error as the client sees it: our code and message, and the id of the request that read the reply."""
 
@@ -71,7 +72,7 @@ Event = Content | Reasoning | Done | Failed
 ENDINGS = (Done, Failed)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     """The events of one upstream read, written to the client at once. In a kept reply `first_seq` numbers the
     first of them (the rest follow in order); 0 means they carry no sequence (not kept, or a follower's own error)."""

@@ -83,7 +83,12 @@ class NativeFrames:
         self.prefix = prefix
 
     def __call__(self, batch: Batch) -> bytes:
-        out = [self.prefix] if self.prefix else []
+        if self.prefix or (batch.first_seq and self.id_prefix):
+            return self._framed_with_ids(batch)
+        return b"".join([encode_json_event(event.payload()) for event in batch.events])  # the common case
+
+    def _framed_with_ids(self, batch: Batch) -> bytes:
+        out = [self.prefix]
         self.prefix = b""
         if batch.first_seq and self.id_prefix:
             for seq, event in enumerate(batch.events, batch.first_seq):

@@ -1,9 +1,9 @@
 """Kept replies copied to Redis Streams, so a client can resume on any worker or instance.
 
-Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`, the event's payload as JSON),
-`chatsse:m:<id>` (owner, ended),
-`chatsse:f:<id>` (set by followers on other workers, so the reading worker keeps the reply for them). Writes leave
-the live path at once: they go through a queue to one writer task that sends what gathered in 10 ms in one call.
+Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`, the event's `payload()` as JSON),
+`chatsse:m:<id>` (owner, ended), `chatsse:f:<id>` (set by followers on other workers, so the reading worker keeps
+the reply for them). Writes leave the live path at once: they go through a queue to one writer task that sends
+what gathered in 10 ms in one call.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from chatsse.resume.live import may_follow
 
 # Every event of one writer cycle, for every stream, in one call: redis-py's cost per command (not Redis's) is
 # what a pipeline of one XADD per token would pay thousands of times a second. ARGV: ttl, then per key: the
-# count of events, the MINID to trim to ("" for none), then (entry id, framed event) pairs.
+# count of events, the MINID to trim to ("" for none), then (entry id, encoded event) pairs.
 _APPEND = """
 local ttl, i = ARGV[1], 2
 for k = 1, #KEYS do
