@@ -19,6 +19,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatsse import __version__
+from chatsse.callers.identity import current_caller
+from chatsse.callers.ledger import RATE_HEADERS, Ledger
+from chatsse.callers.memory import MemoryLedger
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.faces.native import NativeFace
 from chatsse.faces.openai_compat import OpenAIFace
@@ -46,9 +49,11 @@ def create_app(settings: Settings) -> Starlette:
     upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds)
     metrics = Metrics()
     remote = None
+    ledger: Ledger = MemoryLedger()
     limiter: RateLimiter | None = MemoryRateLimiter(*settings.rate_limit) if settings.rate_limit else None
     if settings.redis_url:
         # Only with Redis: a gateway without it never loads redis-py.
+        from chatsse.callers.redis import RedisLedger
         from chatsse.ratelimit.redis import RedisRateLimiter
         from chatsse.redis import connect
         from chatsse.resume.redis import RedisStore
@@ -57,10 +62,11 @@ def create_app(settings: Settings) -> Starlette:
         remote = RedisStore(client, settings.upstream_timeout, metrics.redis_failures.inc)
         if settings.rate_limit:
             limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
+        ledger = RedisLedger(client, metrics.redis_failures.inc)
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
-    relay = ChatRelay(settings, streams, upstreams, keeper)
+    relay = ChatRelay(settings, streams, upstreams, keeper, ledger, metrics)
     native, ui, openai = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
@@ -86,7 +92,7 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"status": "healthy", "version": __version__, "resting_upstreams": upstreams.resting()})
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"models": settings.models})
+        return JSONResponse({"models": relay.models_for(current_caller.get())})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -96,9 +102,12 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/api/v1/chat/stream", native.stream, methods=["GET", "POST"]),
         Route("/api/v1/chat/stream/{stream_id}", native.resume, methods=["GET"]),
+        Route("/api/v1/chat/stream/{stream_id}", native.stop, methods=["DELETE"]),
         Route("/api/v1/models", models, methods=["GET"]),
+        Route("/api/v1/usage", native.usage, methods=["GET"]),
         Route("/api/v1/chat/ui", ui.chat, methods=["POST"]),
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.resume, methods=["GET"]),
+        Route("/api/v1/chat/ui/{chat_id}/stream", ui.stop, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.completions, methods=["POST"]),
         Route("/v1/models", openai.models, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -118,9 +127,9 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream", "X-Chatsse-Stream"],
+                expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream", "X-Chatsse-Stream", *RATE_HEADERS],
             ),
             Middleware(AccessMiddleware, settings=settings, limiter=limiter),
         ],

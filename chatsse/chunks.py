@@ -26,6 +26,7 @@ class ChunkTranslator:
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.content_events = 0
+        self.relayed_chars = 0  # content and reasoning text passed on: what an estimate of its tokens counts
         self.done = False
         self.failure: ChatSSEError | None = None
 
@@ -78,11 +79,13 @@ class ChunkTranslator:
             # OpenAI-compatible servers (vLLM, Ollama, DeepSeek) stream a model's thinking in reasoning_content.
             thought = delta.get("reasoning_content") or delta.get("reasoning")
             if thought and isinstance(thought, str):
+                self.relayed_chars += len(thought)
                 out.append(Reasoning(thought))
         if isinstance(delta, dict):
             content = delta.get("content") or delta.get("refusal")
             if content and isinstance(content, str):
                 self.content_events += 1
+                self.relayed_chars += len(content)
                 out.append(Content(content))
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:

@@ -1,4 +1,5 @@
-"""The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn; `chatsse chat` talks to one."""
+"""The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn; `chatsse chat` talks to one;
+`chatsse keys new NAME` makes a caller key."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from chatsse import __version__, terminal
 from chatsse.app import serving_app
+from chatsse.callers.config import new_key
 from chatsse.preflight import CHECKED_MARK, ready_settings
 from chatsse.server.protocol import GuardedHttpProtocol
 from chatsse.simulator import Simulator
@@ -47,11 +49,17 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("CHATSSE_URL", "http://127.0.0.1:8000"),
         help="the gateway (default $CHATSSE_URL or http://127.0.0.1:8000)",
     )
+    keys = commands.add_parser("keys", help="make caller keys", description="Make caller keys for [[caller]] tables.")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    new = key_commands.add_parser("new", help="print a new random key once, and the [[caller]] table that admits it")
+    new.add_argument("name", help="the caller's name (in logs, metrics and /api/v1/usage)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         _serve(args.host, args.port, args.workers, args.demo)
     elif args.command == "chat":
         raise SystemExit(terminal.run(args.url, args.message))
+    elif args.command == "keys":
+        print(new_key(args.name), end="")
 
 
 def _serve(host: str, port: int, workers: int, demo: bool) -> None:

@@ -20,7 +20,7 @@
     ├── UpstreamStreamError           502     upstream_error
     ├── Unauthorized                  401     unauthorized
     ├── CallerRateLimited             429     too_many_requests
-    ├── TooManyStreams                503     too_many_streams
+    ├── TooManyStreams                503     too_many_streams      (429 when a caller's max_streams is reached)
     ├── Draining                      503     draining
     ├── ServerShutdown                503     server_shutdown
     ├── RequestTimeout                408     request_timeout       (a slow body; slow headers: server/protocol.py)
@@ -29,6 +29,8 @@
     ├── ResumeGap                     410     resume_gap
     ├── ResumeUnavailable             503     resume_unavailable
     ├── ModelNotFound                 404     model_not_found       (the OpenAI-compatible face)
+    ├── ModelNotAllowed               403     model_not_allowed     (a caller's `models`)
+    ├── QuotaExceeded                 403     quota_exceeded        (a caller's token_quota; Retry-After: the reset)
     ├── TooManyConnections            503     too_many_connections  (written by server/protocol.py, before any request)
     └── InternalError                 500     internal_error
 
@@ -56,7 +58,7 @@ OPENAI_TYPES |= {429: "rate_limit_error"}
 
 
 class ChatSSEError(Exception):
-    status_code: ClassVar[int] = 500
+    status_code: int = 500  # a class's status; an instance may answer another (a caller's limit, say)
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Something went wrong inside chatsse."
     retryable: ClassVar[bool] = False
@@ -64,6 +66,7 @@ class ChatSSEError(Exception):
     def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
         self.message = message or self.default_message
         self.retry_after = retry_after
+        self.extra_headers: dict[str, str] = {}  # e.g. the x-ratelimit-* headers of a caller's limits
         super().__init__(self.message)
 
     def payload(self) -> dict[str, Any]:
@@ -77,8 +80,8 @@ class ChatSSEError(Exception):
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+            return self.extra_headers
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after))), **self.extra_headers}
 
     def to_response(self) -> JSONResponse:
         return JSONResponse(self.payload(), status_code=self.status_code, headers=self.headers())
@@ -258,6 +261,16 @@ class TooManyConnections(ChatSSEError):
 class ModelNotFound(ChatSSEError):
     status_code, code, param = 404, "model_not_found", "model"
     default_message = "No such model on this gateway. GET /v1/models lists them."
+
+
+class ModelNotAllowed(ChatSSEError):
+    status_code, code, param = 403, "model_not_allowed", "model"
+    default_message = "This caller may not use that model. GET /api/v1/models (or /v1/models) lists the ones it may."
+
+
+class QuotaExceeded(ChatSSEError):
+    status_code, code = 403, "quota_exceeded"
+    default_message = "This caller has used its token quota for the period. Retry-After says when it resets."
 
 
 class InternalError(ChatSSEError):

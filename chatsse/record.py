@@ -25,6 +25,9 @@ class RequestRecord:
     duration_ms: float = 0.0
     content_chunks: int = 0
     finish_reason: str | None = None
+    prompt_tokens: int | None = None  # the reply's tokens, as charged to the caller
+    completion_tokens: int | None = None
+    tokens_estimated: bool = False  # the upstream sent no usage: counted from the text
     error_code: str | None = None
     client_disconnected: bool = False
     exception: str | None = None  # the type of an unexpected exception (a bug), never its text

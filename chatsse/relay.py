@@ -8,19 +8,29 @@ first token; failures before it raise, to become HTTP errors), and frames the ty
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.background import BackgroundTask
 
-from chatsse.errors import StreamNotFound
+from chatsse.callers.identity import Caller, current_caller
+from chatsse.callers.ledger import Ledger, rate_headers, refusal, usage_body
+from chatsse.callers.tokens import count_tokens
+from chatsse.errors import ChatSSEError, ModelNotAllowed, StreamNotFound
 from chatsse.events import Batch
 from chatsse.record import current_record
 from chatsse.resume import StreamKeeper
 from chatsse.schema import ChatRequest
 from chatsse.server.lifecycle import StreamRegistry
+from chatsse.server.observe import Metrics
 from chatsse.settings import Settings
 from chatsse.upstreams import UpstreamReply, Upstreams
+
+log = logging.getLogger("chatsse")
 
 
 @dataclass
@@ -37,36 +47,69 @@ class ChatRelay:
     """Opens replies and follows kept ones, for every face."""
 
     def __init__(
-        self, settings: Settings, streams: StreamRegistry, upstreams: Upstreams, keeper: StreamKeeper | None
+        self,
+        settings: Settings,
+        streams: StreamRegistry,
+        upstreams: Upstreams,
+        keeper: StreamKeeper | None,
+        ledger: Ledger,
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.streams = streams
         self.upstreams = upstreams
         self.keeper = keeper
+        self.ledger = ledger
+        self.metrics = metrics
         self.models = settings.models
 
+    def models_for(self, caller: Caller | None) -> list[str]:
+        """The model groups `caller` may use."""
+        allowed = caller.config.models if caller is not None and caller.config is not None else None
+        return self.models if allowed is None else [model for model in self.models if model in allowed]
+
     async def open(self, chat: ChatRequest, chat_id: str | None = None) -> Opened:
-        """Open the upstream and read to the first token; `chat_id` names a useChat chat, for its resume route."""
+        """Admit the caller, open the upstream and read to the first token; `chat_id` names a useChat chat, for its
+        resume route. The reply's tokens are charged to the caller when it ends, however it ends."""
+        caller = current_caller.get() or Caller("-")
+        chat = self._within_caller_limits(chat, caller)
+        reply_id = os.urandom(8).hex()
+        standing = await self.ledger.admit(caller, reply_id)
+        if not standing.admitted and caller.config is not None:
+            raise self._refused(caller, refusal(caller.config, standing))
         self.streams.admit()
         reply = None
         try:
             reply = await self.upstreams.open(self._with_system_prompt(chat))
         finally:
             self.streams.opened(reply)
-        headers = {"X-Chatsse-Upstream": reply.upstream}
+            if reply is None:
+                await self.ledger.charge(caller, reply_id, 0)  # nothing was read: it no longer counts as open
+        headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
+        settle = _Settlement(self, reply, caller, reply_id, chat)
         if self.keeper is not None:
-            stream = self.keeper.keep(reply, self.owner(), chat_id)
+            stream = self.keeper.keep(reply, self.owner(), chat_id, on_end=settle)
             events = self.keeper.follow_local(stream, 0)
             return Opened(events, {**headers, "X-Chatsse-Stream": stream.id}, stream.id)
         # sse-starlette skips the generator's `finally` when the client leaves before its first event
         # (sse-starlette #156); closing in a background task too makes sure the upstream is released.
-        return Opened(reply.events(), headers, None, BackgroundTask(self._finished, reply))
+        return Opened(reply.events(), headers, None, BackgroundTask(self._finished, reply, settle))
 
     async def follow(self, stream_id: str, after: int) -> AsyncIterator[Batch]:
         """A kept reply's events after sequence `after`, here or on Redis; 404, 410 or 503 before any event."""
         if self.keeper is None:
             raise StreamNotFound("Replies are not kept on this gateway (CHATSSE_RESUME_SECONDS is 0).")
         return await self.keeper.follow(stream_id, self.owner(), after)
+
+    async def stop(self, stream_id: str) -> None:
+        """End a kept reply now, for the caller that started it (404 for anyone else, as for resume)."""
+        if self.keeper is None or not await self.keeper.stop(stream_id, self.owner()):
+            raise StreamNotFound()
+
+    async def usage(self) -> dict[str, Any]:
+        """The calling caller's limits as they stand (`GET /api/v1/usage`)."""
+        caller = current_caller.get() or Caller("-")
+        return usage_body(caller, await self.ledger.standing(caller), time.time())
 
     async def stream_of_chat(self, chat_id: str) -> str | None:
         """The kept reply of a useChat chat that is still being produced, if there is one this caller may follow."""
@@ -75,13 +118,29 @@ class ChatRelay:
         return await self.keeper.active_stream_of_chat(chat_id, self.owner())
 
     def owner(self) -> str | None:
-        """Who may follow a kept stream: the caller key that started it (with keys off, whoever has its id)."""
-        record = current_record.get()
-        return record.caller if self.settings.api_keys and record is not None else None
+        """Who may follow and stop a kept stream: the caller whose key started it (else whoever has its id)."""
+        caller = current_caller.get()
+        return caller.identity if caller is not None and caller.keyed else None
 
-    async def _finished(self, reply: UpstreamReply) -> None:
+    def _within_caller_limits(self, chat: ChatRequest, caller: Caller) -> ChatRequest:
+        config = caller.config
+        if config is None:
+            return chat
+        if config.models is not None and chat.model not in config.models:
+            raise self._refused(caller, ModelNotAllowed())
+        if config.max_tokens is not None:
+            wanted = chat.params.get("max_tokens", config.max_tokens)
+            chat = dataclasses.replace(chat, params={**chat.params, "max_tokens": min(wanted, config.max_tokens)})
+        return chat
+
+    def _refused(self, caller: Caller, error: ChatSSEError) -> ChatSSEError:
+        self.metrics.refusals.labels(caller.label, error.code).inc()
+        return error
+
+    async def _finished(self, reply: UpstreamReply, settle: Callable[[], Awaitable[None]]) -> None:
         await reply.aclose()
         self.streams.closed(reply)
+        await settle()
 
     def _with_system_prompt(self, chat: ChatRequest) -> ChatRequest:
         if not self.settings.system_prompt:
@@ -89,3 +148,29 @@ class ChatRelay:
         return dataclasses.replace(
             chat, messages=[{"role": "system", "content": self.settings.system_prompt}, *chat.messages]
         )
+
+
+class _Settlement:
+    """What a reply's end does for its caller: count its tokens (the upstream's usage, else an estimate), charge
+    them, and put them on the request's log line and in the metrics."""
+
+    def __init__(self, relay: ChatRelay, reply: UpstreamReply, caller: Caller, reply_id: str, chat: ChatRequest):
+        self.relay, self.reply, self.caller, self.reply_id, self.chat = relay, reply, caller, reply_id, chat
+        self.record = current_record.get()  # the request's, also when a kept reply ends after it
+
+    async def __call__(self) -> None:
+        translator = self.reply.translator
+        tokens = count_tokens(translator.usage, self.chat.messages, translator.relayed_chars)
+        try:
+            await self.relay.ledger.charge(self.caller, self.reply_id, tokens.total)
+        except Exception:  # a charge that could not be made must not break the reply's end
+            log.exception("charging %s's tokens failed", self.caller.identity)
+        counted = self.relay.metrics.tokens
+        if tokens.estimated:
+            counted.labels(self.caller.label, self.chat.model, "estimated").inc(tokens.total)
+        else:
+            counted.labels(self.caller.label, self.chat.model, "prompt").inc(tokens.prompt)
+            counted.labels(self.caller.label, self.chat.model, "completion").inc(tokens.completion)
+        if self.record is not None:
+            self.record.prompt_tokens, self.record.completion_tokens = tokens.prompt, tokens.completion
+            self.record.tokens_estimated = tokens.estimated

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dotenv import dotenv_values
 
-from chatsse.upstreams.config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, load_config_file
+from chatsse.callers.config import CallerTables, callers_from, quota_problem
+from chatsse.upstreams.config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, upstreams_from
 
 AUTH_MODES = ("key", "entra")
 
@@ -85,6 +87,7 @@ class Settings:
     )
     web_ui: bool = _env(True, "CHATSSE_WEB_UI", _boolean, _any, "true or false")
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # CHATSSE_API_KEYS and CHATSSE_API_KEYS_FILE
+    callers: CallerTables = CallerTables()  # the [[caller]] tables and [anonymous] of CHATSSE_CONFIG
     rate_limit: tuple[int, float] | None = _env(None, "CHATSSE_RATE_LIMIT", _rate, lambda v: v[0] > 0, "like 60/minute")
     max_streams: int = _env(0, "CHATSSE_MAX_STREAMS", int, lambda v: v >= 0, "a whole number >= 0 (0: no cap)")
     drain_seconds: float = _env(25.0, "CHATSSE_DRAIN_SECONDS", *SECONDS)
@@ -172,19 +175,47 @@ def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[s
     return (upstream,)
 
 
-def _upstreams(env: Mapping[str, str], problems: list[str], missing: list[str]) -> tuple[UpstreamConfig, ...]:
+TOP_LEVEL = ("upstream", "caller", "anonymous", "quotas_in_memory")
+
+
+def _config_file(
+    env: Mapping[str, str], problems: list[str], missing: list[str]
+) -> tuple[tuple[UpstreamConfig, ...], CallerTables]:
+    """The upstreams (from CHATSSE_CONFIG, or the AZURE_OPENAI_* settings) and the callers (from CHATSSE_CONFIG)."""
     path = env.get("CHATSSE_CONFIG", "").strip()
     if not path:
-        return _azure_upstream(env, problems, missing)
+        return _azure_upstream(env, problems, missing), CallerTables()
     if env.get("AZURE_OPENAI_ENDPOINT", "").strip():
         problems.append("set CHATSSE_CONFIG (a file of upstreams) or AZURE_OPENAI_ENDPOINT (one upstream), not both")
-    return load_config_file(path, env, problems)
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        problems.append(f"CHATSSE_CONFIG={path!r} cannot be read ({exc.strerror})")
+        return (), CallerTables()
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: not valid TOML ({exc})")
+        return (), CallerTables()
+    unknown = sorted(set(document) - set(TOP_LEVEL))
+    if unknown:
+        problems.append(
+            f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected [[upstream]] and [[caller]] tables, "
+            "[anonymous] and quotas_in_memory"
+        )
+    upstreams = upstreams_from(document, path, env, problems)
+    models = list(dict.fromkeys(upstream.model for upstream in upstreams))
+    callers = callers_from(document, path, env, models, problems)
+    problem = quota_problem(callers, path, env.get("CHATSSE_REDIS_URL", "").strip() or None)
+    if problem:
+        problems.append(problem)
+    return upstreams, callers
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
     problems: list[str] = []
     missing: list[str] = []
-    values: dict[str, Any] = {"upstreams": _upstreams(env, problems, missing), "api_keys": _api_keys(env, problems)}
+    upstreams, callers = _config_file(env, problems, missing)
+    values: dict[str, Any] = {"upstreams": upstreams, "callers": callers, "api_keys": _api_keys(env, problems)}
     for setting in fields(Settings):
         if "env" not in setting.metadata:
             continue

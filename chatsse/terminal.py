@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -16,6 +17,7 @@ STREAM_PATH = "/api/v1/chat/stream"
 # Long enough for slow models between tokens (the gateway pings every 15 s by default), short enough to end.
 READ_TIMEOUT_SECONDS = 300.0
 RESUME_ATTEMPTS = 30  # about a minute of trying to resume a dropped reply
+STOP_TIMEOUT_SECONDS = 3.0
 
 
 class ChatFailed(Exception):
@@ -29,31 +31,42 @@ def stream_reply(url: str, messages: list[Message], out: TextIO) -> str:
     timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=10.0)
     reading = _Reading(out)
     with httpx.Client(timeout=timeout) as client:
-        with client.stream("POST", url.rstrip("/") + STREAM_PATH, json={"messages": messages}) as response:
-            if response.status_code != 200:
-                response.read()
-                raise ChatFailed(_error_message(response))
-            stream_id = response.headers.get("x-chatsse-stream")
-            try:
+        try:
+            return _stream_reply(client, url, messages, reading)
+        except KeyboardInterrupt:
+            if reading.stream_id:  # Ctrl-C: stop the reply at the gateway too, or it goes on being read and paid for
+                with contextlib.suppress(httpx.HTTPError):
+                    client.delete(f"{url.rstrip('/')}{STREAM_PATH}/{reading.stream_id}", timeout=STOP_TIMEOUT_SECONDS)
+            raise
+
+
+def _stream_reply(client: httpx.Client, url: str, messages: list[Message], reading: _Reading) -> str:
+    """One reply: the POST, then resumes after dropped connections when the gateway keeps replies."""
+    with client.stream("POST", url.rstrip("/") + STREAM_PATH, json={"messages": messages}) as response:
+        if response.status_code != 200:
+            response.read()
+            raise ChatFailed(_error_message(response))
+        stream_id = reading.stream_id = response.headers.get("x-chatsse-stream")
+        try:
+            if reading.read(response):
+                return reading.reply
+        except httpx.TransportError:
+            if stream_id is None:
+                raise
+    if stream_id is None:
+        raise ChatFailed("The connection closed before the reply was finished.")
+    for attempt in range(RESUME_ATTEMPTS):
+        time.sleep(min(0.5 * 2**attempt, 2.0))
+        headers = {"last-event-id": reading.last_id} if reading.last_id else {}
+        try:
+            with client.stream("GET", f"{url.rstrip('/')}{STREAM_PATH}/{stream_id}", headers=headers) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise ChatFailed(_error_message(response))
                 if reading.read(response):
                     return reading.reply
-            except httpx.TransportError:
-                if stream_id is None:
-                    raise
-        if stream_id is None:
-            raise ChatFailed("The connection closed before the reply was finished.")
-        for attempt in range(RESUME_ATTEMPTS):
-            time.sleep(min(0.5 * 2**attempt, 2.0))
-            headers = {"last-event-id": reading.last_id} if reading.last_id else {}
-            try:
-                with client.stream("GET", f"{url.rstrip('/')}{STREAM_PATH}/{stream_id}", headers=headers) as response:
-                    if response.status_code != 200:
-                        response.read()
-                        raise ChatFailed(_error_message(response))
-                    if reading.read(response):
-                        return reading.reply
-            except httpx.TransportError:
-                continue
+        except httpx.TransportError:
+            continue
     raise ChatFailed("The connection broke and the reply could not be resumed.")
 
 
@@ -64,6 +77,7 @@ class _Reading:
         self.out = out
         self.reply = ""
         self.last_id = ""
+        self.stream_id: str | None = None
 
     def read(self, response: httpx.Response) -> bool:
         """Write content as it arrives; True at done, ChatFailed at an error event, False if the connection ended."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,22 @@ def test_stop_aborts_and_the_upstream_is_closed(gateway: RunningServer, simulato
     assert page.reply().locator(".text").text_content() == "never"  # the reply so far is kept
     assert wait_until(lambda: simulator.requests[-1].peer_closed_at is not None)
     assert page.tab.get_by_role("button", name="Send").is_enabled()
+
+
+def test_stop_with_resume_on_stops_the_reply_at_the_gateway(
+    make_gateway: GatewayFactory, simulator: Simulator, page: Page
+) -> None:
+    gateway = make_gateway(resume_seconds=30)  # a disconnect alone would leave the reply read for 30 s
+    page.tab.goto(gateway.url + "/")
+    page.send("echo:never finishes[sim: hold_after=1 hold=stop-kept]")
+    page.reply().locator(".text").filter(has_text="never").wait_for()
+    page.tab.get_by_role("button", name="Stop").click()
+    clicked = time.monotonic()
+    page.reply().get_by_text("Stopped.").wait_for()
+    upstream = simulator.requests[-1]
+    assert wait_until(lambda: upstream.peer_closed_at is not None, timeout=5)
+    assert upstream.peer_closed_at is not None and upstream.peer_closed_at - clicked < 1.0
+    assert page.errors == []
 
 
 def test_errors_are_shown_in_words_and_the_partial_reply_kept(gateway: RunningServer, page: Page) -> None:

@@ -19,8 +19,8 @@ README = (ROOT / "README.md").read_text()
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
     ["record", "sse", "errors", "events", "schema", "chunks"],  # pure: no I/O
-    ["upstreams.config", "settings"],  # configuration
-    ["upstreams", "ratelimit", "redis"],  # backends: upstream servers, rate-limit counts, Redis
+    ["upstreams.config", "callers.config", "settings"],  # configuration
+    ["upstreams", "callers", "ratelimit", "redis"],  # backends: upstream servers, callers' counts, Redis
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle
     ["resume"],  # kept replies
     ["relay"],  # where every face starts a reply

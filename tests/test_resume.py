@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
-from tests.helpers import STREAM, kinds, text_of
+from tests.helpers import STREAM, kinds, metric, text_of
 from tests.servers import RunningServer, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -217,3 +217,52 @@ def test_cut_anywhere_and_resume_from_the_last_id_gives_the_whole_reply(
                         break
     assert text_of(received) == text and kinds(received)[-1] == "done"
     assert kinds(received).count("done") == 1
+
+
+async def test_delete_stops_a_kept_reply_for_its_caller_only(
+    make_gateway: GatewayFactory, simulator: Simulator
+) -> None:
+    gateway = make_gateway(resume_seconds=30, api_keys=("stop-key-a", "stop-key-b"))
+    owner, stranger = {"authorization": "Bearer stop-key-a"}, {"authorization": "Bearer stop-key-b"}
+    async with httpx.AsyncClient(headers=owner) as client:
+        body = {"message": f"echo:{WORDS}[sim: hold_after=2 hold=stop]"}
+        async with aconnect_sse(client, "POST", gateway.url + STREAM, json=body) as source:
+            stream_id = source.response.headers["x-chatsse-stream"]
+            events = source.aiter_sse()
+            first = [json.loads((await anext(events)).data) for _ in range(2)]
+            not_theirs = await client.delete(f"{gateway.url}{STREAM}/{stream_id}", headers=stranger)
+            assert not_theirs.status_code == 404 and not_theirs.json()["error"]["code"] == "stream_not_found"
+            upstream = simulator.requests[-1]
+            assert upstream.peer_closed_at is None
+            stopped = await client.delete(f"{gateway.url}{STREAM}/{stream_id}")
+            stopped_at = time.monotonic()
+            rest = [json.loads(e.data) async for e in events if e.data]
+        assert stopped.status_code == 204
+        assert wait_until(lambda: upstream.peer_closed_at is not None, timeout=5)
+        assert upstream.peer_closed_at is not None and upstream.peer_closed_at - stopped_at < 1.0
+        assert text_of(first) == "w0 w1" and rest == [{"done": True, "finish_reason": "stopped"}]
+        again, replay = await resume(client, gateway.url, stream_id, None)  # a follower after the stop sees it too
+        assert again.status_code == 200 and payloads(replay)[-1] == {"done": True, "finish_reason": "stopped"}
+        gone = await client.delete(f"{gateway.url}{STREAM}/{stream_id}")  # nothing left to stop
+        assert gone.status_code == 404
+
+
+async def test_a_stopped_reply_is_charged_for_what_was_relayed(
+    make_gateway: GatewayFactory, simulator: Simulator
+) -> None:
+    from chatsse.callers import CallerConfig, CallerTables
+    from chatsse.callers.config import key_sha256
+
+    partner = CallerConfig(name="partner", key_sha256=key_sha256("stop-charge"), tokens_per_minute=1000)
+    gateway = make_gateway(resume_seconds=30, callers=CallerTables((partner,)))
+    async with httpx.AsyncClient(headers={"authorization": "Bearer stop-charge"}) as client:
+        body = {"message": f"echo:{WORDS}[sim: hold_after=4 hold=stop-charge]"}
+        stream_id, _ = await first_events(client, gateway.url, body, 4)
+        assert (await client.delete(f"{gateway.url}{STREAM}/{stream_id}")).status_code == 204
+        assert wait_until(lambda: "estimated" in httpx.get(gateway.url + "/metrics", headers=client.headers).text)
+        metrics = (await client.get(gateway.url + "/metrics")).text
+        usage = (await client.get(gateway.url + "/api/v1/usage")).json()
+    # No usage came from the upstream: "echo:w0 ... w11[...]" and "w0 w1 w2 w3" are estimated at 4 characters a token.
+    estimated = 'chatsse_tokens_total{caller="partner",model="default",type="estimated"}'
+    assert metric(metrics, estimated) > 0
+    assert usage["tokens_per_minute"]["remaining"] <= 1000 - metric(metrics, estimated) + 1

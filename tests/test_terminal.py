@@ -68,6 +68,21 @@ def test_ctrl_c_stops_cleanly_and_the_server_cancels_the_upstream(gateway: Runni
     assert wait_until(lambda: simulator.requests[-1].peer_closed_at is not None)
 
 
+def test_ctrl_c_stops_a_kept_reply_at_the_gateway(make_gateway: GatewayFactory, simulator: Simulator) -> None:
+    gateway = make_gateway(resume_seconds=30)  # hanging up alone would leave the reply read for 30 s
+    command = [CHATSSE, "chat", "--url", gateway.url, "echo:wait for it[sim: hold_after=1 hold=cli-kept]"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        assert process.stdout.read(4) == "wait"
+        process.send_signal(signal.SIGINT)
+        stopped_at = time.monotonic()
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    upstream = simulator.requests[-1]
+    assert wait_until(lambda: upstream.peer_closed_at is not None, timeout=5)
+    assert upstream.peer_closed_at is not None and upstream.peer_closed_at - stopped_at < 1.0
+
+
 def test_interactive_loop_keeps_the_conversation(gateway: RunningServer, simulator: Simulator) -> None:
     controller, terminal = pty.openpty()
     command = [CHATSSE, "chat", "--url", gateway.url]

@@ -111,3 +111,21 @@ def test_reasoning_is_relayed_only_where_the_model_group_allows_it(
     )
     plain = chunks(httpx.post(gateway.url + UI, json=body).text)  # the default: a model's thoughts stay upstream
     assert not any(c != "[DONE]" and c["type"].startswith("reasoning") for c in plain)
+
+
+def test_delete_stops_the_chats_reply(make_gateway: GatewayFactory, simulator: Simulator) -> None:
+    gateway = make_gateway(resume_seconds=30)
+    body = ui_body({"type": "text", "text": "echo:a b c d[sim: hold_after=1 hold=ui-stop]"}, chat_id="chat-stop")
+    with httpx.stream("POST", gateway.url + UI, json=body) as response:
+        reads = response.iter_text()
+        seen = next(reads)
+        while '"text-delta"' not in seen:
+            seen += next(reads)
+        stopped = httpx.delete(f"{gateway.url}{UI}/chat-stop/stream")
+        rest = "".join(reads)
+    assert stopped.status_code == 204
+    upstream = simulator.requests[-1]
+    assert upstream.peer_closed_at is not None and upstream.finished_at is None
+    finish = [c for c in chunks(seen + rest) if c != "[DONE]" and c["type"] == "finish"]
+    assert finish == [{"type": "finish", "finishReason": "other", "messageMetadata": {"finishReason": "stopped"}}]
+    assert httpx.delete(f"{gateway.url}{UI}/chat-stop/stream").status_code == 204  # nothing open: still 204

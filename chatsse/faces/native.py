@@ -1,12 +1,13 @@
-"""chatsse's own face: `POST|GET /api/v1/chat/stream` and `GET /api/v1/chat/stream/{id}`, with events
-`{"content"}`, `{"reasoning"}`, `{"done"}` and `{"error"}` (each event's `payload()`), ids when replies are kept."""
+"""chatsse's own face: `POST|GET /api/v1/chat/stream`, `GET|DELETE /api/v1/chat/stream/{id}` and
+`GET /api/v1/usage`, with events `{"content"}`, `{"reasoning"}`, `{"done"}` and `{"error"}` (each event's
+`payload()`), ids when replies are kept."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from chatsse.errors import InvalidRequest, MethodNotAllowed, StreamNotFound
 from chatsse.events import Batch
@@ -66,6 +67,15 @@ class NativeFace:
                 raise InvalidRequest("Last-Event-ID (or last_event_id) must be an event id of this stream.")
             after = found[1]
         return await self._resume(stream_id, after)
+
+    async def stop(self, request: Request) -> Response:
+        """`DELETE /api/v1/chat/stream/{stream_id}`: end a kept reply now; its followers get done (`stopped`)."""
+        await self.relay.stop(request.path_params["stream_id"])
+        return Response(status_code=204)
+
+    async def usage(self, request: Request) -> Response:
+        """`GET /api/v1/usage`: the calling caller's limits and what is left of them."""
+        return JSONResponse(await self.relay.usage())
 
     async def _resume(self, stream_id: str, after: int) -> Response:
         events: AsyncIterator[Batch] = await self.relay.follow(stream_id, after)

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from chatsse.callers.identity import current_caller
 from chatsse.errors import InvalidRequest, ModelNotFound
 from chatsse.events import Batch, Content, Done, Failed, Reasoning
 from chatsse.relay import ChatRelay
@@ -39,7 +40,8 @@ class OpenAIFace:
         self.settings = relay.settings
 
     async def models(self, request: Request) -> Response:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "chatsse"} for name in self.relay.models]
+        models = self.relay.models_for(current_caller.get())
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "chatsse"} for name in models]
         return JSONResponse({"object": "list", "data": data})
 
     async def completions(self, request: Request) -> Response:

@@ -53,6 +53,13 @@ class UIStreamFace:
         headers = {**HEADERS, "X-Chatsse-Stream": stream_id}
         return RelayResponse(events, UIFrames(_message_id(stream_id)), headers, self.settings.ping_seconds)
 
+    async def stop(self, request: Request) -> Response:
+        """`DELETE /api/v1/chat/ui/{chat_id}/stream`: end the chat's reply now (204 whether or not one was open)."""
+        stream_id = await self.relay.stream_of_chat(request.path_params["chat_id"])
+        if stream_id is not None:
+            await self.relay.stop(stream_id)
+        return Response(status_code=204)
+
     def _parse(self, body: Any) -> tuple[ChatRequest, str | None, str | None]:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             raise InvalidRequest('Send what useChat sends: {"id": ..., "messages": [UIMessage, ...]}.')

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from chatsse.errors import ResumeGap, StreamNotFound
@@ -43,6 +43,7 @@ class StreamKeeper:
         self._checks: set[asyncio.Task[None]] = set()
         self.metrics = metrics
         self.chats: dict[str, str] = {}  # useChat chat id -> its latest stream
+        self.replies: dict[str, UpstreamReply] = {}  # the replies still being read, by stream
         self.on_change: Callable[[], None] | None = None  # gauges, with several workers
 
     @property
@@ -50,8 +51,15 @@ class StreamKeeper:
         """Streams whose reply is still being read with no client following it."""
         return sum(1 for s in self.streams.values() if not s.followers and not s.ended)
 
-    def keep(self, reply: UpstreamReply, owner: str | None, chat_id: str | None = None) -> LiveStream:
-        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat."""
+    def keep(
+        self,
+        reply: UpstreamReply,
+        owner: str | None,
+        chat_id: str | None = None,
+        on_end: Callable[[], Awaitable[None]] | None = None,
+    ) -> LiveStream:
+        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat;
+        `on_end` runs once the reply has ended, however it ended."""
         stream = LiveStream(new_stream_id(), owner, self.max_bytes)
         stream.upstream = reply.upstream
         self.streams[stream.id] = stream
@@ -61,12 +69,16 @@ class StreamKeeper:
                 self.remote.chat_started(chat_id, stream.id, self.seconds)
         if self.remote is not None:
             self.remote.started(stream.id, owner, self.seconds)
-        self._tasks[stream.id] = asyncio.create_task(self._read(stream, reply), name=f"chatsse-stream-{stream.id}")
+        self.replies[stream.id] = reply
+        reading = self._read(stream, reply, on_end)
+        self._tasks[stream.id] = asyncio.create_task(reading, name=f"chatsse-stream-{stream.id}")
         self._forget_later(stream)
         self._changed()
         return stream
 
-    async def _read(self, stream: LiveStream, reply: UpstreamReply) -> None:
+    async def _read(
+        self, stream: LiveStream, reply: UpstreamReply, on_end: Callable[[], Awaitable[None]] | None
+    ) -> None:
         try:
             async for batch in reply.events():
                 seq, encoded = stream.append(batch.events)
@@ -79,9 +91,21 @@ class StreamKeeper:
             if self.remote is not None:
                 self.remote.ended(stream.id, self.seconds)
             self._tasks.pop(stream.id, None)
+            self.replies.pop(stream.id, None)
             if not stream.followers:
                 self._forget_later(stream)  # kept for the window after it ends, too
             self._changed()
+            if on_end is not None:
+                await on_end()
+
+    async def stop(self, stream_id: str, owner: str | None) -> bool:
+        """End a reply still being read here, at once: its upstream is closed and its followers get a final done
+        (`stopped`). False if this process reads no such reply of `owner`'s."""
+        reply = self.replies.get(stream_id)
+        if reply is None or self.find(stream_id, owner) is None:
+            return False
+        await reply.stop()
+        return True
 
     def find(self, stream_id: str, owner: str | None) -> LiveStream | None:
         stream = self.streams.get(stream_id)

@@ -8,6 +8,8 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from chatsse.callers.config import ANONYMOUS, key_sha256
+from chatsse.callers.identity import Caller, current_caller
 from chatsse.errors import CallerRateLimited, ChatSSEError, HeadersTooLarge, Unauthorized
 from chatsse.ratelimit import RateLimiter
 from chatsse.record import current_record
@@ -22,11 +24,21 @@ def key_id(key: str) -> str:
 
 
 class AccessMiddleware:
-    """Refuses oversized headers (431), unknown callers on API routes (401) and callers over their rate (429)."""
+    """Finds who calls (`current_caller`): refuses oversized headers (431), unknown callers on API routes (401) and
+    callers over CHATSSE_RATE_LIMIT (429). A caller's own limits are the relay's to apply, where the model is known."""
 
     def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter | None) -> None:
         self.app = app
-        self.keys = [(key.encode(), key_id(key)) for key in settings.api_keys]
+        # Plain keys (CHATSSE_API_KEYS) by their SHA-256, with a harmless id; named callers by theirs.
+        self.keys = [
+            (key_sha256(key).encode(), Caller(key_id(key), key_id(key), None, keyed=True)) for key in settings.api_keys
+        ]
+        self.keys += [
+            (config.key_sha256.encode(), Caller(config.name, config.name, config, keyed=True))
+            for config in settings.callers.callers
+            if config.key_sha256
+        ]
+        self.anonymous = settings.callers.anonymous
         self.max_header_bytes = settings.max_header_bytes
         self.limiter = limiter
 
@@ -35,39 +47,49 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await self._check(scope)
+            caller = await self._check(scope)
         except ChatSSEError as error:
             await error.response_for(scope["path"])(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        token = current_caller.set(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_caller.reset(token)
 
-    async def _check(self, scope: Scope) -> None:
+    async def _check(self, scope: Scope) -> Caller:
         headers = scope["headers"]
         if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
             raise HeadersTooLarge()
-        record = current_record.get()
         caller = self._caller(scope)
+        record = current_record.get()
         if record is not None:
-            record.caller = caller
+            record.caller = caller.identity
         if self.limiter is not None and scope["path"].startswith(("/api/", "/v1/")):
-            wait = await self.limiter.retry_after(caller)
+            wait = await self.limiter.retry_after(caller.identity)
             if wait is not None:
                 raise CallerRateLimited(retry_after=wait)
+        return caller
 
-    def _caller(self, scope: Scope) -> str:
-        """The caller's key id when keys are on (raising 401 without a valid one), else the client address."""
+    def _caller(self, scope: Scope) -> Caller:
+        """The caller whose key was presented (401 for a wrong one, and for none on API routes when keys are on
+        and there is no [anonymous] table), else an anonymous caller named by its client address."""
         client = scope.get("client")
-        address = f"ip:{client[0]}" if client else "ip:unknown"
-        if not self.keys or not scope["path"].startswith(PROTECTED):
-            return address
+        anonymous = Caller(f"ip:{client[0]}" if client else "ip:unknown", ANONYMOUS, self.anonymous)
+        path = scope["path"]
+        if not self.keys or not path.startswith(PROTECTED):
+            return anonymous
         given = _presented_key(scope)
         if given is None:
+            if self.anonymous is not None and path.startswith(("/api/", "/v1/")):
+                return anonymous
             raise Unauthorized()
+        digest = hashlib.sha256(given).hexdigest().encode()
         matched = None
-        for key, name in self.keys:
+        for key, caller in self.keys:
             # Compare with every key, always: the time taken says nothing about which one (or how much) matched.
-            if hmac.compare_digest(given, key):
-                matched = name
+            if hmac.compare_digest(digest, key):
+                matched = caller
         if matched is None:
             raise Unauthorized("That caller key is not valid.")
         return matched

@@ -25,6 +25,7 @@ ROUTES = (
     "/api/v1/chat/stream",
     "/api/v1/chat/ui",
     "/api/v1/models",
+    "/api/v1/usage",
     "/v1/chat/completions",
     "/v1/models",
     "/health",
@@ -79,6 +80,19 @@ class Metrics:
             "Request start to first token, by the upstream that served it.",
             ["upstream"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "chatsse_tokens",
+            "Tokens of replies by caller, model group and type (prompt, completion, or estimated where the upstream "
+            "sent no usage).",
+            ["caller", "model", "type"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "chatsse_refusals",
+            "Requests a caller's limits refused, by caller and reason (the error code).",
+            ["caller", "reason"],
             registry=r,
         )
 

@@ -65,6 +65,21 @@ const sleep = (ms, signal) =>
     });
   });
 
+/**
+ * Stopping a kept reply must end it at the gateway too: a disconnect alone leaves the gateway reading it (and the
+ * upstream charging for it) until the resume window passes. So an abort also sends DELETE for the stream.
+ */
+function stopOnAbort(url, position, signal, headers) {
+  signal?.addEventListener(
+    "abort",
+    () => {
+      if (!position.streamId) return;
+      fetch(`${url}/${position.streamId}`, { method: "DELETE", headers, keepalive: true }).catch(() => {});
+    },
+    { once: true },
+  );
+}
+
 async function refused(response) {
   let error = { code: `http_${response.status}`, message: `The gateway answered HTTP ${response.status}.` };
   try {
@@ -108,6 +123,11 @@ async function* eventsOf(response, position, onPosition) {
  */
 export async function* resumeChat(url, streamId, lastEventId, { signal, headers = {}, onPosition } = {}) {
   const position = { streamId, lastEventId };
+  stopOnAbort(url, position, signal, headers);
+  yield* follow(url, position, { signal, headers, onPosition });
+}
+
+async function* follow(url, position, { signal, headers, onPosition }) {
   for (let attempt = 0; ; attempt++) {
     let response;
     try {
@@ -146,6 +166,7 @@ export async function* streamChat(url, body, { signal, headers = {}, onPosition 
   });
   if (!response.ok) throw await refused(response);
   const position = { streamId: response.headers.get("X-Chatsse-Stream"), lastEventId: null };
+  stopOnAbort(url, position, signal, headers);
   try {
     if (yield* eventsOf(response, position, onPosition)) return;
   } catch (error) {
@@ -154,7 +175,7 @@ export async function* streamChat(url, body, { signal, headers = {}, onPosition 
   if (!position.streamId) {
     throw new ChatError("stream_ended", "The connection closed before the reply was finished.");
   }
-  yield* resumeChat(url, position.streamId, position.lastEventId, { signal, headers, onPosition });
+  yield* follow(url, position, { signal, headers, onPosition });
 }
 
 /** streamChat with an abort handle: `const { events, abort } = chat(url, body)`. */

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,20 +56,11 @@ def endpoint_problem(endpoint: str) -> str | None:
     return None
 
 
-def load_config_file(path: str, env: Mapping[str, str], problems: list[str]) -> tuple[UpstreamConfig, ...]:
-    """The `[[upstream]]` tables of a TOML file; every problem is appended naming the file, the table and the key."""
-    try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except OSError as exc:
-        problems.append(f"CHATSSE_CONFIG={path!r} cannot be read ({exc.strerror})")
-        return ()
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"{path}: not valid TOML ({exc})")
-        return ()
-    unknown_tables = sorted(set(document) - {"upstream"})
-    if unknown_tables:
-        problems.append(f"{path}: unknown top-level key(s) {', '.join(unknown_tables)}; expected [[upstream]] tables")
+def upstreams_from(
+    document: Mapping[str, Any], path: str, env: Mapping[str, str], problems: list[str]
+) -> tuple[UpstreamConfig, ...]:
+    """The `[[upstream]]` tables of a parsed CHATSSE_CONFIG file; every problem is appended naming the file, the
+    table and the key."""
     tables = document.get("upstream")
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         problems.append(f"{path}: needs at least one [[upstream]] table")

@@ -11,7 +11,7 @@ import httpx
 
 from chatsse.chunks import ChunkTranslator
 from chatsse.errors import ServerShutdown
-from chatsse.events import Batch, Event, Failed
+from chatsse.events import Batch, Done, Event, Failed
 from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
 from chatsse.upstreams.failures import from_transport_error
@@ -30,6 +30,7 @@ class UpstreamReply:
         self._reads = response.aiter_bytes()
         self._first: list[Event] = []
         self._shutting_down = False
+        self._stopped = False
         self._pending: asyncio.Future[bytes] | None = None
 
     async def read_until_first_content(self, patience: float = 0) -> None:
@@ -101,7 +102,10 @@ class UpstreamReply:
                         translator.end_of_stream()
                 except httpx.HTTPError as exc:
                     translator.failure = from_transport_error(exc)
-            if self._shutting_down and not translator.done:
+            if self._stopped and not translator.done:
+                translator.failure, translator.finish_reason = None, "stopped"
+                out.append(Done("stopped"))  # the caller asked for it: a reply that ends, not one that broke
+            elif self._shutting_down and not translator.done:
                 translator.failure = ServerShutdown()
             if translator.failure is not None:
                 log.warning("upstream failed mid-stream: %s", translator.failure.code)
@@ -118,6 +122,11 @@ class UpstreamReply:
     async def aclose(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
+        await self.response.aclose()
+
+    async def stop(self) -> None:
+        """End this reply now, at the caller's request: the reader sees the upstream close and sends done."""
+        self._stopped = True
         await self.response.aclose()
 
     async def shut_down(self) -> None:
