@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import anyio
 import httpx
 import openai
 import pytest
+import redis
 from httpx_sse import aconnect_sse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chatsse.callers import CallerConfig, CallerTables
 from chatsse.callers.config import key_sha256
@@ -20,7 +26,8 @@ from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
 from tests.helpers import STREAM, chat, metric, text_of
-from tests.servers import CHATSSE, clean_env, wait_until
+from tests.redis_server import RedisServer
+from tests.servers import API_KEY, CHATSSE, DEPLOYMENT, chatsse_serve, clean_env, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -242,3 +249,115 @@ def test_keys_new_prints_a_key_once_and_the_table_with_its_hash(tmp_path: Path) 
     assert len(key) > 30 and f'key_sha256 = "{key_sha256(key)}"' in result.stdout and 'name = "mobile"' in result.stdout
     again = subprocess.run([CHATSSE, "keys", "new", "mobile"], capture_output=True, text=True, timeout=30, check=True)
     assert again.stdout.splitlines()[0] != key
+
+
+# --- shared by every process, on a real Redis ---------------------------------------------------------------
+
+
+def config_file(tmp_path: Path, simulator: Simulator, callers_toml: str) -> Path:
+    path = tmp_path / "chatsse.toml"
+    path.write_text(
+        f'[[upstream]]\nname = "sim"\nendpoint = "{simulator.url}"\ndeployment = "{DEPLOYMENT}"\n'
+        f'api_key_env = "SIM_KEY"\n\n{callers_toml}'
+    )
+    return path
+
+
+@contextmanager
+def two_gateways(
+    tmp_path: Path, simulator: Simulator, redis_server: RedisServer, callers_toml: str
+) -> Iterator[tuple[str, str]]:
+    env = {
+        "CHATSSE_CONFIG": str(config_file(tmp_path, simulator, callers_toml)),
+        "SIM_KEY": API_KEY,
+        "CHATSSE_REDIS_URL": redis_server.url,
+        "CHATSSE_PING_SECONDS": "0",
+        "A_KEY": "key-of-a",
+        "B_KEY": "key-of-b",
+    }
+    with ExitStack() as stack:
+        first = stack.enter_context(chatsse_serve(tmp_path, None, env=env))
+        second = stack.enter_context(chatsse_serve(tmp_path, None, env=env))
+        yield first.url, second.url
+
+
+def post(url: str, key: str, words: int) -> int:
+    text = " ".join(f"w{i}" for i in range(words))  # `words` prompt tokens and `words` completion tokens
+    return httpx.post(url + STREAM, json={"message": f"echo:{text}"}, headers=auth(key), timeout=30).status_code
+
+
+def test_a_quota_and_tokens_per_minute_hold_across_processes(
+    tmp_path: Path, simulator: Simulator, redis_server: RedisServer
+) -> None:
+    tables = (
+        '[[caller]]\nname = "a"\nkey_env = "A_KEY"\ntoken_quota = 30\nquota_period = "day"\n\n'
+        '[[caller]]\nname = "b"\nkey_env = "B_KEY"\ntokens_per_minute = 10\n'
+    )
+    with two_gateways(tmp_path, simulator, redis_server, tables) as (first, second):
+        assert [post(url, "key-of-a", 5) for url in (first, second, first, second)] == [200, 200, 200, 403]
+        assert [post(url, "key-of-b", 6) for url in (second, first)] == [200, 429]  # 12 of 10 a minute spent
+        usage = httpx.get(first + "/api/v1/usage", headers=auth("key-of-a")).json()
+        assert usage["quota"]["used"] == 30 and usage["quota"]["remaining"] == 0
+        store = redis.Redis(port=redis_server.port, decode_responses=True)
+        keys = {str(key) for key in store.keys("chatsse:{c:a}*")}
+        assert keys and all(key.startswith("chatsse:{c:a}:") for key in keys)  # one hash slot per caller
+        quota_key = next(key for key in keys if ":q:" in key)
+        assert 0 < store.ttl(quota_key) <= 86400  # gone when the day ends
+        redis_server.kill()  # lost: the limits let requests through, and count the failures
+        assert post(first, "key-of-a", 1) == 200
+        metrics = httpx.get(first + "/metrics", headers=auth("key-of-a")).text
+        assert metric(metrics, "chatsse_redis_failures_total") >= 1
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["key-of-a", "key-of-b"]), st.integers(0, 1), st.integers(1, 8)), max_size=14
+    )
+)
+def test_no_interleaving_lets_a_caller_pass_its_quota_by_more_than_one_reply(
+    shared_pair: tuple[str, str, redis.Redis], steps: list[tuple[str, int, int]]
+) -> None:
+    urls, client = shared_pair[:2], shared_pair[2]
+    client.flushdb()
+    quotas = {"key-of-a": 25, "key-of-b": 40}
+    charged = {key: 0 for key in quotas}
+    refused_while_under = []
+
+    def run(key: str) -> None:  # each caller's requests one after another, the two callers at once
+        for who, process, words in steps:
+            if who != key:
+                continue
+            status = post(urls[process], key, words)
+            if status == 200:
+                charged[key] += 2 * words
+            elif charged[key] < quotas[key]:
+                refused_while_under.append((key, status, charged[key]))
+
+    threads = [threading.Thread(target=run, args=(key,)) for key in quotas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert refused_while_under == []
+    for key, quota in quotas.items():
+        assert charged[key] <= quota + 2 * 8, (key, charged[key])  # the quota and at most one reply over
+
+
+@pytest.fixture(scope="module")
+def shared_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, redis.Redis]]:
+    tmp_path = tmp_path_factory.mktemp("shared-pair")
+    simulator = Simulator()
+    simulator.start_in_thread()
+    server = RedisServer(tmp_path)
+    server.start()
+    tables = (
+        '[[caller]]\nname = "a"\nkey_env = "A_KEY"\ntoken_quota = 25\nquota_period = "hour"\n\n'
+        '[[caller]]\nname = "b"\nkey_env = "B_KEY"\ntoken_quota = 40\nquota_period = "week"\n'
+    )
+    try:
+        with two_gateways(tmp_path, simulator, server, tables) as (first, second):
+            yield first, second, redis.Redis(port=server.port)
+    finally:
+        server.kill()
+        simulator.stop_thread()
