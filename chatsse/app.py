@@ -75,7 +75,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with upstreams.running():
             if remote is not None:
-                remote.start()
+                remote.start(keeper.stop_here if keeper is not None else None)
             drain.install()
             try:
                 yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -148,3 +149,27 @@ def test_metrics_count_every_worker_together(simulator: Simulator, tmp_path: Pat
     counts = {metric(text, name) for text in scrapes}
     assert counts == {20.0}  # the same total, whichever worker answered
     assert all("chatsse_active_streams 0.0" in text for text in scrapes)
+
+
+def test_a_stop_asked_of_one_process_stops_the_reply_another_reads(
+    two_gateways: tuple[str, str], simulator: Simulator
+) -> None:
+    first, second = two_gateways
+    with httpx.Client(timeout=30) as client:
+        with client.stream(
+            "POST", first + STREAM, json={"message": f"echo:{WORDS}[sim: hold_after=2 hold=x-stop]"}
+        ) as r:
+            stream_id = r.headers["x-chatsse-stream"]
+            reads = r.iter_bytes()
+            next(reads)
+            upstream = simulator.requests[-1]
+            stopped = client.delete(f"{second}{STREAM}/{stream_id}")
+            asked_at = time.monotonic()
+            rest = b"".join(reads).decode()
+        assert stopped.status_code == 204
+        assert wait_until(lambda: upstream.peer_closed_at is not None, timeout=5)
+        assert upstream.peer_closed_at is not None and upstream.peer_closed_at - asked_at < 1.0
+        assert rest.rstrip().endswith('data: {"done":true,"finish_reason":"stopped"}')
+        ended = f"{second}{STREAM}/{stream_id}"  # nothing left to stop, once its end has reached Redis
+        assert wait_until(lambda: client.delete(ended).status_code == 404, timeout=5)
+        assert client.delete(f"{second}{STREAM}/{'0' * 32}").status_code == 404

@@ -99,10 +99,17 @@ class StreamKeeper:
                 await on_end()
 
     async def stop(self, stream_id: str, owner: str | None) -> bool:
-        """End a reply still being read here, at once: its upstream is closed and its followers get a final done
-        (`stopped`). False if this process reads no such reply of `owner`'s."""
+        """End a reply still being read, at once, here or (with Redis) on whichever worker reads it: its upstream
+        is closed and its followers get a final done (`stopped`). False if no such reply of `owner`'s is read."""
+        if self.find(stream_id, owner) is not None:
+            return await self.stop_here(stream_id)
+        if self.remote is None:
+            return False
+        return await self.remote.request_stop(stream_id, owner)
+
+    async def stop_here(self, stream_id: str) -> bool:
         reply = self.replies.get(stream_id)
-        if reply is None or self.find(stream_id, owner) is None:
+        if reply is None:
             return False
         await reply.stop()
         return True

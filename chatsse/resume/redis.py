@@ -3,14 +3,15 @@
 Keys, all expiring: `chatsse:s:<id>` (the events: entry `0-<seq>`, field `e`, the event's `payload()` as JSON),
 `chatsse:m:<id>` (owner, ended), `chatsse:f:<id>` (set by followers on other workers, so the reading worker keeps
 the reply for them). Writes leave the live path at once: they go through a queue to one writer task that sends
-what gathered in 10 ms in one call.
+what gathered in 10 ms in one call. A stop asked of another worker is published on `chatsse:stop`, which every
+worker listens to, and the one reading the reply stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -46,6 +47,7 @@ LIVE_TTL_SECONDS = 600
 # The writer gathers events this long before sending them: under load that is one call for hundreds of events
 # instead of one per token, and a follower on another worker sees them at most this much later.
 WRITE_INTERVAL_SECONDS = 0.01  # while a reply is being read; the resume window starts when it ends
+STOP_CHANNEL = "chatsse:stop"
 
 
 class RedisStore:
@@ -61,17 +63,53 @@ class RedisStore:
             on_failure,
         )
         self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_forever(), name="chatsse-redis-writer")
+    def start(self, on_stop: Callable[[str], Awaitable[object]] | None = None) -> None:
+        """Start writing; with `on_stop`, also hear the stops other workers are asked for."""
+        self._tasks.append(asyncio.create_task(self._write_forever(), name="chatsse-redis-writer"))
+        if on_stop is not None:
+            self._tasks.append(asyncio.create_task(self._hear_stops(on_stop), name="chatsse-redis-stops"))
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await task
         await self.client.aclose()
+
+    async def request_stop(self, stream_id: str, owner: str | None) -> bool:
+        """Ask whichever worker reads a reply to stop it; False if there is no such reply of `owner`'s being read."""
+        try:
+            meta = await self._meta(stream_id)
+            if not meta or meta.get(b"ended") == b"1" or not may_follow(meta.get(b"owner", b"").decode(), owner):
+                return False
+            await self.client.publish(STOP_CHANNEL, stream_id)
+        except (RedisError, OSError):
+            raise ResumeUnavailable(retry_after=1) from None
+        return True
+
+    async def _meta(self, stream_id: str) -> Any:
+        meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id}")
+        if not meta:  # perhaps started an instant ago, and still in its worker's write queue
+            await asyncio.sleep(3 * WRITE_INTERVAL_SECONDS)
+            meta = await self.client.hgetall(f"chatsse:m:{stream_id}")
+        return meta
+
+    async def _hear_stops(self, on_stop: Callable[[str], Awaitable[object]]) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(STOP_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        await on_stop(message["data"].decode())
+            except (RedisError, OSError):
+                await asyncio.sleep(1)  # lost: the writer counts and logs it; listen again when it is back
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # Writing (never awaited on the live path) --------------------------------------------------------------
     def started(self, stream_id: str, owner: str | None, seconds: float) -> None:
@@ -162,10 +200,7 @@ class RedisStore:
     async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> AsyncIterator[Batch]:
         """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
         try:
-            meta: Any = await self.client.hgetall(f"chatsse:m:{stream_id}")
-            if not meta:  # perhaps started an instant ago, and still in its worker's write queue
-                await asyncio.sleep(3 * WRITE_INTERVAL_SECONDS)
-                meta = await self.client.hgetall(f"chatsse:m:{stream_id}")
+            meta = await self._meta(stream_id)
             if not meta or not may_follow(meta.get(b"owner", b"").decode(), owner):
                 raise StreamNotFound()
             oldest: Any = await self.client.xrange(f"chatsse:s:{stream_id}", count=1)
