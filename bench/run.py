@@ -8,6 +8,8 @@
     python bench/run.py --baseline 490ad9f --faces --no-peer --no-workers2 --out bench/results/faces
                                    # + W1 through the OpenAI and useChat faces, for chatsse and the baseline
                                    # (--workloads W1 --reps 7: only those, more repetitions)
+    python bench/run.py --callers --workloads W1 --scale --scale-targets direct chatsse callers callers-redis \
+        --no-peer --no-workers2 --out bench/results/callers   # + a caller with every limit, in memory and on Redis
 
 The gateway under test is a real process started as the Procfile starts it, pinned to CPU 0; this process
 (fake upstream + load generator) is pinned to CPU 1. Writes <out>/<mode>.json and <out>/<mode>.md (full or
@@ -280,16 +282,32 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         # The gateway as it was at another commit, on the same dependencies: imported from a worktree of it.
         names.append("baseline")
         extra_env["baseline"] = {"PYTHONPATH": str(args.baseline_tree)}
-    if args.resume:
-        # Resume on: replies kept in the process, and kept on Redis too (a redis-server pinned with the harness).
-        names += ["resume", "resume-redis"]
-        redis_port = free_port()
+    redis_server, redis_port = None, free_port()
+    if args.resume or args.callers:
+        # A redis-server pinned with the harness.
         redis_server = subprocess.Popen(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
             preexec_fn=lambda: os.sched_setaffinity(0, {1}),
         )
         await asyncio.sleep(0.5)
+    if args.callers:
+        # Every request from a caller with every limit set (none reached): counted in the process, then on Redis.
+        names += ["callers", "callers-redis"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        config = args.out / "callers.toml"
+        config.write_text(
+            f'quotas_in_memory = true\n\n[[upstream]]\nname = "bench"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
+            'deployment = "bench"\napi_key_env = "BENCH_KEY"\n\n[anonymous]\nrequests_per_minute = 100000000\n'
+            'tokens_per_minute = 100000000000\ntoken_quota = 100000000000000\nquota_period = "month"\n'
+            "max_streams = 1000000\nmax_tokens = 100000\n"
+        )
+        limited = {"CHATSSE_CONFIG": str(config), "BENCH_KEY": "bench", "AZURE_OPENAI_ENDPOINT": ""}
+        extra_env["callers"] = limited
+        extra_env["callers-redis"] = {**limited, "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+    if args.resume:
+        # Resume on: replies kept in the process, and kept on Redis too.
+        names += ["resume", "resume-redis"]
         extra_env["resume"] = {"CHATSSE_RESUME_SECONDS": "60"}
         extra_env["resume-redis"] = {
             "CHATSSE_RESUME_SECONDS": "60",
@@ -345,7 +363,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await gateway.wait_ready()
             try:
                 target = gateway.target() if gateway else direct
-                rows = await run_scale(target, gateway, name, args.profile, args.quick)
+                rows = await run_scale(target, gateway, name, args.profile, args.quick, args.short_only)
                 scale += [{**row, "rep": rep} for row in rows]
             finally:
                 if gateway:
@@ -374,7 +392,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             runs.append({"rep": 0, "target": "chatsse", "workload": "W1", "workers": workers, "scaling": True, **row})
             print(f"WEB_CONCURRENCY={workers} chatsse W1: {summary_line(row)}", flush=True)
     upstream.close()
-    if args.resume:
+    if redis_server is not None:
         redis_server.terminate()
     report = {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
     return {**report, "scale": scale} if scale else report
@@ -429,11 +447,18 @@ async def run_slow(
 
 
 async def run_scale(
-    target: Target, gateway: Gateway | None, name: str, profile: Path | None = None, quick: bool = False
+    target: Target,
+    gateway: Gateway | None,
+    name: str,
+    profile: Path | None = None,
+    quick: bool = False,
+    short_only: bool = False,
 ) -> list[dict[str, Any]]:
     """The two at-scale workloads (#12) on one target: many slow streams, then short replies."""
-    with profiled(gateway, profile and profile / f"{name}-SLOW.txt"):
-        rows = [await run_slow(target, gateway, name, "SLOW", QUICK_SLOW if quick else SLOW)]
+    rows = []
+    if not short_only:
+        with profiled(gateway, profile and profile / f"{name}-SLOW.txt"):
+            rows.append(await run_slow(target, gateway, name, "SLOW", QUICK_SLOW if quick else SLOW))
     clients, total, short_tokens = QUICK_SHORT if quick else SHORT
     cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
     started = time.perf_counter()
@@ -632,9 +657,11 @@ def main() -> None:
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
     parser.add_argument("--workloads", nargs="*", choices=sorted(FULL), help="only these of W1, W2, W3")
+    parser.add_argument("--callers", action="store_true", help="also a caller with every limit, in memory and on Redis")
     parser.add_argument("--faces", action="store_true", help="also W1 through /v1/chat/completions and useChat")
     parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
     parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
+    parser.add_argument("--short-only", action="store_true", help="--scale runs SHORT only, not SLOW")
     parser.add_argument("--scale-reps", type=int, default=1, help="repetitions of --scale (interleaved; median)")
     parser.add_argument("--many", action="store_true", help="also 10,000 slow streams open at once (#12)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each gateway workload into DIR")

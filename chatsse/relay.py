@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +86,14 @@ class ChatRelay:
             if reply is None:
                 await self.ledger.charge(caller, reply_id, 0)  # nothing was read: it no longer counts as open
         headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
-        settle = _Settlement(self, reply, caller, reply_id, chat)
+        reply.on_end = _Settlement(self, reply, caller, reply_id, chat)
         if self.keeper is not None:
-            stream = self.keeper.keep(reply, self.owner(), chat_id, on_end=settle)
+            stream = self.keeper.keep(reply, self.owner(), chat_id)
             events = self.keeper.follow_local(stream, 0)
             return Opened(events, {**headers, "X-Chatsse-Stream": stream.id}, stream.id)
         # sse-starlette skips the generator's `finally` when the client leaves before its first event
         # (sse-starlette #156); closing in a background task too makes sure the upstream is released.
-        return Opened(reply.events(), headers, None, BackgroundTask(self._finished, reply, settle))
+        return Opened(reply.events(), headers, None, BackgroundTask(self._finished, reply))
 
     async def follow(self, stream_id: str, after: int) -> AsyncIterator[Batch]:
         """A kept reply's events after sequence `after`, here or on Redis; 404, 410 or 503 before any event."""
@@ -137,10 +137,10 @@ class ChatRelay:
         self.metrics.refusals.labels(caller.label, error.code).inc()
         return error
 
-    async def _finished(self, reply: UpstreamReply, settle: Callable[[], Awaitable[None]]) -> None:
+    async def _finished(self, reply: UpstreamReply) -> None:
         await reply.aclose()
         self.streams.closed(reply)
-        await settle()
+        await reply.end()  # a reply whose events were never read (the client left before the first)
 
     def _with_system_prompt(self, chat: ChatRequest) -> ChatRequest:
         if not self.settings.system_prompt:

@@ -3,14 +3,17 @@ one call to admit a request and one to charge its reply, on Redis's clock.
 
 A caller's keys share the hash tag `{c:<identity>}` (one Redis Cluster slot per caller): `...:rpm` and `...:tpm`
 (bucket level and when, expiring once full again), `...:q:<period start>` (tokens used, expiring at the period's
-end) and `...:open` (open replies with their lease ends). If Redis is lost, requests are let through, as the rate
-limit does, and the failures counted.
+end) and `...:open` (open replies with their lease ends). Charges are sent as a group commit: those that come
+while one call is under way go together in the next, one script call per caller, in one round trip. If Redis is
+lost, requests are let through, as the rate limit does, and the failures counted.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as redis
@@ -21,11 +24,9 @@ from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
 from chatsse.callers.periods import period_bounds
 from chatsse.redis import Reachability
 
-log = logging.getLogger("chatsse")
-
 # KEYS: rpm, tpm, quota, open. ARGV: mode (admit | peek | charge), rpm, tpm, quota, quota end (unix s), max streams,
-# lease (s), reply id, tokens. Limits of 0 are not set. Returns (as strings) admitted, now, rpm level, tpm level,
-# quota used, open replies.
+# lease (s), reply id (charge: the ids of the replies charged, comma-separated), tokens. Limits of 0 are not set.
+# Returns (as strings) admitted, now, rpm level, tpm level, quota used, open replies.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -52,7 +53,7 @@ if max_streams > 0 then
 end
 local admitted = 0
 if mode == 'charge' then
-  redis.call('ZREM', KEYS[4], reply)
+  for id in string.gmatch(reply, '[^,]+') do redis.call('ZREM', KEYS[4], id) end
   if tpm > 0 then k = k - tokens; store(KEYS[2], tpm, k) end
   if quota > 0 then
     used = redis.call('INCRBY', KEYS[3], tokens)
@@ -74,30 +75,67 @@ return {tostring(admitted), tostring(now), tostring(r), tostring(k), tostring(us
 """
 
 
+@dataclass
+class _Charges:
+    """A caller's charges waiting for the next call."""
+
+    caller: Caller
+    tokens: int = 0
+    replies: list[str] = field(default_factory=list)
+    waiting: list[asyncio.Future[None]] = field(default_factory=list)
+
+
 class RedisLedger:
     def __init__(self, client: redis.Redis, on_failure: Callable[[], None]) -> None:
+        self.client = client
         self.script = client.register_script(_SCRIPT)
         self.reachability = Reachability(
             "caller limits: Redis unreachable (%s); letting requests through",
             "caller limits: Redis is back",
             on_failure,
         )
+        self._charges: dict[str, _Charges] = {}
+        self._sending: asyncio.Task[None] | None = None
 
     async def admit(self, caller: Caller, reply_id: str) -> Standing:
         return await self._run("admit", caller, reply_id, 0)
 
     async def charge(self, caller: Caller, reply_id: str, tokens: int) -> None:
-        await self._run("charge", caller, reply_id, tokens)
+        if caller.config is None:
+            return
+        charges = self._charges.setdefault(caller.identity, _Charges(caller))
+        charges.tokens += tokens
+        charges.replies.append(reply_id)
+        charged = asyncio.get_running_loop().create_future()
+        charges.waiting.append(charged)
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send_charges(), name="chatsse-caller-charges")
+        await charged
 
     async def standing(self, caller: Caller) -> Standing:
         return await self._run("peek", caller, "", 0)
 
-    async def _run(self, mode: str, caller: Caller, reply_id: str, tokens: int) -> Standing:
+    async def _send_charges(self) -> None:
+        while self._charges:
+            batch, self._charges = self._charges, {}
+            pipe = self.client.pipeline(transaction=False)
+            for charges in batch.values():
+                await self._run("charge", charges.caller, ",".join(charges.replies), charges.tokens, pipe)
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.reachability.failed(exc, len(batch))
+            else:
+                self.reachability.answered()
+            for charges in batch.values():
+                for charged in charges.waiting:
+                    if not charged.done():
+                        charged.set_result(None)
+
+    async def _run(self, mode: str, caller: Caller, reply_id: str, tokens: int, pipe: Any = None) -> Standing:
         config = caller.config
         if config is None:
             return Standing(admitted=True)
-        import time
-
         quota_end = 0.0
         quota_key = "-"
         if config.token_quota and config.quota_period:
@@ -117,6 +155,9 @@ class RedisLedger:
             reply_id,
             tokens,
         ]
+        if pipe is not None:  # a charge, sent with the others
+            await self.script(keys=keys, args=args, client=pipe)
+            return Standing(admitted=True)
         try:
             result = await self.script(keys=keys, args=args)
         except (RedisError, OSError) as exc:

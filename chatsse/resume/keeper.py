@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from chatsse.errors import ResumeGap, StreamNotFound
@@ -51,15 +51,8 @@ class StreamKeeper:
         """Streams whose reply is still being read with no client following it."""
         return sum(1 for s in self.streams.values() if not s.followers and not s.ended)
 
-    def keep(
-        self,
-        reply: UpstreamReply,
-        owner: str | None,
-        chat_id: str | None = None,
-        on_end: Callable[[], Awaitable[None]] | None = None,
-    ) -> LiveStream:
-        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat;
-        `on_end` runs once the reply has ended, however it ended."""
+    def keep(self, reply: UpstreamReply, owner: str | None, chat_id: str | None = None) -> LiveStream:
+        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat."""
         stream = LiveStream(new_stream_id(), owner, self.max_bytes)
         stream.upstream = reply.upstream
         self.streams[stream.id] = stream
@@ -70,15 +63,13 @@ class StreamKeeper:
         if self.remote is not None:
             self.remote.started(stream.id, owner, self.seconds)
         self.replies[stream.id] = reply
-        reading = self._read(stream, reply, on_end)
+        reading = self._read(stream, reply)
         self._tasks[stream.id] = asyncio.create_task(reading, name=f"chatsse-stream-{stream.id}")
         self._forget_later(stream)
         self._changed()
         return stream
 
-    async def _read(
-        self, stream: LiveStream, reply: UpstreamReply, on_end: Callable[[], Awaitable[None]] | None
-    ) -> None:
+    async def _read(self, stream: LiveStream, reply: UpstreamReply) -> None:
         try:
             async for batch in reply.events():
                 seq, encoded = stream.append(batch.events)
@@ -95,8 +86,6 @@ class StreamKeeper:
             if not stream.followers:
                 self._forget_later(stream)  # kept for the window after it ends, too
             self._changed()
-            if on_end is not None:
-                await on_end()
 
     async def stop(self, stream_id: str, owner: str | None) -> bool:
         """End a reply still being read, at once, here or (with Redis) on whichever worker reads it: its upstream

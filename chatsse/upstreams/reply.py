@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -32,6 +32,7 @@ class UpstreamReply:
         self._shutting_down = False
         self._stopped = False
         self._pending: asyncio.Future[bytes] | None = None
+        self.on_end: Callable[[], Awaitable[None]] | None = None  # once, when the reply has ended, however it ended
 
     async def read_until_first_content(self, patience: float = 0) -> None:
         """Read until there is something to send; a failure before that is raised, to become an HTTP error.
@@ -110,6 +111,7 @@ class UpstreamReply:
             if translator.failure is not None:
                 log.warning("upstream failed mid-stream: %s", translator.failure.code)
                 out.append(Failed.of(translator.failure))
+            await self.end()  # before the last event goes out: whoever sees it sees the reply settled
             if out:
                 yield Batch(out)
         finally:
@@ -118,6 +120,13 @@ class UpstreamReply:
                 record.content_chunks = translator.content_events
                 record.finish_reason = translator.finish_reason
             await self.response.aclose()
+            await self.end()  # cut short: a client left, the window passed, the server stopped
+
+    async def end(self) -> None:
+        """Run `on_end`, if it has not run yet."""
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            await on_end()
 
     async def aclose(self) -> None:
         if self._pending is not None:
