@@ -11,6 +11,7 @@ lost, requests are let through, as the rate limit does, and the failures counted
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,20 +20,23 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from chatsse.callers.config import CallerConfig
 from chatsse.callers.identity import Caller
 from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
 from chatsse.callers.periods import period_bounds
 from chatsse.redis import Reachability
 
-# KEYS: rpm, tpm, quota, open. ARGV: mode (admit | peek | charge), rpm, tpm, quota, quota end (unix s), max streams,
-# lease (s), reply id (charge: the ids of the replies charged, comma-separated), tokens. Limits of 0 are not set.
-# Returns (as strings) admitted, now, rpm level, tpm level, quota used, open replies.
+# KEYS: rpm, tpm, quota, open. ARGV: mode (admit | peek | charge), the limits ("rpm tpm quota max_streams lease",
+# 0 where not set), the quota period's end (unix s), reply id (charge: the ids of the replies charged,
+# comma-separated), tokens. Few arguments: redis-py's cost of a call grows with them. Returns (as strings)
+# admitted, now, rpm level, tpm level, quota used, open replies.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local mode, rpm, tpm, quota = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local quota_end, max_streams, lease = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local reply, tokens = ARGV[8], tonumber(ARGV[9])
+local mode, reply, tokens, quota_end = ARGV[1], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[3])
+local limits = {}
+for n in string.gmatch(ARGV[2], '%S+') do limits[#limits + 1] = tonumber(n) end
+local rpm, tpm, quota, max_streams, lease = limits[1], limits[2], limits[3], limits[4], limits[5]
 local function level(key, limit)
   if limit == 0 then return 0 end
   local state = redis.call('HMGET', key, 'l', 'w')
@@ -85,6 +89,13 @@ class _Charges:
     waiting: list[asyncio.Future[None]] = field(default_factory=list)
 
 
+@dataclass
+class _Admission:
+    caller: Caller
+    reply_id: str
+    standing: asyncio.Future[Standing]
+
+
 class RedisLedger:
     def __init__(self, client: redis.Redis, on_failure: Callable[[], None]) -> None:
         self.client = client
@@ -95,10 +106,16 @@ class RedisLedger:
             on_failure,
         )
         self._charges: dict[str, _Charges] = {}
+        self._admissions: list[_Admission] = []
         self._sending: asyncio.Task[None] | None = None
 
     async def admit(self, caller: Caller, reply_id: str) -> Standing:
-        return await self._run("admit", caller, reply_id, 0)
+        if caller.config is None:
+            return Standing(admitted=True)
+        admission = _Admission(caller, reply_id, asyncio.get_running_loop().create_future())
+        self._admissions.append(admission)
+        self._send_soon()
+        return await admission.standing
 
     async def charge(self, caller: Caller, reply_id: str, tokens: int) -> None:
         if caller.config is None:
@@ -108,70 +125,100 @@ class RedisLedger:
         charges.replies.append(reply_id)
         charged = asyncio.get_running_loop().create_future()
         charges.waiting.append(charged)
-        if self._sending is None or self._sending.done():
-            self._sending = asyncio.create_task(self._send_charges(), name="chatsse-caller-charges")
+        self._send_soon()
         await charged
 
     async def standing(self, caller: Caller) -> Standing:
-        return await self._run("peek", caller, "", 0)
-
-    async def _send_charges(self) -> None:
-        while self._charges:
-            batch, self._charges = self._charges, {}
-            pipe = self.client.pipeline(transaction=False)
-            for charges in batch.values():
-                await self._run("charge", charges.caller, ",".join(charges.replies), charges.tokens, pipe)
-            try:
-                await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self.reachability.failed(exc, len(batch))
-            else:
-                self.reachability.answered()
-            for charges in batch.values():
-                for charged in charges.waiting:
-                    if not charged.done():
-                        charged.set_result(None)
-
-    async def _run(self, mode: str, caller: Caller, reply_id: str, tokens: int, pipe: Any = None) -> Standing:
         config = caller.config
         if config is None:
             return Standing(admitted=True)
-        quota_end = 0.0
-        quota_key = "-"
-        if config.token_quota and config.quota_period:
-            # The period from this clock; Redis's own decides the rest. They agree but within a period's edge.
-            start, quota_end = period_bounds(config.quota_period, time.time())
-            quota_key = f"q:{start:.0f}"
-        tag = "chatsse:{c:" + caller.identity + "}:"
-        keys = [tag + "rpm", tag + "tpm", tag + quota_key, tag + "open"]
-        args: list[Any] = [
-            mode,
-            config.requests_per_minute or 0,
-            config.tokens_per_minute or 0,
-            config.token_quota or 0,
-            quota_end,
-            config.max_streams or 0,
-            STREAM_LEASE_SECONDS,
-            reply_id,
-            tokens,
-        ]
-        if pipe is not None:  # a charge, sent with the others
-            await self.script(keys=keys, args=args, client=pipe)
-            return Standing(admitted=True)
         try:
-            result = await self.script(keys=keys, args=args)
+            return _standing(config, await self.script(**_call("peek", caller, "", 0)))
         except (RedisError, OSError) as exc:
             self.reachability.failed(exc)
             return Standing(admitted=True)
-        self.reachability.answered()
-        admitted, now, rpm_level, tpm_level, used, open_streams = (float(v) for v in result)
-        standing = Standing(admitted=bool(admitted), open_streams=int(open_streams))
-        if config.requests_per_minute:
-            limit = config.requests_per_minute
-            standing.requests = Level(limit, rpm_level, (limit - rpm_level) / (limit / 60))
-        if config.tokens_per_minute:
-            limit = config.tokens_per_minute
-            standing.tokens = Level(limit, tpm_level, (limit - tpm_level) / (limit / 60))
-        if config.token_quota:
-            standing.quota = Level(config.token_quota, config.token_quota - used, max(0.0, quota_end - now))
-        return standing
+
+    def _send_soon(self) -> None:
+        if self._sending is None or self._sending.done():
+            self._sending = asyncio.create_task(self._send(), name="chatsse-caller-limits")
+
+    async def _send(self) -> None:
+        """Everything asked while the last call was under way, in one round trip: the charges first (they happened
+        first), one script call per caller, then each admission."""
+        while self._charges or self._admissions:
+            charges, self._charges = self._charges, {}
+            admissions, self._admissions = self._admissions, []
+            pipe = self.client.pipeline(transaction=False)
+            for charge in charges.values():
+                await self.script(
+                    **_call("charge", charge.caller, ",".join(charge.replies), charge.tokens), client=pipe
+                )
+            for admission in admissions:
+                await self.script(**_call("admit", admission.caller, admission.reply_id, 0), client=pipe)
+            try:
+                results = await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.reachability.failed(exc, len(charges) + len(admissions))
+                results = [None] * (len(charges) + len(admissions))
+            else:
+                self.reachability.answered()
+            for charge in charges.values():
+                for charged in charge.waiting:
+                    if not charged.done():
+                        charged.set_result(None)
+            for admission, result in zip(admissions, results[len(charges) :], strict=True):
+                if not admission.standing.done():
+                    config = admission.caller.config
+                    assert config is not None
+                    standing = Standing(admitted=True) if result is None else _standing(config, result)
+                    admission.standing.set_result(standing)
+
+
+def _call(mode: str, caller: Caller, reply_id: str, tokens: int) -> dict[str, Any]:
+    """The script's keys and arguments for one call about `caller`."""
+    config = caller.config
+    assert config is not None
+    quota_end, quota_key = 0, "-"
+    if config.token_quota and config.quota_period:
+        # The period from this clock; Redis's own decides the rest. They agree but within a period's edge.
+        start, end = _period(config.quota_period)
+        quota_end, quota_key = int(end), f"q:{start:.0f}"
+    tag = "chatsse:{c:" + caller.identity + "}:"
+    return {
+        "keys": [tag + "rpm", tag + "tpm", tag + quota_key, tag + "open"],
+        "args": [mode, _limits(config), quota_end, reply_id, tokens],
+    }
+
+
+@functools.cache
+def _limits(config: CallerConfig) -> str:
+    numbers = (config.requests_per_minute, config.tokens_per_minute, config.token_quota, config.max_streams)
+    return " ".join(str(n or 0) for n in numbers) + f" {STREAM_LEASE_SECONDS:.0f}"
+
+
+_periods: dict[str, tuple[float, float]] = {}
+
+
+def _period(period: str) -> tuple[float, float]:
+    """This clock's current quota period, computed again only when it ends."""
+    now = time.time()
+    bounds = _periods.get(period)
+    if bounds is None or not bounds[0] <= now < bounds[1]:
+        bounds = _periods[period] = period_bounds(period, now)
+    return bounds
+
+
+def _standing(config: CallerConfig, result: list[Any]) -> Standing:
+    admitted, now, rpm_level, tpm_level, used, open_streams = (float(v) for v in result)
+    standing = Standing(admitted=bool(admitted), open_streams=int(open_streams))
+    if config.requests_per_minute:
+        limit = config.requests_per_minute
+        standing.requests = Level(limit, rpm_level, (limit - rpm_level) / (limit / 60))
+    if config.tokens_per_minute:
+        limit = config.tokens_per_minute
+        standing.tokens = Level(limit, tpm_level, (limit - tpm_level) / (limit / 60))
+    if config.token_quota and config.quota_period:
+        standing.quota = Level(
+            config.token_quota, config.token_quota - used, max(0.0, _period(config.quota_period)[1] - now)
+        )
+    return standing
