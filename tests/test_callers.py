@@ -191,6 +191,21 @@ def test_the_openai_sdk_reads_refusals_as_its_own_errors(make_gateway: GatewayFa
         assert caught.value.code == ("rate_limited" if key == KEY else "quota_exceeded")
 
 
+def test_every_face_charges_its_replies(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(callers=callers(caller(tokens_per_minute=1000)))
+    ui_body = {"id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "echo:a b c"}]}]}
+    openai_body = {"model": "default", "stream": True, "messages": [{"role": "user", "content": "echo:a b c d"}]}
+    with httpx.Client(headers=auth()) as client:
+        assert "finish" in client.post(gateway.url + "/api/v1/chat/ui", json=ui_body).text  # 3 + 3 tokens
+        assert "[DONE]" in client.post(gateway.url + "/v1/chat/completions", json=openai_body).text  # 4 + 4
+        native = client.post(gateway.url + STREAM, json={"message": "echo:a"})  # 1 + 1
+        assert wait_until(
+            lambda: client.get(gateway.url + "/api/v1/usage").json()["tokens_per_minute"]["remaining"] <= 985
+        )
+        remaining = client.get(gateway.url + "/api/v1/usage").json()["tokens_per_minute"]["remaining"]
+    assert native.status_code == 200 and 980 <= remaining <= 985  # 1000 - 16, and a little refill since
+
+
 def test_callers_in_the_config_file_and_what_start_up_refuses(tmp_path: Path) -> None:
     upstream = (
         '[[upstream]]\nname = "u"\nendpoint = "https://x.openai.azure.com"\ndeployment = "d"\napi_key_env = "K"\n'
