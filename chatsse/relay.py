@@ -77,7 +77,11 @@ class ChatRelay:
         standing = await self.ledger.admit(caller, reply_id)
         if not standing.admitted and caller.config is not None:
             raise self._refused(caller, refusal(caller.config, standing))
-        self.streams.admit()
+        try:
+            self.streams.admit()
+        except ChatSSEError:  # full or draining: the caller's reply never opened
+            await self.ledger.charge(caller, reply_id, 0)
+            raise
         reply = None
         try:
             reply = await self.upstreams.open(self._with_system_prompt(chat))

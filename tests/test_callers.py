@@ -121,6 +121,23 @@ async def test_requests_per_minute_and_open_replies(make_gateway: GatewayFactory
     assert fourth.headers["x-ratelimit-limit-requests"] == "3"
 
 
+async def test_a_refusal_after_admission_frees_the_callers_slot(
+    make_gateway: GatewayFactory, simulator: Simulator
+) -> None:
+    gateway = make_gateway(callers=callers(caller(max_streams=5)), max_streams=1)  # the gateway's cap: one open
+    async with httpx.AsyncClient(headers=auth()) as client:
+        held = {"message": "echo:a b[sim: hold_after=1 hold=slot]"}
+        async with aconnect_sse(client, "POST", gateway.url + STREAM, json=held) as source:
+            events = source.aiter_sse()
+            await anext(events)
+            full, _ = await chat(client, gateway.url, {"message": "echo:x"})
+            simulator.release("slot")
+            [_ async for _ in events]
+        usage = (await client.get(gateway.url + "/api/v1/usage")).json()
+    assert full.status_code == 503 and full.json()["error"]["code"] == "too_many_streams"
+    assert usage["streams"] == {"open": 0, "limit": 5}
+
+
 async def test_max_tokens_is_capped_for_the_caller(make_gateway: GatewayFactory, simulator: Simulator) -> None:
     gateway = make_gateway(callers=callers(caller(max_tokens=5)))
     async with httpx.AsyncClient(headers=auth()) as client:
