@@ -84,9 +84,11 @@ class RedisStore:
             meta = await self._meta(stream_id)
             if not meta or meta.get(b"ended") == b"1" or not may_follow(meta.get(b"owner", b"").decode(), owner):
                 return False
-            await self.client.publish(STOP_CHANNEL, stream_id)
+            listeners = await self.client.publish(STOP_CHANNEL, stream_id)
         except (RedisError, OSError):
             raise ResumeUnavailable(retry_after=1) from None
+        if not listeners:  # no worker hears stops right now (each listens again within a second when Redis is back)
+            raise ResumeUnavailable(retry_after=1)
         return True
 
     async def _meta(self, stream_id: str) -> Any:
