@@ -10,7 +10,7 @@ import pytest
 
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
-from tests.servers import RunningServer
+from tests.servers import RunningServer, wait_until
 
 UI = "/api/v1/chat/ui"
 
@@ -125,7 +125,8 @@ def test_delete_stops_the_chats_reply(make_gateway: GatewayFactory, simulator: S
         rest = "".join(reads)
     assert stopped.status_code == 204
     upstream = simulator.requests[-1]
-    assert upstream.peer_closed_at is not None and upstream.finished_at is None
+    assert wait_until(lambda: upstream.peer_closed_at is not None, timeout=5)  # the simulator hears it a moment later
+    assert upstream.finished_at is None
     finish = [c for c in chunks(seen + rest) if c != "[DONE]" and c["type"] == "finish"]
     assert finish == [{"type": "finish", "finishReason": "other", "messageMetadata": {"finishReason": "stopped"}}]
     assert httpx.delete(f"{gateway.url}{UI}/chat-stop/stream").status_code == 204  # nothing open: still 204
