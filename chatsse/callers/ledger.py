@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from chatsse.callers.config import CallerConfig
@@ -148,6 +149,4 @@ def _duration(seconds: float) -> str:
 
 
 def _iso(moment: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(round(moment), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
