@@ -10,8 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
-import anyio
 import httpx
 import openai
 import pytest
@@ -95,22 +95,25 @@ async def test_the_quota_refuses_with_403_until_the_period_resets(
     assert len(simulator.requests) == 2
 
 
+async def while_one_is_held(
+    client: httpx.AsyncClient, url: str, simulator: Simulator, other: dict[str, str]
+) -> tuple[httpx.Response, list[dict[str, Any]]]:
+    """Send `other` while a reply of the same caller is held open; then the held reply's remaining events."""
+    held = {"message": "echo:a b[sim: hold_after=1 hold=held]"}
+    async with aconnect_sse(client, "POST", url + STREAM, json=held) as source:
+        events = source.aiter_sse()
+        await anext(events)
+        response, _ = await chat(client, url, other)
+        simulator.release("held")
+        return response, [json.loads(e.data) async for e in events]
+
+
 async def test_requests_per_minute_and_open_replies(make_gateway: GatewayFactory, simulator: Simulator) -> None:
     gateway = make_gateway(callers=callers(caller(requests_per_minute=3, max_streams=1)))
     async with httpx.AsyncClient(headers=auth()) as client:
-        held = {"message": "echo:a b[sim: hold_after=1 hold=callers]"}
-        async with aconnect_sse(client, "POST", gateway.url + STREAM, json=held) as source:
-            events = source.aiter_sse()
-            await anext(events)
-            busy, _ = await chat(client, gateway.url, {"message": "echo:second"})
-            simulator.release("callers")
-            rest = [json.loads(e.data) async for e in events]
+        busy, rest = await while_one_is_held(client, gateway.url, simulator, {"message": "echo:second"})
         assert busy.status_code == 429 and busy.json()["error"]["code"] == "too_many_streams"
         assert rest[-1]["done"] is True
-        for _ in range(100):  # the reply's end frees its slot just after its last event went out
-            if (await client.get(gateway.url + "/api/v1/usage")).json()["streams"]["open"] == 0:
-                break
-            await anyio.sleep(0.02)
         second, _ = await chat(client, gateway.url, {"message": "echo:now"})  # the first reply's slot is free again
         assert second.status_code == 200, second.text
         assert second.headers["x-ratelimit-remaining-requests"] == "1"
@@ -126,13 +129,7 @@ async def test_a_refusal_after_admission_frees_the_callers_slot(
 ) -> None:
     gateway = make_gateway(callers=callers(caller(max_streams=5)), max_streams=1)  # the gateway's cap: one open
     async with httpx.AsyncClient(headers=auth()) as client:
-        held = {"message": "echo:a b[sim: hold_after=1 hold=slot]"}
-        async with aconnect_sse(client, "POST", gateway.url + STREAM, json=held) as source:
-            events = source.aiter_sse()
-            await anext(events)
-            full, _ = await chat(client, gateway.url, {"message": "echo:x"})
-            simulator.release("slot")
-            [_ async for _ in events]
+        full, _ = await while_one_is_held(client, gateway.url, simulator, {"message": "echo:x"})
         usage = (await client.get(gateway.url + "/api/v1/usage")).json()
     assert full.status_code == 503 and full.json()["error"]["code"] == "too_many_streams"
     assert usage["streams"] == {"open": 0, "limit": 5}

@@ -93,16 +93,11 @@ class NativeFrames:
         self.prefix = prefix
 
     def __call__(self, batch: Batch) -> bytes:
-        if self.prefix or (batch.first_seq and self.id_prefix):
-            return self._framed_with_ids(batch)
-        return b"".join([encode_json_event(event.payload()) for event in batch.events])  # the common case
-
-    def _framed_with_ids(self, batch: Batch) -> bytes:
-        out = [self.prefix]
+        out = [self.prefix] if self.prefix else []
         self.prefix = b""
         if batch.first_seq and self.id_prefix:
-            for seq, event in enumerate(batch.events, batch.first_seq):
-                out.append(encode_json_event(event.payload(), b"%s%d" % (self.id_prefix, seq)))
+            numbered = enumerate(batch.events, batch.first_seq)
+            out += [encode_json_event(event.payload(), b"%s%d" % (self.id_prefix, seq)) for seq, event in numbered]
         else:
             out += [encode_json_event(event.payload()) for event in batch.events]
         return b"".join(out)
