@@ -4,12 +4,19 @@ the native, OpenAI or useChat encoding. Run it on this tree and on another commi
     python bench/face_cost.py
     git worktree add /tmp/before 490ad9f && PYTHONPATH=/tmp/before python bench/face_cost.py
 
+Timings on a shared machine drift; instruction counts do not. `python bench/face_cost.py --instructions` runs
+each path under valgrind's callgrind with 0 and 20,000 chunks and prints the difference per chunk.
+
 Before #17 (no chatsse/events.py) the faces parsed the native face's SSE bytes back into JSON first; that is
-measured the same way. The best of 5 runs of 200,000 chunks each.
+measured the same way. Since #19 the OpenAI and useChat faces read with the translator's rich mode (every choice,
+tool calls, refusals, logprobs). The best of 5 runs of 200,000 chunks each.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +26,16 @@ import orjson
 
 import chatsse
 from chatsse.chunks import ChunkTranslator
-from chatsse.faces.openai_compat import Completion
 from chatsse.sse import ServerSentEvent
+
+try:  # since #19
+    from chatsse.faces.openai_chunks import Completion  # type: ignore[import-not-found,unused-ignore]
+
+    RICH = True
+except ImportError:
+    from chatsse.faces.openai_compat import Completion  # type: ignore[attr-defined,no-redef,unused-ignore]
+
+    RICH = False
 
 CHUNK = [ServerSentEvent('{"choices":[{"delta":{"content":"Zq"},"finish_reason":null,"index":0}],"id":"x"}')]
 TYPED_EVENTS = (Path(chatsse.__file__).parent / "events.py").exists()
@@ -28,6 +43,7 @@ TYPED_EVENTS = (Path(chatsse.__file__).parent / "events.py").exists()
 
 def paths() -> dict[str, Callable[[], Any]]:
     translator = ChunkTranslator()
+    rich = ChunkTranslator(rich=True) if RICH else translator  # type: ignore[call-arg,unused-ignore]
     completion = Completion("default", False)
     if TYPED_EVENTS:
         from chatsse.events import Batch  # type: ignore[import-not-found,unused-ignore]
@@ -35,11 +51,11 @@ def paths() -> dict[str, Callable[[], Any]]:
         from chatsse.faces.ui_stream import UIFrames  # type: ignore[attr-defined,unused-ignore]
 
         native, ui = NativeFrames(), UIFrames("m")
-        completion.first, ui.head, ui.open = b"", b"", "text"  # past the first write, as almost every chunk is
+        completion.first, ui.head, ui.open = False if RICH else b"", b"", "text"  # past the first write, as most are
         return {
             "native": lambda: native(Batch(translator.feed(CHUNK))),
-            "openai": lambda: completion(Batch(translator.feed(CHUNK))),
-            "useChat": lambda: ui(Batch(translator.feed(CHUNK))),
+            "openai": lambda: completion(Batch(rich.feed(CHUNK))),
+            "useChat": lambda: ui(Batch(rich.feed(CHUNK))),
         }
     from chatsse.faces import ui_stream
 
@@ -56,9 +72,38 @@ def paths() -> dict[str, Callable[[], Any]]:
     return {"native": lambda: translator.feed(CHUNK), "openai": openai, "useChat": use_chat}
 
 
+def instructions(name: str, chunks: int) -> int:
+    """Instructions callgrind counts for a process that runs path `name` `chunks` times (start-up included)."""
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}/cg",
+                sys.executable,
+                __file__,
+                name,
+                str(chunks),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        summary = next(line for line in Path(out, "cg").read_text().splitlines() if line.startswith("summary:"))
+        return int(summary.split()[1])
+
+
 def main() -> None:
     label = "typed events" if TYPED_EVENTS else "re-parsed SSE"
+    if len(sys.argv) == 3:  # one path, a given number of times (what --instructions measures)
+        path = paths()[sys.argv[1]]
+        for _ in range(int(sys.argv[2])):
+            path()
+        return
     for name, path in paths().items():
+        if "--instructions" in sys.argv:
+            per_chunk = (instructions(name, 20_000) - instructions(name, 0)) / 20_000
+            print(f"{label}: {name:8} {per_chunk:,.0f} instructions per chunk")
+            continue
         best = min(timeit.repeat(path, number=200_000, repeat=5)) / 200_000
         print(f"{label}: {name:8} {best * 1e6:.2f} us per chunk")
 

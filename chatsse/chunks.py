@@ -1,10 +1,14 @@
-"""Turns decoded Azure chat-completion chunks into chatsse's typed events: content, reasoning, done, or a failure
-(pure, no I/O).
+"""Turns decoded Azure chat-completion chunks into chatsse's typed events: content, reasoning, refusals, tool calls,
+finishes, done, or a failure (pure, no I/O).
 
-Azure rules this follows (see upstream-protocol.md): ignore unknown fields; a chunk with `choices: []`
-only carries `usage` or `prompt_filter_results`; a choice may lack `delta`; `delta.content` may be
-missing, "" or null; the last non-null `finish_reason` wins (a late asynchronous content filter
-overrides `stop`); the stream must end with `[DONE]` after a finish_reason, anything else is a failure.
+Azure rules this follows (see upstream-protocol.md): ignore unknown fields (`content_filter_results` among them); a
+chunk with `choices: []` only carries `usage` or `prompt_filter_results`; a choice may lack `delta`;
+`delta.content` may be missing, "" or null; the last non-null `finish_reason` wins (a late asynchronous content
+filter overrides `stop`); the stream must end with `[DONE]` after a finish_reason, anything else is a failure.
+
+Two modes. Plain (the native face, text only): the first choice's text, a refusal relayed as text, and a tool call
+ends the reply with `tool_calls_unsupported`, never silence. Rich (the OpenAI and useChat faces): every choice by
+its index, refusals, logprobs, tool-call pieces as they come, and each choice's own finish.
 """
 
 from __future__ import annotations
@@ -13,20 +17,29 @@ from typing import Any
 
 import orjson
 
-from chatsse.errors import ChatSSEError, UpstreamDisconnected, UpstreamMalformed, UpstreamStreamError
-from chatsse.events import Content, Done, Event, Reasoning
+from chatsse.errors import (
+    ChatSSEError,
+    ToolCallsUnsupported,
+    UpstreamDisconnected,
+    UpstreamMalformed,
+    UpstreamStreamError,
+)
+from chatsse.events import Content, Done, Event, Finish, Reasoning, Refusal, ToolCall
 from chatsse.sse import ServerSentEvent
+
+TOOL_FINISHES = ("tool_calls", "function_call")
 
 
 class ChunkTranslator:
     """Feed decoded upstream events in order; read `failure` after each feed."""
 
-    def __init__(self, reasoning: bool = False) -> None:
+    def __init__(self, reasoning: bool = False, rich: bool = False) -> None:
         self.reasoning = reasoning  # relay `delta.reasoning_content` as {"reasoning": ...} events
-        self.finish_reason: str | None = None
+        self.rich = rich
+        self.finish_reason: str | None = None  # the first choice's
         self.usage: dict[str, Any] | None = None
-        self.content_events = 0
-        self.relayed_chars = 0  # content and reasoning text passed on: what an estimate of its tokens counts
+        self.content_events = 0  # pieces of text, refusal or tool arguments relayed
+        self.relayed_chars = 0  # content, reasoning, refusal and tool-call text passed on: what an estimate counts
         self.done = False
         self.failure: ChatSSEError | None = None
 
@@ -70,26 +83,115 @@ class ChunkTranslator:
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list):
             return
-        choice = choices[0]  # we always ask for n=1
+        if self.rich:
+            for choice in choices:
+                if not isinstance(choice, dict):
+                    self.failure = UpstreamMalformed()
+                    return
+                self._rich_choice(choice, out)
+            return
+        choice = choices[0]  # the native face never asks for n > 1
         if not isinstance(choice, dict):
             self.failure = UpstreamMalformed()
             return
         delta = choice.get("delta")
-        if self.reasoning and isinstance(delta, dict):
-            # OpenAI-compatible servers (vLLM, Ollama, DeepSeek) stream a model's thinking in reasoning_content.
-            thought = delta.get("reasoning_content") or delta.get("reasoning")
-            if thought and isinstance(thought, str):
-                self.relayed_chars += len(thought)
-                out.append(Reasoning(thought))
+        reason = choice.get("finish_reason")
         if isinstance(delta, dict):
-            content = delta.get("content") or delta.get("refusal")
+            if self.reasoning:
+                self._reasoning(delta, 0, out)
+            content = delta.get("content")
+            if len(delta) > 1 or not content:  # not a plain {"content": "..."} piece, the one of almost every chunk
+                content = content or delta.get("refusal")
+                if delta.get("tool_calls") or delta.get("function_call"):
+                    self.failure = ToolCallsUnsupported()
+                    return
             if content and isinstance(content, str):
                 self.content_events += 1
                 self.relayed_chars += len(content)
                 out.append(Content(content))
+        if isinstance(reason, str) and reason:
+            if reason in TOOL_FINISHES:
+                self.failure = ToolCallsUnsupported()
+                return
+            self.finish_reason = reason
+
+    def _rich_choice(self, choice: dict[str, Any], out: list[Event]) -> None:
+        index = choice.get("index", 0)
+        if index.__class__ is not int or index < 0:  # bool is an int subclass, but not an index
+            index = 0
+        logprobs = choice.get("logprobs")
+        if logprobs is not None and not isinstance(logprobs, dict):
+            logprobs = None
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            if self.reasoning:
+                self._reasoning(delta, index, out)
+            text = delta.get("content")
+            if isinstance(text, str) and (text or logprobs is not None):
+                self.content_events += bool(text)
+                self.relayed_chars += len(text)
+                out.append(Content(text, index, logprobs))
+                logprobs = None  # they belong to this piece
+            if len(delta) > 1 or text is None:  # not a plain {"content": "..."} piece, the one of almost every chunk
+                self._rest_of_delta(delta, index, logprobs, out)
+                logprobs = None
+        if logprobs is not None:  # logprobs with no text of their own: still the client's
+            out.append(Content("", index, logprobs))
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
-            self.finish_reason = reason
+            out.append(Finish(reason, index))
+            if index == 0:
+                self.finish_reason = reason
+
+    def _rest_of_delta(
+        self, delta: dict[str, Any], index: int, logprobs: dict[str, Any] | None, out: list[Event]
+    ) -> None:
+        """A delta's refusal and tool-call pieces (and a refusal's logprobs)."""
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and (refusal or logprobs is not None):
+            self.content_events += bool(refusal)
+            self.relayed_chars += len(refusal)
+            out.append(Refusal(refusal, index, logprobs))
+        elif logprobs is not None:
+            out.append(Content("", index, logprobs))
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                self._tool_call(call, index, out)
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict):
+            self._tool_call({"index": -1, "function": legacy}, index, out)
+
+    def _tool_call(self, call: Any, choice: int, out: list[Event]) -> None:
+        if not isinstance(call, dict):
+            self.failure = UpstreamMalformed()
+            return
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        index, call_id, name = call.get("index", 0), call.get("id"), function.get("name")
+        arguments = function.get("arguments")
+        if not isinstance(index, int) or isinstance(index, bool):
+            self.failure = UpstreamMalformed()
+            return
+        arguments = arguments if isinstance(arguments, str) else ""
+        self.content_events += bool(arguments)
+        self.relayed_chars += len(arguments) + (len(name) if isinstance(name, str) else 0)
+        out.append(
+            ToolCall(
+                index,
+                call_id if isinstance(call_id, str) else None,
+                name if isinstance(name, str) else None,
+                arguments,
+                choice,
+            )
+        )
+
+    def _reasoning(self, delta: dict[str, Any], choice: int, out: list[Event]) -> None:
+        # OpenAI-compatible servers (vLLM, Ollama, DeepSeek) stream a model's thinking in reasoning_content.
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        if thought and isinstance(thought, str):
+            self.relayed_chars += len(thought)
+            out.append(Reasoning(thought, choice))
 
     def _finish(self, out: list[Event]) -> None:
         if self.finish_reason is None:

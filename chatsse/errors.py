@@ -18,6 +18,8 @@
     ├── UpstreamDisconnected          502     upstream_disconnected
     ├── UpstreamMalformed             502     upstream_malformed
     ├── UpstreamStreamError           502     upstream_error
+    ├── ToolCallsUnsupported          502     tool_calls_unsupported (a tool call on a face that carries text only)
+    ├── UnsupportedParameter          400     unsupported_parameter (a field the upstream's api-version lacks)
     ├── Unauthorized                  401     unauthorized
     ├── CallerRateLimited             429     too_many_requests
     ├── TooManyStreams                503     too_many_streams      (429 when a caller's max_streams is reached)
@@ -63,9 +65,13 @@ class ChatSSEError(Exception):
     default_message: ClassVar[str] = "Something went wrong inside chatsse."
     retryable: ClassVar[bool] = False
 
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after: float | None = None, param: str | None = None
+    ) -> None:
         self.message = message or self.default_message
         self.retry_after = retry_after
+        if param is not None:
+            self.param = param
         self.extra_headers: dict[str, str] = {}  # e.g. the x-ratelimit-* headers of a caller's limits
         super().__init__(self.message)
 
@@ -194,6 +200,19 @@ class UpstreamMalformed(ChatSSEError):
 class UpstreamStreamError(ChatSSEError):
     status_code, code = 502, "upstream_error"
     default_message = "Azure OpenAI reported an error in the middle of the reply; the reply is incomplete."
+
+
+class ToolCallsUnsupported(ChatSSEError):
+    status_code, code = 502, "tool_calls_unsupported"
+    default_message = (
+        "The model asked to call a tool, which this route cannot relay (it carries text only); the reply ends here. "
+        "Send tools to /v1/chat/completions or /api/v1/chat/ui instead."
+    )
+
+
+class UnsupportedParameter(ChatSSEError):
+    status_code, code = 400, "unsupported_parameter"
+    default_message = "The upstream's API version does not support a field of this request."
 
 
 class Unauthorized(ChatSSEError):

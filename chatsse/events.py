@@ -1,9 +1,18 @@
 """A reply's events, typed: what the upstream reader hands the relay, and every face encodes in its own format.
 
-    Content(text)                 a piece of the reply
-    Reasoning(text)               a piece of the model's thinking (where the model group relays it)
-    Done(finish_reason, usage)    the reply is complete
-    Failed(code, message, ...)    the reply broke off; nothing follows
+    Content(text)                          a piece of the reply's text
+    Reasoning(text)                        a piece of the model's thinking (where the model group relays it)
+    Refusal(text)                          a piece of the model's refusal (OpenAI's `delta.refusal`)
+    ToolCall(index, id, name, arguments)   a piece of a call the model asks the client to make: the first piece of a
+                                           call names it (id and name), the rest carry its arguments' JSON text
+    Finish(reason)                         one choice is complete (its own finish_reason)
+    Done(finish_reason, usage)             the reply is complete
+    Failed(code, message, ...)             the reply broke off; nothing follows
+
+Text, reasoning, refusal, tool-call and finish events carry the `choice` they belong to (0 unless a request asked for
+`n` > 1); text and refusals carry the upstream's `logprobs` for their tokens, when asked. Only the faces that relay
+everything a reply can hold (OpenAI's and useChat's) get refusals, tool calls and finishes; the native face gets
+text (`ChunkTranslator`'s plain mode).
 
 A `Batch` is what one upstream read produced: the unit a face writes to its client at once. Each event's
 `payload()` is chatsse's own wire format (`{"content": ...}`, `{"done": true, ...}`, ...), which the native face
@@ -19,20 +28,73 @@ from typing import Any
 from chatsse.errors import ChatSSEError
 
 
+def _placed(payload: dict[str, Any], choice: int, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`payload` with the choice it belongs to and its logprobs, where they are not the defaults."""
+    if choice:
+        payload["choice"] = choice
+    if logprobs is not None:
+        payload["logprobs"] = logprobs
+    return payload
+
+
 @dataclass(slots=True)
 class Content:
     text: str
+    choice: int = 0
+    logprobs: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
-        return {"content": self.text}
+        if not self.choice and self.logprobs is None:
+            return {"content": self.text}  # the native face's event, on every token: no more work than this
+        return _placed({"content": self.text}, self.choice, self.logprobs)
 
 
 @dataclass(slots=True)
 class Reasoning:
     text: str
+    choice: int = 0
 
     def payload(self) -> dict[str, Any]:
-        return {"reasoning": self.text}
+        return _placed({"reasoning": self.text}, self.choice)
+
+
+@dataclass(slots=True)
+class Refusal:
+    text: str
+    choice: int = 0
+    logprobs: dict[str, Any] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return _placed({"refusal": self.text}, self.choice, self.logprobs)
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A piece of tool call `index` of its choice. `id` and `name` come with the first piece of a call (None after);
+    `arguments` is the next piece of its JSON text, possibly empty. Index -1 is the deprecated `function_call`."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+    choice: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        call: dict[str, Any] = {"index": self.index, "arguments": self.arguments}
+        if self.id is not None:
+            call["id"] = self.id
+        if self.name is not None:
+            call["name"] = self.name
+        return _placed({"tool_call": call}, self.choice)
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str
+    choice: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        return _placed({"finish": self.reason}, self.choice)
 
 
 @dataclass(slots=True)
@@ -68,7 +130,7 @@ class Failed:
         return {"error": error}
 
 
-Event = Content | Reasoning | Done | Failed
+Event = Content | Reasoning | Refusal | ToolCall | Finish | Done | Failed
 ENDINGS = (Done, Failed)
 
 
@@ -83,10 +145,18 @@ class Batch:
 
 def from_payload(payload: dict[str, Any]) -> Event:
     """The event whose `payload()` this is (for events kept outside the process)."""
+    choice = payload.get("choice", 0)
     if "content" in payload:
-        return Content(payload["content"])
+        return Content(payload["content"], choice, payload.get("logprobs"))
     if "reasoning" in payload:
-        return Reasoning(payload["reasoning"])
+        return Reasoning(payload["reasoning"], choice)
+    if "refusal" in payload:
+        return Refusal(payload["refusal"], choice, payload.get("logprobs"))
+    if "tool_call" in payload:
+        call = payload["tool_call"]
+        return ToolCall(call["index"], call.get("id"), call.get("name"), call["arguments"], choice)
+    if "finish" in payload:
+        return Finish(payload["finish"], choice)
     if "error" in payload:
         error = payload["error"]
         return Failed(error["code"], error["message"], error.get("request_id"))

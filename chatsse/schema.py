@@ -19,16 +19,19 @@ _BOM = b"\xef\xbb\xbf"
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 BODY_FIELDS = ("message", "messages", "model", "temperature", "top_p", "max_tokens", "reasoning_effort")
 
-Message = dict[str, str]
+Message = dict[str, Any]  # a turn in OpenAI's shape, as the upstream gets it
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated chat: the conversation, the model group it asks for, and its generation parameters."""
+    """A validated chat: the conversation, the model group it asks for, and every other field sent upstream."""
 
     messages: list[Message]
     model: str
-    params: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, reasoning_effort
+    # temperature, top_p, max_tokens (the one cap, whatever the caller named it), ... as the caller sent them
+    params: dict[str, Any] = field(default_factory=dict)
+    # The face relays everything a reply can hold (refusals, tool calls, choices, logprobs); else text only.
+    rich: bool = False
 
 
 def load_json(body: bytes) -> Any:
@@ -93,7 +96,7 @@ def parse_params(body: dict[str, Any]) -> dict[str, Any]:
         value = body.get(name)
         if value is None:
             continue
-        if not _is_number(value) or not low <= value <= high:
+        if not is_number(value) or not low <= value <= high:
             raise InvalidRequest(f'"{name}" must be a number from {low:g} to {high:g}.')
         params[name] = value
     tokens = body.get("max_tokens")
@@ -109,7 +112,7 @@ def parse_params(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

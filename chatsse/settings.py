@@ -79,6 +79,10 @@ class Settings:
     upstream_timeout: float = _env(60.0, "CHATSSE_UPSTREAM_TIMEOUT", *POSITIVE_SECONDS)
     cors_origins: tuple[str, ...] = _env(("*",), "CHATSSE_CORS_ORIGINS", _origins, bool, "comma-separated origins")
     max_body_bytes: int = _env(64 * 1024, "CHATSSE_MAX_BODY_BYTES", int, lambda v: v > 0, "a whole number of bytes > 0")
+    # The routes that take images as data: URLs (/v1/chat/completions, /api/v1/chat/ui): a few photos' worth.
+    max_media_body_bytes: int = _env(
+        8 * 1024 * 1024, "CHATSSE_MAX_MEDIA_BODY_BYTES", int, lambda v: v > 0, "a whole number of bytes > 0"
+    )
     max_retries: int = _env(2, "CHATSSE_MAX_RETRIES", int, lambda v: 0 <= v <= 10, "a whole number from 0 to 10")
     max_retry_wait: float = _env(10.0, "CHATSSE_MAX_RETRY_WAIT", *SECONDS)
     system_prompt: str | None = _env(None, "CHATSSE_SYSTEM_PROMPT", str, _any, "text")

@@ -14,7 +14,7 @@ from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from chatsse.upstreams import UpstreamConfig
 from tests.redis_server import RedisServer
-from tests.servers import API_KEY, DEPLOYMENT, RunningServer, serve_in_thread
+from tests.servers import API_KEY, DEPLOYMENT, Fleet, RunningServer, serve_in_thread
 
 __all__ = ["API_KEY", "DEPLOYMENT", "GatewayFactory"]
 
@@ -73,3 +73,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    with ExitStack() as stack:
+        yield Fleet(stack)

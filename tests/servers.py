@@ -12,17 +12,24 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
+from chatsse.app import create_app
+from chatsse.settings import Settings
+from chatsse.simulator import Simulator
+from chatsse.upstreams import UpstreamConfig
+
 CHATSSE = str(Path(sys.executable).with_name("chatsse"))  # the console script of the package under test
 API_KEY = "sk-test-SECRET-4f9a1c7e2b"
 DEPLOYMENT = "gpt-test"
+FLEET_KEY = "sk-upstream-SECRET-7a1b"
 
 
 @dataclass
@@ -154,3 +161,30 @@ def chatsse_serve(
         yield gateway
     finally:
         gateway.stop()
+
+
+class Fleet:
+    """Simulators by name, and gateways in front of them configured with one upstream each (the `fleet` fixture)."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.sims: dict[str, Simulator] = {}
+
+    def sim(self, name: str, **options: Any) -> Simulator:
+        simulator = Simulator(api_key=FLEET_KEY, deployment=f"dep-{name}", **options)
+        simulator.start_in_thread()
+        self.stack.callback(simulator.stop_thread)
+        self.sims[name] = simulator
+        return simulator
+
+    def upstream(self, name: str, **fields: Any) -> UpstreamConfig:
+        endpoint = self.sims[name].url + ("/v1" if fields.get("api") == "openai" else "")
+        return UpstreamConfig(name=name, endpoint=endpoint, deployment=f"dep-{name}", api_key=FLEET_KEY, **fields)
+
+    def gateway(self, *upstreams: UpstreamConfig, **settings: Any) -> RunningServer:
+        options: dict[str, Any] = {"ping_seconds": 0, "upstream_timeout": 10, "max_retry_wait": 5, **settings}
+        app = create_app(Settings(upstreams=upstreams, **options))
+        return self.stack.enter_context(serve_in_thread(app))
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(sim.requests) for name, sim in self.sims.items()}

@@ -18,7 +18,7 @@ README = (ROOT / "README.md").read_text()
 
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
-    ["record", "sse", "errors", "events", "schema", "chunks"],  # pure: no I/O
+    ["record", "sse", "errors", "events", "schema", "completion_request", "chunks"],  # pure: no I/O
     ["upstreams.config", "callers.config", "settings"],  # configuration
     ["upstreams", "callers", "ratelimit", "redis"],  # backends: upstream servers, callers' counts, Redis
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle

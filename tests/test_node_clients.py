@@ -85,3 +85,37 @@ def test_npm_openai_streams_through_chatsse(node_modules: Path, make_gateway: Ga
     assert result["text"] == WORDS and result["usage"]["completion_tokens"] == 12 and result["models"] == ["default"]
     refused = run("openai.mjs", gateway.url, "wrong-key", "echo:hi")
     assert refused == {"error": "AuthenticationError", "status": 401}
+
+
+def test_use_chat_client_side_tool_round_trip(node_modules: Path, gateway: RunningServer, simulator: Simulator) -> None:
+    result = run("tools.mjs", gateway.url, "What is the weather in Oslo? [sim: tools=1]")
+    assert result["outcome"] == "settled"
+    assert result["calls"] == [{"toolName": "get_weather", "toolCallId": "call_sim0", "input": {"city": "sim"}}]
+    parts = [p for p in result["parts"] if p["type"] != "step-start"]
+    assert parts[0] == {
+        "type": "tool-get_weather",
+        "toolCallId": "call_sim0",
+        "state": "output-available",
+        "input": {"city": "sim"},
+        "output": {"temp": 21, "sky": "clear"},
+    } | {k: v for k, v in parts[0].items() if k not in ("type", "toolCallId", "state", "input", "output")}
+    assert parts[-1]["type"] == "text" and parts[-1]["text"] == 'The tool said: {"temp":21,"sky":"clear"}'
+    assert result["messages"] == 2  # the user's question and one assistant message holding both steps
+    assert result["chunks"][:5] == ["start", "start-step", "tool-input-start", "tool-input-delta", "tool-input-delta"]
+    assert "tool-input-available" in result["chunks"] and "text-delta" in result["chunks"]
+    first, second = simulator.requests[-2:]
+    assert first.json["tools"][0]["function"]["name"] == "get_weather"
+    assert second.json["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_sim0",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"sim"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_sim0", "content": '{"temp":21,"sky":"clear"}'},
+    ]

@@ -9,7 +9,8 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from chatsse.simulator import Simulator
-from chatsse.simulator.scenario import Scenario, reply_text, split_tokens
+from chatsse.simulator.replies import reply_text, split_tokens
+from chatsse.simulator.scenario import Scenario
 from tests.conftest import API_KEY, DEPLOYMENT, GatewayFactory
 from tests.helpers import STREAM, chat, kinds, text_of
 from tests.servers import RunningServer, wait_until

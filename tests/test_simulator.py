@@ -97,3 +97,20 @@ def test_directives_parse_and_unknown_keys_are_ignored() -> None:
     scenario, text = parse_scenario("hello [sim: status=429 delay=0.5 no_done=1 bogus=3 finish=length]")
     assert (scenario.status, scenario.delay, scenario.no_done, scenario.finish) == (429, 0.5, True, "length")
     assert text == "hello"
+
+
+def test_tool_calls_n_and_logprobs_in_azures_shape(simulator: Simulator) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"properties": {"n": {"type": "integer"}}}}}
+    calls = [c for c in chunks(post(simulator, "go [sim: tools=1 arg_pieces=3]", tools=[tool])) if isinstance(c, dict)]
+    deltas = [c["choices"][0]["delta"] for c in calls if c["choices"]]  # type: ignore[index]
+    assert deltas[1] == {
+        "content": None,
+        "tool_calls": [{"function": {"arguments": "", "name": "f"}, "id": "call_sim0", "index": 0, "type": "function"}],
+    }  # the first piece names the call, as Azure sends it
+    assert [d["tool_calls"][0]["function"]["arguments"] for d in deltas[2:-1]] == ['{"n', '":1}']
+    assert calls[-1]["choices"][0]["finish_reason"] == "tool_calls"  # type: ignore[index]
+    many = [c for c in chunks(post(simulator, "echo:x", n=2, logprobs=True, top_logprobs=1)) if isinstance(c, dict)]
+    texts = [(c["choices"][0]["index"], c["choices"][0]["delta"].get("content")) for c in many if c["choices"]]  # type: ignore[index]
+    assert [t for t in texts if t[1]] == [(0, "x"), (1, "x"), (1, " #1")]  # the choices' tokens interleaved
+    logprobs = [c["choices"][0]["logprobs"] for c in many if c["choices"] and c["choices"][0]["logprobs"]]  # type: ignore[index]
+    assert logprobs[0]["content"][0]["token"] == "x" and len(logprobs[0]["content"][0]["top_logprobs"]) == 1

@@ -130,3 +130,83 @@ def test_delete_stops_the_chats_reply(make_gateway: GatewayFactory, simulator: S
     finish = [c for c in chunks(seen + rest) if c != "[DONE]" and c["type"] == "finish"]
     assert finish == [{"type": "finish", "finishReason": "other", "messageMetadata": {"finishReason": "stopped"}}]
     assert httpx.delete(f"{gateway.url}{UI}/chat-stop/stream").status_code == 204  # nothing open: still 204
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_tool_calls_become_the_ai_sdks_tool_parts(gateway: RunningServer, simulator: Simulator) -> None:
+    body = {**ui_body({"type": "text", "text": "Weather? [sim: tools=2 arg_pieces=3,0]"}), "tools": [WEATHER]}
+    got = chunks(httpx.post(gateway.url + UI, json=body).text)
+    assert [c if c == "[DONE]" else c["type"] for c in got] == [
+        "start", "start-step",
+        "tool-input-start", "tool-input-delta", "tool-input-delta",
+        "tool-input-start", "tool-input-delta", "tool-input-delta",
+        "tool-input-available", "tool-input-available",
+        "finish-step", "finish", "[DONE]",
+    ]  # fmt: skip
+    starts = [c for c in got if c != "[DONE]" and c["type"] == "tool-input-start"]
+    assert starts == [
+        {"type": "tool-input-start", "toolCallId": "call_sim0", "toolName": "get_weather"},
+        {"type": "tool-input-start", "toolCallId": "call_sim1", "toolName": "get_weather"},
+    ]
+    deltas = "".join(c["inputTextDelta"] for c in got if c != "[DONE]" and c["type"] == "tool-input-delta")
+    assert deltas == '{"city":"sim"}' * 2  # the pieces as they came (the empty one is not sent)
+    available = [c for c in got if c != "[DONE]" and c["type"] == "tool-input-available"]
+    assert available[0] == {
+        "type": "tool-input-available", "toolCallId": "call_sim0", "toolName": "get_weather", "input": {"city": "sim"},
+    }  # fmt: skip
+    assert got[-2]["finishReason"] == "tool-calls" and simulator.requests[-1].json["tools"] == [WEATHER]
+
+
+def test_broken_tool_arguments_are_a_tool_input_error(gateway: RunningServer) -> None:
+    body = {**ui_body({"type": "text", "text": "echo:{not json[sim: tools=1]"}), "tools": [WEATHER]}
+    got = chunks(httpx.post(gateway.url + UI, json=body).text)
+    errors = [c for c in got if c != "[DONE]" and c["type"] == "tool-input-error"]
+    assert errors and errors[0]["input"] == "{not json" and errors[0]["toolName"] == "get_weather"
+
+
+def test_images_and_tool_results_become_the_upstreams_turns(gateway: RunningServer, simulator: Simulator) -> None:
+    photo = "data:image/png;base64,iVBORw0KGgo="
+    history: list[dict[str, Any]] = [
+        {"id": "u0", "role": "user", "parts": [
+            {"type": "text", "text": "Weather in Oslo?"}, {"type": "file", "mediaType": "image/png", "url": photo},
+        ]},
+        {"id": "a0", "role": "assistant", "parts": [
+            {"type": "step-start"},
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool-get_weather", "toolCallId": "c1", "state": "output-available",
+             "input": {"city": "Oslo"}, "output": {"temp": 21}},
+            {"type": "tool-get_weather", "toolCallId": "c2", "state": "input-available", "input": {"city": "Bergen"}},
+            {"type": "step-start"},
+            {"type": "text", "text": "It is 21 degrees."},
+        ]},
+        {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "echo:thanks"}]},
+    ]  # fmt: skip
+    response = httpx.post(gateway.url + UI, json={"id": "t", "messages": history, "tools": [WEATHER]})
+    assert response.status_code == 200
+    assert simulator.requests[-1].json["messages"] == [
+        {"role": "user", "content": [
+            {"type": "text", "text": "Weather in Oslo?"}, {"type": "image_url", "image_url": {"url": photo}},
+        ]},
+        {"role": "assistant", "content": "Let me check.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+        ]},  # the call without a result (c2) is left out: the upstream would refuse it
+        {"role": "tool", "tool_call_id": "c1", "content": '{"temp":21}'},
+        {"role": "assistant", "content": "It is 21 degrees."},
+        {"role": "user", "content": "echo:thanks"},
+    ]  # fmt: skip
+    continued = history[:2]  # what useChat sends after addToolOutput: the assistant message is the last one
+    continued[1] = {**history[1], "parts": history[1]["parts"][:3]}
+    reply = chunks(httpx.post(gateway.url + UI, json={"id": "t", "messages": continued, "messageId": "a0"}).text)
+    assert reply[0] == {"type": "start", "messageId": "a0"}  # the same assistant message goes on
+    assert (
+        "".join(c["delta"] for c in reply if c != "[DONE]" and c["type"] == "text-delta")
+        == 'The tool said: {"temp":21}'
+    )

@@ -6,56 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
-from typing import Any
 
 import httpx
 import pytest
 
-from chatsse.app import create_app
-from chatsse.settings import Settings
-from chatsse.simulator import Simulator
-from chatsse.upstreams import UpstreamConfig
 from tests.helpers import chat, kinds, metric, text_of
-from tests.servers import RunningServer, serve_in_thread
+from tests.servers import FLEET_KEY as KEY
+from tests.servers import Fleet
 
 pytestmark = pytest.mark.anyio
-
-KEY = "sk-upstream-SECRET-7a1b"
-
-
-class Fleet:
-    """Simulators by name, and a gateway in front of them configured with one upstream each."""
-
-    def __init__(self, stack: ExitStack) -> None:
-        self.stack = stack
-        self.sims: dict[str, Simulator] = {}
-
-    def sim(self, name: str, **options: Any) -> Simulator:
-        simulator = Simulator(api_key=KEY, deployment=f"dep-{name}", **options)
-        simulator.start_in_thread()
-        self.stack.callback(simulator.stop_thread)
-        self.sims[name] = simulator
-        return simulator
-
-    def upstream(self, name: str, **fields: Any) -> UpstreamConfig:
-        endpoint = self.sims[name].url + ("/v1" if fields.get("api") == "openai" else "")
-        return UpstreamConfig(name=name, endpoint=endpoint, deployment=f"dep-{name}", api_key=KEY, **fields)
-
-    def gateway(self, *upstreams: UpstreamConfig, **settings: Any) -> RunningServer:
-        options: dict[str, Any] = {"ping_seconds": 0, "upstream_timeout": 10, "max_retry_wait": 5, **settings}
-        app = create_app(Settings(upstreams=upstreams, **options))
-        return self.stack.enter_context(serve_in_thread(app))
-
-    def counts(self) -> dict[str, int]:
-        return {name: len(sim.requests) for name, sim in self.sims.items()}
-
-
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
-    with ExitStack() as stack:
-        yield Fleet(stack)
 
 
 async def test_each_api_shape_is_sent_as_that_api_expects(fleet: Fleet) -> None:

@@ -3,5 +3,7 @@
 
     native.py          chatsse's own events: /api/v1/chat/stream (POST, EventSource GET) and its resume route
     ui_stream.py       the AI SDK's UI message stream (useChat): /api/v1/chat/ui and its resume route
+    ui_messages.py     useChat's UIMessages (text, images, tool calls and results) as the upstream's messages
     openai_compat.py   OpenAI's chat completions: /v1/chat/completions, /v1/models
+    openai_chunks.py   a reply as OpenAI's chunks (every choice, tool call, refusal), or one chat.completion
 """

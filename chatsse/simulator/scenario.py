@@ -1,4 +1,4 @@
-"""What the simulator says: reply text from the prompt, `[sim: ...]` directives, and Azure-shaped bytes.
+"""The simulator's `[sim: ...]` directives (failures, timing and reply shapes) and Azure's real error bodies.
 
 A directive anywhere in the last user message picks a behaviour, e.g. `[sim: status=429 retry_after_ms=50 times=1]`
 or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
@@ -21,20 +21,23 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     no_done=1           end after the finish chunk without `data: [DONE]`
     split=N             write the body in N-byte pieces (events and UTF-8 characters split across reads)
     ascii=1             escape non-ASCII as \\uXXXX in the JSON, as some serializers do
+    tools=N             answer with N tool calls, naming the request's `tools` in turn (arguments fit their schema,
+                        or come from `echo:`, one per call, separated by `|`); a tool's result gets text
+    tool=NAME           call the tool NAME (also when the request has no tools: a model asking for a tool it lacks)
+    arg_pieces=3,0,5    stream each call's arguments in pieces of these lengths (0: an empty piece), then the rest
+    interleave=1        alternate the calls' pieces by index instead of streaming one call after the other
+    preamble=1          say the reply's text before the tool calls (as models often do: "Let me look that up.")
+    refusal=1           stream the reply as `refusal` deltas instead of content
+The request's own `n`, `logprobs`/`top_logprobs` and `response_format` are followed (see replies.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 DIRECTIVE = re.compile(r"\[sim:([^\]]*)\]")
-TOKEN = re.compile(r"\s*\S{1,12}|\s+")  # roughly word-sized pieces, as a model streams them
-FILLER = ("Lorem", " ipsum", " dolor", " sit", " amet", ",", " consectetur", " adipiscing", " elit", ".")
-CREATED = 1742460935
-MODEL = "gpt-4o-2024-11-20"
 SAFE = {
     "hate": {"filtered": False, "severity": "safe"},
     "self_harm": {"filtered": False, "severity": "safe"},
@@ -125,6 +128,12 @@ class Scenario:
     chance: float = 1.0
     split: int = 0
     ascii: bool = False
+    tools: int = 0
+    tool: str = ""
+    arg_pieces: str = ""
+    interleave: bool = False
+    preamble: bool = False
+    refusal: bool = False
 
 
 def parse_scenario(text: str, default_delay: float = 0.0) -> tuple[Scenario, str]:
@@ -149,110 +158,3 @@ def parse_scenario(text: str, default_delay: float = 0.0) -> tuple[Scenario, str
             except ValueError:
                 continue
     return scenario, DIRECTIVE.sub("", text).strip()
-
-
-def reply_text(messages: list[dict[str, Any]], scenario: Scenario) -> str:
-    """Deterministic reply: `echo:<text>` answers <text> exactly; otherwise a friendly, prompt-derived sentence."""
-    if scenario.tokens > 0:
-        return "".join(FILLER[i % len(FILLER)] for i in range(scenario.tokens))
-    user_turns = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    raw = str(user_turns[-1].get("content", "")) if user_turns else ""
-    if "echo:" in raw:
-        return DIRECTIVE.sub("", raw.partition("echo:")[2])
-    prompt = DIRECTIVE.sub("", raw).strip()
-    return (
-        f"Hello! This is chatsse's built-in simulator, not a real model (turn {len(user_turns)}). "
-        f"You said: \u201c{prompt}\u201d."
-    )
-
-
-def split_tokens(text: str, scenario: Scenario) -> list[str]:
-    if scenario.tokens > 0:
-        return [FILLER[i % len(FILLER)] for i in range(scenario.tokens)]
-    return TOKEN.findall(text)
-
-
-class Frames:
-    """Azure's chunk sequence as `data:` event bytes (2025 shape: keys sorted, content_filter_results)."""
-
-    def __init__(self, chat_id: str, ascii_only: bool, include_usage: bool) -> None:
-        self.chat_id = chat_id
-        self.ascii_only = ascii_only
-        self.include_usage = include_usage
-
-    def _event(self, payload: dict[str, Any]) -> bytes:
-        text = json.dumps(payload, ensure_ascii=self.ascii_only, separators=(",", ":"), sort_keys=True)
-        return b"data: " + text.encode() + b"\n\n"
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None, filters: dict[str, Any]) -> bytes:
-        choice = {
-            "content_filter_results": filters,
-            "delta": delta,
-            "finish_reason": finish,
-            "index": 0,
-            "logprobs": None,
-        }
-        payload: dict[str, Any] = {
-            "choices": [choice],
-            "created": CREATED,
-            "id": self.chat_id,
-            "model": MODEL,
-            "object": "chat.completion.chunk",
-            "system_fingerprint": "fp_ded0d14823",
-        }
-        if self.include_usage:
-            payload["usage"] = None
-        return self._event(payload)
-
-    def prompt_filter(self) -> bytes:
-        return self._event(
-            {
-                "choices": [],
-                "created": 0,
-                "id": "",
-                "model": "",
-                "object": "",
-                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE}],
-            }
-        )
-
-    def role(self) -> bytes:
-        return self._chunk({"content": "", "refusal": None, "role": "assistant"}, None, {})
-
-    def content(self, text: str) -> bytes:
-        return self._chunk({"content": text}, None, SAFE)
-
-    def reasoning(self, text: str) -> bytes:
-        return self._chunk({"content": None, "reasoning_content": text}, None, {})
-
-    def finish(self, reason: str) -> bytes:
-        filters = {**SAFE, "violence": {"filtered": True, "severity": "medium"}} if reason == "content_filter" else {}
-        return self._chunk({}, reason, filters)
-
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        usage = {
-            "completion_tokens": completion_tokens,
-            "prompt_tokens": prompt_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        return self._event(
-            {
-                "choices": [],
-                "created": CREATED,
-                "id": self.chat_id,
-                "model": MODEL,
-                "object": "chat.completion.chunk",
-                "system_fingerprint": "fp_ded0d14823",
-                "usage": usage,
-            }
-        )
-
-    @staticmethod
-    def malformed() -> bytes:
-        return b'data: {"choices":[{"delta":{"content":"trunc\n\n'
-
-    @staticmethod
-    def in_stream_error() -> bytes:
-        return b"data: " + json.dumps(ERROR_BODIES[500], separators=(",", ":")).encode() + b"\n\n"
-
-    DONE = b"data: [DONE]\n\n"

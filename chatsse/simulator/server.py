@@ -15,17 +15,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from chatsse.simulator.frames import Frames
 from chatsse.simulator.http import Connection, RecordedRequest
-from chatsse.simulator.scenario import (
-    BAD_REQUEST,
-    ERROR_BODIES,
-    RESOURCE_NOT_FOUND,
-    Frames,
-    Scenario,
-    parse_scenario,
-    reply_text,
-    split_tokens,
-)
+from chatsse.simulator.replies import Reply, plan, prompt_text, split_arguments, split_tokens, text_of
+from chatsse.simulator.scenario import BAD_REQUEST, ERROR_BODIES, RESOURCE_NOT_FOUND, Scenario, parse_scenario
 
 PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
 V1_PATH = "/openai/v1/chat/completions"  # Azure's v1 API; any other path ending in /chat/completions is OpenAI's
@@ -147,8 +140,10 @@ class Simulator:
         try:
             body = request.json
             messages = body["messages"]
-            last = str(messages[-1]["content"])
-        except (ValueError, KeyError, IndexError, TypeError):
+            if not isinstance(messages, list) or not messages:
+                raise ValueError("no messages")
+            last = prompt_text(messages)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             return conn.write_json(400, BAD_REQUEST)
         deployment = path[len(PATH_PREFIX) : -len(PATH_SUFFIX)] if api == "azure" else body.get("model")
         if self.deployment is not None and deployment != self.deployment:
@@ -168,7 +163,9 @@ class Simulator:
                     headers["retry-after-ms"] = str(scenario.retry_after_ms)
             return conn.write_json(status, ERROR_BODIES.get(status, ERROR_BODIES[500]), headers)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await self._stream(conn, messages, scenario, include_usage)
+        logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") is True else None
+        frames = Frames(f"chatcmpl-{uuid.uuid4().hex[:24]}", scenario.ascii, include_usage, logprobs)
+        return await self._stream(conn, frames, messages, plan(body, messages, scenario), scenario)
 
     def _refuse_auth(self, api: str, headers: dict[str, str]) -> dict[str, Any] | None:
         """The error body for a request without the credentials this simulator asks for, else None."""
@@ -181,17 +178,20 @@ class Simulator:
         given = bearer if api == "openai" else headers.get("api-key")
         return None if given == self.api_key else ERROR_BODIES[401]
 
-    async def _stream(self, conn: Connection, messages: list[Any], scenario: Scenario, include_usage: bool) -> bool:
-        frames = Frames(f"chatcmpl-{uuid.uuid4().hex[:24]}", scenario.ascii, include_usage)
-        tokens = split_tokens(reply_text(messages, scenario), scenario)
+    async def _stream(
+        self, conn: Connection, frames: Frames, messages: list[Any], reply: Reply, scenario: Scenario
+    ) -> bool:
+        pieces = _pieces(frames, reply, scenario)
         conn.start_stream()
-        await conn.send(frames.prompt_filter() + frames.role(), scenario.split)
+        await conn.send(
+            frames.prompt_filter() + b"".join(frames.role(c) for c in range(len(reply.texts) or 1)), scenario.split
+        )
         if scenario.first_delay:
             await asyncio.sleep(scenario.first_delay)
         for index in range(scenario.reasoning):
             await conn.send(frames.reasoning(f"{' ' if index else ''}thought{index}"), scenario.split)
         start = time.monotonic()
-        for index, token in enumerate(tokens):
+        for index, piece in enumerate(pieces):
             if index == scenario.cut_after:
                 # A pause first, so the bytes already sent are read before the connection drops (aiohttp's reader
                 # raises a dropped connection before handing over what it still buffers).
@@ -210,19 +210,39 @@ class Simulator:
             if index == scenario.silence_after:
                 await asyncio.sleep(min(scenario.silence, MAX_WAIT))
                 start = time.monotonic() - index * scenario.delay
-            await conn.send(frames.content(token), scenario.split)
+            await conn.send(piece, scenario.split)
             if scenario.delay:
                 # An absolute schedule: a late wake-up shortens the next sleep instead of adding drift.
                 await asyncio.sleep(max(0.0, start + (index + 1) * scenario.delay - time.monotonic()))
-        tail = frames.finish(scenario.finish)
-        if include_usage:
-            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
-            tail += frames.usage(prompt_tokens, len(tokens))
+        tail = b"".join(frames.finish(reply.finish, choice) for choice in range(len(reply.texts) or 1))
+        if frames.include_usage:
+            prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
+            tail += frames.usage(prompt_tokens, len(pieces))
         if not scenario.no_done:
             tail += Frames.DONE
         await conn.send(tail, scenario.split)
         conn.end_stream()
         return True
+
+
+def _pieces(frames: Frames, reply: Reply, scenario: Scenario) -> list[bytes]:
+    """The reply's chunks in the order they go out: the choices' tokens interleaved, or the tool calls' pieces."""
+    texts = [split_tokens(text, scenario) for text in reply.texts]
+    text_frame = frames.refusal if scenario.refusal else frames.content
+    pieces = [
+        text_frame(tokens[position], choice)
+        for position in range(max(map(len, texts), default=0))
+        for choice, tokens in enumerate(texts)
+        if position < len(tokens)
+    ]
+    calls = [
+        [frames.tool_call(i, call.id, call.name, "")]
+        + [frames.tool_call(i, None, None, piece) for piece in split_arguments(call.arguments, scenario.arg_pieces)]
+        for i, call in enumerate(reply.calls)
+    ]
+    if scenario.interleave:
+        return pieces + [c[p] for p in range(max(map(len, calls), default=0)) for c in calls if p < len(c)]
+    return pieces + [piece for call in calls for piece in call]
 
 
 def _api_of(path: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ from chatsse.upstreams.shapes import SHAPES
 log = logging.getLogger("chatsse.upstream")
 
 MAX_ERROR_BODY = 64 * 1024
+# Bodies larger than this (images as data: URLs) go to aiohttp in pieces: written whole, they would hold the event
+# loop while the socket drains, and aiohttp warns above this size.
+LARGE_BODY = 1024 * 1024
+BODY_PIECE = 256 * 1024
 BASE_HEADERS = {
     "content-type": "application/json",
     "accept": "text/event-stream",
@@ -62,16 +67,16 @@ class UpstreamClient:
         # A copy of exactly its size: orjson's own bytes keep a 4 KB buffer, held as long as the reply is open.
         content = bytes(memoryview(orjson.dumps(SHAPES[upstream.api].body(upstream, request))))
         if not upstream.entra:
-            return await self._send(upstream, content, None)
+            return await self._send(upstream, content, None, request.rich)
         assert self.tokens is not None, "an Entra upstream without a token source"
         token = await self.tokens.token()
         try:
-            return await self._send(upstream, content, f"Bearer {token}")
+            return await self._send(upstream, content, f"Bearer {token}", request.rich)
         except UpstreamAuthFailed:
             log.warning("upstream %s rejected the Entra token; refreshing it and trying once more", upstream.name)
             await self.tokens.refresh_after_rejection(token)
             token = await self.tokens.token()
-            return await self._send(upstream, content, f"Bearer {token}")
+            return await self._send(upstream, content, f"Bearer {token}", request.rich)
 
     def _prepared(self, upstream: UpstreamConfig) -> _Prepared:
         """The URL, headers and timeout of an upstream's requests, built once: httpx's request building (URL
@@ -86,10 +91,15 @@ class UpstreamClient:
             self._by_name[upstream.name] = prepared
         return prepared
 
-    async def _send(self, upstream: UpstreamConfig, content: bytes, authorization: str | None) -> UpstreamReply:
+    async def _send(
+        self, upstream: UpstreamConfig, content: bytes, authorization: str | None, rich: bool
+    ) -> UpstreamReply:
         prepared = self._prepared(upstream)
         headers = prepared.headers if authorization is None else {**prepared.headers, "authorization": authorization}
-        request = httpx.Request("POST", prepared.url, headers=headers, content=content, extensions=prepared.extensions)
+        body: bytes | AsyncIterator[bytes] = content
+        if len(content) > LARGE_BODY:
+            headers, body = {**headers, "content-length": str(len(content))}, _pieces(content)
+        request = httpx.Request("POST", prepared.url, headers=headers, content=body, extensions=prepared.extensions)
         try:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -116,7 +126,7 @@ class UpstreamClient:
                     response.headers.get("apim-request-id", "-"),
                 )
                 raise error
-            reply = UpstreamReply(response, upstream.name, upstream.reasoning)
+            reply = UpstreamReply(response, upstream.name, upstream.reasoning, rich)
             try:
                 await reply.read_until_first_content(patience=self.ping_seconds)
             except BaseException:
@@ -126,6 +136,12 @@ class UpstreamClient:
         except BaseException:
             await response.aclose()
             raise
+
+
+async def _pieces(content: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(content)
+    for start in range(0, len(view), BODY_PIECE):
+        yield bytes(view[start : start + BODY_PIECE])
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
