@@ -152,12 +152,8 @@ def _content(value: Any, where: str) -> str:
     return _text("".join(texts), where)
 
 
-def parse_turns(value: Any) -> list[Message]:
-    """A conversation: turns of system, user and assistant text, the last one the user's."""
-    return _turns(value)
-
-
 def _turns(value: Any) -> list[Message]:
+    """A conversation: turns of system, user and assistant text, the last one the user's."""
     if not isinstance(value, list) or not value:
         raise InvalidRequest('"messages" must be a non-empty list of {"role": ..., "content": ...} objects.')
     if len(value) > MAX_MESSAGES:

@@ -196,3 +196,19 @@ def test_langchain_binds_tools_streamed_and_not(make_gateway: GatewayFactory, si
     assert [(c["name"], c["args"]) for c in gathered.tool_calls] == [("get_weather", {"city": "sim", "unit": "sim"})]
     plain = model.invoke("echo:just text")
     assert plain.content == "just text"
+
+
+def test_the_deprecated_functions_still_work(sdk: openai.OpenAI, simulator: Simulator) -> None:
+    functions: Any = [WEATHER["function"]]
+    whole = sdk.chat.completions.create(model="default", messages=ask("Oslo? [sim: tools=1]"), functions=functions)
+    call = whole.choices[0].message.function_call
+    assert whole.choices[0].finish_reason == "function_call" and call is not None
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "sim", "unit": "celsius"})
+    assert simulator.requests[-1].json["functions"] == functions
+    chunks = list(
+        sdk.chat.completions.create(
+            model="default", messages=ask("Oslo? [sim: tools=1 arg_pieces=4]"), functions=functions, stream=True
+        )
+    )
+    pieces = [c.choices[0].delta.function_call for c in chunks if c.choices and c.choices[0].delta.function_call]
+    assert pieces[0].name == "get_weather" and "".join(p.arguments or "" for p in pieces) == call.arguments

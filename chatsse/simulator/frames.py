@@ -88,6 +88,11 @@ class Frames:
             delta["content"] = None
         return self._chunk(delta, None, {})
 
+    def function_call(self, name: str | None, arguments: str) -> bytes:
+        """A piece of the deprecated `function_call`: the first names the function, the rest carry arguments."""
+        call: dict[str, Any] = {"arguments": arguments} if name is None else {"arguments": arguments, "name": name}
+        return self._chunk({"function_call": call} | ({"content": None} if name is not None else {}), None, {})
+
     def finish(self, reason: str, choice: int = 0) -> bytes:
         filters = {**SAFE, "violence": {"filtered": True, "severity": "medium"}} if reason == "content_filter" else {}
         return self._chunk({}, reason, filters, choice)

@@ -37,6 +37,7 @@ class Reply:
     texts: list[str]
     calls: list[PlannedCall]
     finish: str
+    legacy: bool = False  # the request named `functions` (deprecated): one call, as `delta.function_call`
 
 
 def text_of(content: Any) -> str:
@@ -56,15 +57,16 @@ def prompt_text(messages: list[Any]) -> str:
 
 def plan(body: dict[str, Any], messages: list[Any], scenario: Scenario) -> Reply:
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    tools = [
-        t["function"] for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)
-    ]
+    tools = [t.get("function") for t in body.get("tools") or [] if isinstance(t, dict)]
+    legacy = not tools and isinstance(body.get("functions"), list)
+    functions: list[dict[str, Any]] = [f for f in (body["functions"] if legacy else tools) if isinstance(f, dict)]
     wanted = scenario.tools or (1 if scenario.tool else 0)
-    if wanted and last.get("role") != "tool":
-        calls = _calls(wanted, tools, scenario, prompt_text(messages))
+    if wanted and last.get("role") not in ("tool", "function"):
+        calls = _calls(1 if legacy else wanted, functions, scenario, prompt_text(messages))
         texts = [reply_text(messages, scenario)] if scenario.preamble else []
-        return Reply(texts, calls, "tool_calls" if scenario.finish == "stop" else scenario.finish)
-    if last.get("role") == "tool":
+        finish = ("function_call" if legacy else "tool_calls") if scenario.finish == "stop" else scenario.finish
+        return Reply(texts, calls, finish, legacy)
+    if last.get("role") in ("tool", "function"):
         text = f"The tool said: {text_of(last.get('content'))}"
     else:
         text = reply_text(messages, scenario)

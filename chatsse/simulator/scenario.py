@@ -22,7 +22,8 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     split=N             write the body in N-byte pieces (events and UTF-8 characters split across reads)
     ascii=1             escape non-ASCII as \\uXXXX in the JSON, as some serializers do
     tools=N             answer with N tool calls, naming the request's `tools` in turn (arguments fit their schema,
-                        or come from `echo:`, one per call, separated by `|`); a tool's result gets text
+                        or come from `echo:`, one per call, separated by `|`); a tool's result gets text. A request
+                        with the deprecated `functions` gets one call as `delta.function_call`
     tool=NAME           call the tool NAME (also when the request has no tools: a model asking for a tool it lacks)
     arg_pieces=3,0,5    stream each call's arguments in pieces of these lengths (0: an empty piece), then the rest
     interleave=1        alternate the calls' pieces by index instead of streaming one call after the other

@@ -235,6 +235,10 @@ def _pieces(frames: Frames, reply: Reply, scenario: Scenario) -> list[bytes]:
         for choice, tokens in enumerate(texts)
         if position < len(tokens)
     ]
+    if reply.legacy:
+        call = reply.calls[0]
+        arguments = split_arguments(call.arguments, scenario.arg_pieces)
+        return [frames.function_call(call.name, "")] + [frames.function_call(None, piece) for piece in arguments]
     calls = [
         [frames.tool_call(i, call.id, call.name, "")]
         + [frames.tool_call(i, None, None, piece) for piece in split_arguments(call.arguments, scenario.arg_pieces)]
