@@ -55,14 +55,17 @@ def create_app(settings: Settings) -> Starlette:
         # Only with Redis: a gateway without it never loads redis-py.
         from chatsse.callers.redis import RedisLedger
         from chatsse.ratelimit.redis import RedisRateLimiter
-        from chatsse.redis import connect
+        from chatsse.redis import connect, probe
         from chatsse.resume.redis import RedisStore
 
-        client = connect(settings.redis_url)
-        remote = RedisStore(client, settings.upstream_timeout, metrics.redis_failures.inc)
+        cluster = settings.redis_cluster
+        if cluster is None:  # `chatsse serve` asked once already, and set it
+            cluster = probe(settings.redis_url, settings.redis_ca_file)
+        client = connect(settings.redis_url, cluster, settings.redis_ca_file)
+        remote = RedisStore(client, settings.upstream_timeout, metrics.redis_failures.inc, cluster)
         if settings.rate_limit:
             limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
-        ledger = RedisLedger(client, metrics.redis_failures.inc)
+        ledger = RedisLedger(client, metrics.redis_failures.inc, cluster)
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)

@@ -30,6 +30,7 @@
     ├── StreamNotFound                404     stream_not_found
     ├── ResumeGap                     410     resume_gap
     ├── ResumeUnavailable             503     resume_unavailable
+    ├── StreamLost                    503     stream_lost           (the instance reading a kept reply died)
     ├── ModelNotFound                 404     model_not_found       (the OpenAI-compatible face)
     ├── ModelNotAllowed               403     model_not_allowed     (a caller's `models`)
     ├── QuotaExceeded                 403     quota_exceeded        (a caller's token_quota; Retry-After: the reset)
@@ -270,6 +271,14 @@ class ResumeGap(ChatSSEError):
 class ResumeUnavailable(ChatSSEError):
     status_code, code = 503, "resume_unavailable"
     default_message = "The gateway cannot reach its shared stream store (Redis) right now. Try again shortly."
+
+
+class StreamLost(ChatSSEError):
+    status_code, code = 503, "stream_lost"
+    default_message = (
+        "The gateway instance that was producing this reply stopped (it was killed or lost) before the reply was "
+        "finished; the text so far is kept, the rest will not come. Ask again for a new reply."
+    )
 
 
 class TooManyConnections(ChatSSEError):

@@ -4,6 +4,7 @@ why and exits 2 instead of serving errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -26,6 +27,14 @@ def ready_settings() -> Settings:
         raise SystemExit(2) from None
     if os.environ.get(CHECKED_MARK) != "1":
         found = problems(settings)
+        if settings.redis_url and not found:
+            cluster, problem = _redis(settings)
+            if problem:
+                found.append(problem)
+            elif settings.redis_cluster is None:
+                settings = dataclasses.replace(settings, redis_cluster=cluster)
+                # Workers build their apps from the environment: they take the answer instead of asking again.
+                os.environ["CHATSSE_REDIS_CLUSTER"] = "true" if cluster else "false"
         for problem in found:
             print(f"chatsse cannot start: {problem}", file=sys.stderr)
         if found:
@@ -34,19 +43,17 @@ def ready_settings() -> Settings:
 
 
 def problems(settings: Settings) -> list[str]:
-    """What stops this configuration from working: no Entra credential, an unreachable Redis."""
-    found = []
+    """What stops these upstreams from working at all (no Entra credential)."""
     upstream = startup_problem(settings.upstreams)
-    if upstream:
-        found.append(upstream)
-    if settings.redis_url:
-        import redis  # only with Redis
+    return [upstream] if upstream else []
 
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            client.ping()
-        except (redis.RedisError, OSError) as exc:
-            found.append(f"CHATSSE_REDIS_URL: Redis does not answer ({type(exc).__name__}); start it or fix the URL.")
-        finally:
-            client.close()
-    return found
+
+def _redis(settings: Settings) -> tuple[bool, str | None]:
+    """Whether CHATSSE_REDIS_URL is a cluster, or why it cannot be used."""
+    from chatsse.redis import FAILURES, probe  # only with Redis
+
+    assert settings.redis_url is not None
+    try:
+        return probe(settings.redis_url, settings.redis_ca_file), None
+    except FAILURES as exc:
+        return False, f"CHATSSE_REDIS_URL: Redis does not answer ({type(exc).__name__}); start it or fix the URL."

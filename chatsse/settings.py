@@ -113,6 +113,9 @@ class Settings:
     redis_url: str | None = _env(
         None, "CHATSSE_REDIS_URL", str, _redis_url, "a URL such as redis://localhost:6379/0", repr=False
     )
+    redis_ca_file: str | None = _env(None, "CHATSSE_REDIS_CA_FILE", str, os.path.isfile, "the path of a PEM file")
+    # A Redis Cluster or a single Redis; None: asked of Redis at start-up (INFO cluster).
+    redis_cluster: bool | None = _env(None, "CHATSSE_REDIS_CLUSTER", _boolean, _any, "true or false (empty: detect)")
 
     @property
     def models(self) -> list[str]:

@@ -17,14 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
 from chatsse.callers.config import CallerConfig
 from chatsse.callers.identity import Caller
 from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
 from chatsse.callers.periods import period_bounds
-from chatsse.redis import Reachability
+from chatsse.redis import FAILURES, Client, Reachability, run_script
 
 # KEYS: rpm, tpm, quota, open. ARGV: mode (admit | peek | charge), the limits ("rpm tpm quota max_streams lease",
 # 0 where not set), the quota period's end (unix s), reply id (charge: the ids of the replies charged,
@@ -97,8 +94,9 @@ class _Admission:
 
 
 class RedisLedger:
-    def __init__(self, client: redis.Redis, on_failure: Callable[[], None]) -> None:
+    def __init__(self, client: Client, on_failure: Callable[[], None], cluster: bool = False) -> None:
         self.client = client
+        self.cluster = cluster
         self.script = client.register_script(_SCRIPT)
         self.reachability = Reachability(
             "caller limits: Redis unreachable (%s); letting requests through",
@@ -134,7 +132,7 @@ class RedisLedger:
             return Standing(admitted=True)
         try:
             return _standing(config, await self.script(**_call("peek", caller, "", 0)))
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self.reachability.failed(exc)
             return Standing(admitted=True)
 
@@ -150,14 +148,14 @@ class RedisLedger:
             admissions, self._admissions = self._admissions, []
             pipe = self.client.pipeline(transaction=False)
             for charge in charges.values():
-                await self.script(
-                    **_call("charge", charge.caller, ",".join(charge.replies), charge.tokens), client=pipe
-                )
+                call = _call("charge", charge.caller, ",".join(charge.replies), charge.tokens)
+                await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)
             for admission in admissions:
-                await self.script(**_call("admit", admission.caller, admission.reply_id, 0), client=pipe)
+                call = _call("admit", admission.caller, admission.reply_id, 0)
+                await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)
             try:
                 results = await pipe.execute()
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
                 self.reachability.failed(exc, len(charges) + len(admissions))
                 results = [None] * (len(charges) + len(admissions))
             else:

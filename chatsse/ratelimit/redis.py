@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
-from chatsse.redis import Reachability
+from chatsse.redis import FAILURES, Client, Reachability
 
 # One bucket per caller in a hash (tokens, updated in ms), refilled continuously; Redis's own clock, so every
 # worker agrees. Returns 0 when a token was taken, else the milliseconds until the next one.
@@ -31,7 +28,7 @@ class RedisRateLimiter:
     """The token bucket of `memory.py`, kept on Redis. If Redis is unreachable the limit fails open (one warning,
     then counted)."""
 
-    def __init__(self, limit: int, period: float, client: redis.Redis, on_failure: Callable[[], None]) -> None:
+    def __init__(self, limit: int, period: float, client: Client, on_failure: Callable[[], None]) -> None:
         self.capacity = limit
         self.rate_per_ms = limit / period / 1000
         self.script = client.register_script(_BUCKET)
@@ -42,7 +39,7 @@ class RedisRateLimiter:
     async def retry_after(self, caller: str) -> float | None:
         try:
             wait_ms = await self.script(keys=[f"chatsse:rl:{caller}"], args=[self.capacity, self.rate_per_ms])
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self.reachability.failed(exc)
             return None
         self.reachability.answered()

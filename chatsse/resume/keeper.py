@@ -9,8 +9,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from chatsse.errors import ResumeGap, StreamNotFound
-from chatsse.events import Batch
+from chatsse.errors import ResumeGap, ServerShutdown, StreamNotFound
+from chatsse.events import Batch, Failed
 from chatsse.resume.live import LiveStream, may_follow, new_stream_id
 from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
@@ -53,7 +53,8 @@ class StreamKeeper:
 
     def keep(self, reply: UpstreamReply, owner: str | None, chat_id: str | None = None) -> LiveStream:
         """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat."""
-        stream = LiveStream(new_stream_id(), owner, self.max_bytes)
+        stream_id = self.remote.new_stream_id() if self.remote is not None else new_stream_id()
+        stream = LiveStream(stream_id, owner, self.max_bytes)
         stream.upstream = reply.upstream
         self.streams[stream.id] = stream
         if chat_id is not None:
@@ -72,10 +73,10 @@ class StreamKeeper:
     async def _read(self, stream: LiveStream, reply: UpstreamReply) -> None:
         try:
             async for batch in reply.events():
-                seq, encoded = stream.append(batch.events)
-                if self.remote is not None:
-                    self.remote.append(stream.id, seq, encoded, stream.first_seq)
+                self._append(stream, batch)
         finally:
+            if not stream.finished:  # stopped before its last event (the keeper closing): followers must not wait
+                self._append(stream, Batch([Failed.of(ServerShutdown())]))
             await reply.aclose()
             self.registry.closed(reply)
             stream.end()
@@ -86,6 +87,11 @@ class StreamKeeper:
             if not stream.followers:
                 self._forget_later(stream)  # kept for the window after it ends, too
             self._changed()
+
+    def _append(self, stream: LiveStream, batch: Batch) -> None:
+        seq, encoded = stream.append(batch.events)
+        if self.remote is not None:
+            self.remote.append(stream.id, seq, encoded, stream.first_seq)
 
     async def stop(self, stream_id: str, owner: str | None) -> bool:
         """End a reply still being read, at once, here or (with Redis) on whichever worker reads it: its upstream

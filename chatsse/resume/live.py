@@ -7,7 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from chatsse.errors import ResumeGap
-from chatsse.events import Batch, Event, Failed
+from chatsse.events import ENDINGS, Batch, Event, Failed
 from chatsse.sse import encode_json
 
 # What framing adds to an event's payload on the wire ("id: <32 hex>.<seq>\ndata: ...\n\n"), counted in the bytes
@@ -47,6 +47,7 @@ class LiveStream:
         self.owner = owner  # the caller key that started it, when caller keys are on
         self.max_bytes = max_bytes
         self.ended = False
+        self.finished = False  # its last event (done or an error) is in
         self.followers = 0
         self.upstream = ""
         self._events: list[Event] = []
@@ -64,6 +65,8 @@ class LiveStream:
         seq = self._first_seq + len(self._events)
         encoded = [encode_json(event.payload()) for event in events]
         self._events += events
+        if events and isinstance(events[-1], ENDINGS):
+            self.finished = True
         for payload in encoded:
             self._sizes.append(len(payload) + FRAMING_BYTES)
             self._size += len(payload) + FRAMING_BYTES
