@@ -8,6 +8,8 @@
     python bench/run.py --baseline 490ad9f --faces --no-peer --no-workers2 --out bench/results/faces
                                    # + W1 through the OpenAI and useChat faces, for chatsse and the baseline
                                    # (--workloads W1 --reps 7: only those, more repetitions)
+    python bench/run.py --resume --cluster --workloads W1 --reps 5 --no-peer --no-workers2 --out bench/results/cluster
+                                   # + resume on: in the process, on one Redis, on a 3-primary Redis Cluster
     python bench/run.py --callers --workloads W1 --scale --scale-targets direct chatsse callers callers-redis \
         --no-peer --no-workers2 --out bench/results/callers   # + a caller with every limit, in memory and on Redis
 
@@ -313,6 +315,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "CHATSSE_RESUME_SECONDS": "60",
             "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         }
+    cluster = None
+    if args.cluster:
+        # The same, on a Redis Cluster of three primaries, pinned with the harness like the single Redis.
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.redis_server import RedisClusterNodes
+
+        cluster = RedisClusterNodes(Path(tempfile.mkdtemp(prefix="chatsse-bench-cluster-")), primaries=3)
+        cluster.start()
+        for process in cluster.processes.values():
+            os.sched_setaffinity(process.pid, {1})
+        names.append("resume-cluster")
+        extra_env["resume-cluster"] = {"CHATSSE_RESUME_SECONDS": "60", "CHATSSE_REDIS_URL": cluster.url}
     if args.failover:
         limited, limited_port = await start_rate_limited_upstream()
         names.append("failover")
@@ -394,6 +408,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     upstream.close()
     if redis_server is not None:
         redis_server.terminate()
+    if cluster is not None:
+        cluster.kill_all()
     report = {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
     return {**report, "scale": scale} if scale else report
 
@@ -492,11 +508,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list[
         figures = {
             "chunks_per_s": row["chunks_per_s"],
             "ttft_p50_ms": row["ttft_p50_ms"],
+            "ttft_p99_ms": row["ttft_p99_ms"],
             "gap_p99_ms": row["gap_p99_ms"],
         }
         if target != "direct" and base:
             figures["delivered_pct_of_direct"] = 100 * row["chunks_per_s"] / base["chunks_per_s"]
             figures["ttft_p50_added_ms"] = row["ttft_p50_ms"] - base["ttft_p50_ms"]
+            figures["ttft_p99_added_ms"] = row["ttft_p99_ms"] - base["ttft_p99_ms"]
             figures["gap_p99_added_ms"] = row["gap_p99_ms"] - base["gap_p99_ms"]
             figures["cpu_s_per_1k_chunks"] = row["cpu_s_per_1k_chunks"]
             figures["peak_rss_mb"] = row["peak_rss_mb"]
@@ -536,6 +554,7 @@ ROWS = [
     ("cpu_s_per_1k_chunks", "gateway CPU-s / 1k chunks", "{:.4f}"),
     ("ttft_p50_ms", "TTFT p50, ms", "{:.1f}"),
     ("ttft_p50_added_ms", "TTFT p50 added, ms", "{:+.1f}"),
+    ("ttft_p99_added_ms", "TTFT p99 added, ms", "{:+.1f}"),
     ("gap_p99_added_ms", "inter-token gap p99 added, ms", "{:+.1f}"),
     ("chunks_per_s", "chunks/s delivered", "{:,.0f}"),
     ("peak_rss_mb", "peak RSS, MB", "{:.0f}"),
@@ -656,6 +675,7 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
+    parser.add_argument("--cluster", action="store_true", help="also a gateway keeping replies on a Redis Cluster")
     parser.add_argument("--workloads", nargs="*", choices=sorted(FULL), help="only these of W1, W2, W3")
     parser.add_argument("--callers", action="store_true", help="also a caller with every limit, in memory and on Redis")
     parser.add_argument("--faces", action="store_true", help="also W1 through /v1/chat/completions and useChat")

@@ -3,6 +3,8 @@
     python bench/soak.py                    # 2 minutes, 50 concurrent clients (the long run)
     python bench/soak.py --seconds 10       # the short run CI does (tests/test_soak.py)
     python bench/soak.py --multi            # three upstreams: one rate-limited at random, one dropping, one healthy
+    python bench/soak.py --cluster          # three instances behind nginx on a Redis Cluster, killed at random
+                                            # (bench/soak_cluster.py)
 
 A real `chatsse serve` process talks to the built-in simulator. Every stream must end with `done` or an `error`
 event (or an HTTP error before it started), unless this client hung up on purpose. Afterwards the gateway must
@@ -234,7 +236,14 @@ def main() -> None:
     parser.add_argument("--rss-slack", type=float, default=15, help="allowed RSS growth in MB (default 15)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--multi", action="store_true", help="three upstreams with failover instead of one")
+    parser.add_argument(
+        "--cluster", action="store_true", help="three instances behind nginx on a Redis Cluster, with random kills"
+    )
     args = parser.parse_args()
+    if args.cluster:
+        from bench import soak_cluster  # its own setup: nginx, six Redis nodes
+
+        raise SystemExit(asyncio.run(soak_cluster.soak(args)))
     raise SystemExit(asyncio.run(soak(args)))
 
 

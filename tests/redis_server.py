@@ -161,12 +161,30 @@ class RedisClusterNodes:
             command += ["--user", USER, "--pass", PASSWORD]
         subprocess.run(command, check=True, capture_output=True, timeout=60)
         self.wait_until_ok()
+        deadline = time.monotonic() + 30
+        while self.replicas and not self._replicas_synced():  # a replica that never synced cannot take over
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not sync")
+            time.sleep(0.05)
+
+    def _replicas_synced(self) -> bool:
+        links = []
+        for port in self.processes:
+            client = self.client(port)
+            try:
+                replication = client.info("replication")
+            finally:
+                client.close()
+            if replication.get("role") == "slave":
+                links.append(replication.get("master_link_status") == "up")
+        return len(links) == len(self.ports) - len(self.ports) // (1 + self.replicas) and all(links)
 
     def start_node(self, port: int) -> None:
         folder = self.directory / str(port)
         folder.mkdir(parents=True, exist_ok=True)
         args = _server_args(port, self.tls, self.acl) + ["--cluster-enabled", "yes", "--cluster-config-file",
-                "nodes.conf", "--cluster-node-timeout", str(self.node_timeout), "--dir", str(folder)]  # fmt: skip
+                "nodes.conf", "--cluster-node-timeout", str(self.node_timeout), "--dir", str(folder),
+                "--logfile", str(folder / "redis.log"), "--repl-diskless-sync-delay", "0"]  # fmt: skip
         if self.tls is not None:
             args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
         if self.acl:
@@ -197,6 +215,17 @@ class RedisClusterNodes:
         raw = text.decode() if isinstance(text, bytes) else str(text)
         return dict(line.split(":", 1) for line in raw.split() if ":" in line)
 
+    def whole(self) -> bool:
+        """Every slot served by a running primary, and every running node says so (after a failover, too)."""
+        return self.state_is("ok") and all(port in self.processes for port in self._slot_owners())
+
+    def _slot_owners(self) -> set[int]:
+        client = self.client(next(iter(self.processes)))
+        try:
+            return {int(primary[1]) for _, _, primary, *_ in client.execute_command("CLUSTER", "SLOTS")}  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+
     def state_is(self, state: str) -> bool:
         """Whether every running node says the cluster is `state` (ok or fail) and knows every running node."""
         try:
@@ -207,7 +236,7 @@ class RedisClusterNodes:
 
     def wait_until_ok(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while not self.state_is("ok"):
+        while not self.whole():
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not become ok")
             time.sleep(0.05)

@@ -20,9 +20,9 @@ from httpx_sse import connect_sse
 
 from chatsse.simulator import Simulator
 from tests.conftest import API_KEY, DEPLOYMENT
-from tests.helpers import STREAM, kinds, text_of
+from tests.helpers import STREAM, kinds, metric, text_of
 from tests.redis_server import RedisClusterNodes, RedisServer, Tls
-from tests.servers import CHATSSE, GatewayProcess, chatsse_serve, clean_env, free_port
+from tests.servers import CHATSSE, GatewayProcess, chatsse_serve, clean_env, free_port, wait_until
 
 WORDS = " ".join(f"w{i}" for i in range(12))
 CALLERS = (
@@ -204,3 +204,63 @@ def test_followers_learn_within_seconds_that_the_reader_died(
         else:
             store.kill_all()
         simulator.release("die")
+
+
+QUOTA = {"authorization": "Bearer key-of-q"}
+FIVE = {"message": "echo:" + " ".join("x" * 5)}  # 5 prompt and 5 completion tokens: three spend q's 30
+
+
+def spend_the_quota(client: httpx.Client, url: str) -> None:
+    assert [client.post(url + STREAM, json=FIVE, headers=QUOTA).status_code for _ in range(4)] == [200, 200, 200, 403]
+
+
+def failures(client: httpx.Client, url: str) -> float:
+    return metric(client.get(url + "/metrics", headers=KEY).text, "chatsse_redis_failures_total")
+
+
+@pytest.mark.parametrize("replicas", [1, 0], ids=["a primary fails over", "a shard is lost"])
+def test_cluster_faults_degrade_then_recover_by_themselves(tmp_path: Path, simulator: Simulator, replicas: int) -> None:
+    cluster = RedisClusterNodes(tmp_path / "cluster", primaries=3, replicas=replicas, node_timeout=1000)
+    cluster.start()
+    try:
+        with gateways(tmp_path, simulator, cluster.url) as (first, second), httpx.Client(timeout=30) as client:
+            spend_the_quota(client, first.url)
+            victim = cluster.primary_of("chatsse:{c:q}:open")  # the node that holds the caller's counters
+            message = {"message": f"echo:{WORDS}[sim: hold_after=4 hold=fault]"}
+            with connect_sse(client, "POST", first.url + STREAM, json=message, headers=KEY) as connected:
+                stream_id = connected.response.headers["x-chatsse-stream"]
+                events = connected.iter_sse()
+                head = [next(events), next(events)]
+                cluster.kill(victim)
+                during = client.post(second.url + STREAM, json=FIVE, headers=QUOTA).status_code
+                resumed = client.get(f"{second.url}{STREAM}/{stream_id}", headers=KEY, timeout=10)
+                simulator.release("fault")
+                rest = [e for e in events if e.data]
+            # The client connected to the reading instance kept its reply, whatever Redis was doing.
+            assert text_of(payloads(head + rest)) == WORDS and kinds(payloads(rest))[-1] == "done"
+            if replicas:
+                # A replica takes over within seconds; redis-py's retries may ride it out. Either way nothing is
+                # a server error: the caller is refused as before (403) or let through while Redis is away (200).
+                assert during in (200, 403) and resumed.status_code in (200, 503)
+                cluster.wait_until_ok()
+            else:
+                # The cluster is down (a slot no node serves): limits fail open and count it, resumes are 503.
+                assert during == 200 and resumed.status_code == 503
+                assert resumed.json()["error"]["code"] == "resume_unavailable"
+                assert failures(client, second.url) >= 1
+                cluster.start_node(victim)  # whole again (empty: nothing persisted), by itself from here
+                cluster.wait_until_ok()
+
+            # Everything works again, with nothing restarted on the gateways' side.
+            def resumes() -> bool:
+                sid, before = start_and_cut(client, first.url, "echo:back again", 1)
+                return client.get(f"{second.url}{STREAM}/{sid}", headers=KEY).status_code == 200
+
+            assert wait_until(resumes, timeout=15, interval=0.2)
+            if replicas:
+                assert client.post(first.url + STREAM, json=FIVE, headers=QUOTA).status_code == 403  # kept
+            else:
+                spend_the_quota(client, second.url)  # the counters were on the lost node: counting starts over
+    finally:
+        cluster.kill_all()
+        simulator.release("fault")

@@ -35,3 +35,17 @@ def test_short_multi_upstream_soak_counts_every_failover() -> None:
     # One upstream rate-limited at random, one dropping connections, one healthy: all three were used and failed over.
     for seen in ("ptu:rate_limited", "dropping:upstream_unavailable", "healthy:ok"):
         assert seen in result.stdout, result.stdout
+
+
+def test_short_cluster_soak_loses_and_repeats_no_text() -> None:
+    result = subprocess.run(
+        [sys.executable, str(SOAK), "--cluster", "--seconds", "16", "--concurrency", "16"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "soak: OK" in result.stdout
+    summary, faults = result.stdout.splitlines()[:2]
+    assert "done" in summary and "VIOLATION" not in summary, summary
+    assert "instance_killed" in faults and "primary_killed" in faults, faults  # both kinds happened

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -34,7 +35,9 @@ from chatsse.resume.live import may_follow
 
 # Every event of one writer cycle for the streams of one slot, in one call: redis-py's cost per command (not
 # Redis's) is what a pipeline of one XADD per token would pay thousands of times a second. ARGV: ttl, then per key:
-# the count of events, the MINID to trim to ("" for none), then (entry id, encoded event) pairs.
+# the count of events, the MINID to trim to ("" for none), then (entry id, encoded event) pairs. Sending a cycle
+# again after a failure is harmless: an entry already there is refused by XADD (its id is not above the top), and
+# pcall skips it.
 _APPEND = """
 local ttl, i = ARGV[1], 2
 for k = 1, #KEYS do
@@ -42,9 +45,9 @@ for k = 1, #KEYS do
   i = i + 2
   for _ = 1, n do
     if minid == '' then
-      redis.call('XADD', KEYS[k], ARGV[i], 'e', ARGV[i + 1])
+      redis.pcall('XADD', KEYS[k], ARGV[i], 'e', ARGV[i + 1])
     else
-      redis.call('XADD', KEYS[k], 'MINID', minid, ARGV[i], 'e', ARGV[i + 1])
+      redis.pcall('XADD', KEYS[k], 'MINID', minid, ARGV[i], 'e', ARGV[i + 1])
     end
     i = i + 2
   end
@@ -61,6 +64,11 @@ LEASE_RENEW_SECONDS = 0.5
 LEASE_MS = 2000  # four renewals: a reader stalled for 1.5 s (a long collector pause, a slow Redis) is not lost
 LOST_AFTER_MISSES = 2  # consecutive checks, BLOCK_MS apart, that found the reader's lease gone
 FLUSH_SECONDS = 2.0  # on a clean stop, the longest spent writing out what is still queued
+# Writes that failed (Redis lost, a cluster failing over) are sent again with the next cycle, up to this many: a
+# blip of seconds costs followers nothing. Past it the oldest go, and a follower that reaches them gets resume_gap.
+# How long a follower on another worker rides out Redis failing (a blip, a cluster's failover) before it gives up.
+FOLLOW_PATIENCE_SECONDS = 5.0
+MAX_UNSENT = 50_000  # seconds of a busy instance's writes (each item is a read's events), some MB
 
 
 def tag(stream_id: str) -> str:
@@ -89,6 +97,7 @@ class RedisStore:
         self._queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._unsent: list[tuple[str, tuple[Any, ...]]] = []
 
     def new_stream_id(self) -> str:
         """A stream id of this process's bucket; 120 random bits after it, so it still cannot be guessed."""
@@ -185,16 +194,22 @@ class RedisStore:
 
     async def _write_forever(self) -> None:
         while True:
-            items = [await self._queue.get()]
-            await asyncio.sleep(WRITE_INTERVAL_SECONDS)
+            if self._unsent:  # Redis failed last time: try again with what came since, a little later
+                items, self._unsent = self._unsent, []
+                await asyncio.sleep(0.1)
+            else:
+                items = [await self._queue.get()]
+                await asyncio.sleep(WRITE_INTERVAL_SECONDS)
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            last = items[-1][0] == "flush"
-            await self._write(items)
-            if last:
+            flush = any(kind == "flush" for kind, _ in items)
+            if not await self._write(items):
+                self._unsent = items[-MAX_UNSENT:]
+            if flush:
                 return
 
-    async def _write(self, items: list[tuple[str, tuple[Any, ...]]]) -> None:
+    async def _write(self, items: list[tuple[str, tuple[Any, ...]]]) -> bool:
+        """Send `items` in one round trip; False if Redis failed them (they may be sent again as they are)."""
         pipe = self.client.pipeline(transaction=False)
         appended: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
         for kind, args in items:
@@ -215,13 +230,14 @@ class RedisStore:
         for streams in by_slot.values():
             await self._queue_appends(pipe, streams)
         if not pipe:  # a flush with nothing left to write
-            return
+            return True
         try:
             await pipe.execute()
         except FAILURES as exc:
             self.reachability.failed(exc, len(items))
-            return
+            return False
         self.reachability.answered()
+        return True
 
     def _queue_started(self, pipe: Any, stream_id: str, owner: str, seconds: float) -> None:
         meta = f"{tag(stream_id)}{stream_id}:m"
@@ -283,33 +299,47 @@ class RedisStore:
         prefix = f"{tag(stream_id)}{stream_id}"
         key, idle, misses = f"{prefix}:e", 0.0, 0
         last: Any = f"0-{after}"
-        try:
-            while True:
+        failing_since: float | None = None
+        while True:
+            try:
                 await self.client.set(f"{prefix}:f", 1, ex=max(1, int(seconds)))
                 found: Any = await self.client.xread({key: last}, block=BLOCK_MS, count=1000)
                 if not found:
-                    idle += BLOCK_MS / 1000
                     kept, alive = await self._reader_alive(stream_id)
-                    misses = 0 if alive else misses + 1
-                    if not kept:
-                        yield _failed(StreamNotFound())
-                        return
-                    if misses >= LOST_AFTER_MISSES:
-                        yield _failed(StreamLost())
-                        return
-                    if idle > self.idle_limit:
-                        yield _failed(UpstreamTimeout())
-                        return
-                    continue
-                idle, misses = 0.0, 0
-                entries = found[0][1]
-                last = entries[-1][0]
-                for batch in _batches(entries):
-                    yield batch
+            except FAILURES:
+                # A blip or a cluster failing over: the reply goes on, and its reader writes what it could not.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > FOLLOW_PATIENCE_SECONDS:
+                    yield _failed(ResumeUnavailable())
+                    return
+                await asyncio.sleep(0.25)
+                continue
+            failing_since = None
+            if not found:
+                idle += BLOCK_MS / 1000
+                misses = 0 if alive else misses + 1
+                if not kept:
+                    yield _failed(StreamNotFound())
+                    return
+                if misses >= LOST_AFTER_MISSES:
+                    yield _failed(StreamLost())
+                    return
+                if idle > self.idle_limit:
+                    yield _failed(UpstreamTimeout())
+                    return
+                continue
+            idle, misses = 0.0, 0
+            entries = found[0][1]
+            last = entries[-1][0]
+            for batch in _batches(entries):
+                if batch.first_seq != after + 1:  # events this follower has not had are gone (trimmed, lost)
+                    yield _failed(ResumeGap())
+                    return
+                after += len(batch.events)
+                yield batch
                 if isinstance(batch.events[-1], ENDINGS):
                     return
-        except FAILURES:
-            yield _failed(ResumeUnavailable())
 
     async def _reader_alive(self, stream_id: str) -> tuple[bool, bool]:
         """Whether the stream is still kept, and whether someone can still finish it: its reader holds its lease.
@@ -333,7 +363,7 @@ def _failed(error: ChatSSEError) -> Batch:
 
 
 def _batches(entries: list[Any]) -> list[Batch]:
-    """Stream entries as batches of consecutive sequence numbers (a trim between two reads leaves a jump)."""
+    """Stream entries as batches of consecutive sequence numbers (a jump starts a new one)."""
     batches: list[Batch] = []
     expected = 0
     for entry_id, fields in entries:
