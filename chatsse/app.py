@@ -55,12 +55,16 @@ def create_app(settings: Settings) -> Starlette:
         # Only with Redis: a gateway without it never loads redis-py.
         from chatsse.callers.redis import RedisLedger
         from chatsse.ratelimit.redis import RedisRateLimiter
-        from chatsse.redis import connect, probe
+        from chatsse.redis import FAILURES, connect, probe
         from chatsse.resume.redis import RedisStore
 
         cluster = settings.redis_cluster
         if cluster is None:  # `chatsse serve` asked once already, and set it
-            cluster = probe(settings.redis_url, settings.redis_ca_file)
+            try:
+                cluster = probe(settings.redis_url, settings.redis_ca_file)
+            except FAILURES as exc:  # it degrades as a lost Redis does, and says how to choose
+                log.warning("CHATSSE_REDIS_URL does not answer (%s): taking it for a single Redis", type(exc).__name__)
+                cluster = False
         client = connect(settings.redis_url, cluster, settings.redis_ca_file)
         remote = RedisStore(client, settings.upstream_timeout, metrics.redis_failures.inc, cluster)
         if settings.rate_limit:

@@ -38,7 +38,7 @@
     └── InternalError                 500     internal_error
 
 Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
-error is the stream's last event (`to_event`). Under /v1/ (the OpenAI-compatible face) both take OpenAI's shape,
+error is the stream's last event (`events.Failed.of`). Under /v1/ (the OpenAI-compatible face) both take OpenAI's shape,
 `{"error": {"message", "type", "param", "code"}}`, and a 422 is a 400, as the OpenAI SDKs expect. Messages are
 ours: upstream text is never echoed, so nothing the upstream or httpx says (URLs, headers, keys) can reach a
 client.
@@ -52,12 +52,10 @@ from typing import Any, ClassVar
 from starlette.responses import JSONResponse
 
 from chatsse.record import current_record
-from chatsse.sse import encode_json_event
 
 OPENAI_PREFIX = "/v1/"
 OPENAI_STATUS = {422: 400}  # OpenAI answers every invalid request with 400
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error"}
-OPENAI_TYPES |= {429: "rate_limit_error"}
+OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}  # other 4xx: invalid_request_error
 
 
 class ChatSSEError(Exception):
@@ -92,9 +90,6 @@ class ChatSSEError(Exception):
 
     def to_response(self) -> JSONResponse:
         return JSONResponse(self.payload(), status_code=self.status_code, headers=self.headers())
-
-    def to_event(self) -> bytes:
-        return encode_json_event(self.payload())
 
     param: str | None = None  # the request field at fault, for OpenAI's error shape
 
@@ -264,7 +259,7 @@ class StreamNotFound(ChatSSEError):
 class ResumeGap(ChatSSEError):
     status_code, code = 410, "resume_gap"
     default_message = (
-        "Part of this reply after your last event is no longer kept (CHATSSE_RESUME_MAX_BYTES); ask the question again."
+        "Part of this reply after your last event is gone (CHATSSE_RESUME_MAX_BYTES, or lost with Redis); ask again."
     )
 
 

@@ -3,6 +3,7 @@ as a process of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -112,14 +113,15 @@ class GatewayProcess:
     def stop(self) -> str:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
-        if self.process.stderr is not None and not self.process.stderr.closed:
-            try:
-                _, err = self.process.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                _, err = self.process.communicate()
-            self.stderr += err or ""
-        self.process.wait(20)
+        try:
+            _, err = self.process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            # It did not stop: kill it with its workers (its own session), which would hold stderr open forever.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            _, err = self.process.communicate(timeout=20)
+            err = (err or "") + "\n[killed: chatsse serve did not stop within 20 s]"
+        self.stderr += err or ""
         return self.stderr
 
 
@@ -154,6 +156,7 @@ def chatsse_serve(
         stderr=subprocess.PIPE if capture_stderr else subprocess.DEVNULL,
         text=True,
         preexec_fn=limit_files if file_limit is not None else None,
+        start_new_session=True,  # its workers with it, for stop()
     )
     gateway = GatewayProcess(f"http://127.0.0.1:{port}", process)
     try:

@@ -18,6 +18,7 @@ from chatsse.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from chatsse.events import Failed
 from chatsse.upstreams.failures import from_transport_error, from_upstream_status, retry_after_seconds
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -100,4 +101,4 @@ def test_error_renders_as_response_and_as_event_identically() -> None:
     error = RateLimited(retry_after=2.2)
     response = error.to_response()
     assert response.status_code == 429 and response.headers["retry-after"] == "3"
-    assert json.loads(bytes(response.body)) == json.loads(error.to_event()[len(b"data: ") :])
+    assert json.loads(bytes(response.body)) == Failed.of(error).payload()  # a stream's last event

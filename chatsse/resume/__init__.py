@@ -2,8 +2,10 @@
 
 keeper.py   StreamKeeper: reads each reply into a LiveStream, counts followers, forgets replies when due
 live.py     one reply kept in this process: its events numbered, followed by any number of clients
-redis.py    the same replies copied to Redis Streams, followed from any worker or instance (imported only
-            with CHATSSE_REDIS_URL)
+redis.py    the same replies copied to Redis Streams, with a lease on the process reading them (imported only
+            with CHATSSE_REDIS_URL, as are the next two)
+follow.py   following a kept reply on Redis from any worker or instance, and learning when its reader died
+keys.py     where a kept reply lives on Redis: its keys under one hash tag, its reader's lease
 """
 
 from chatsse.resume.keeper import StreamKeeper

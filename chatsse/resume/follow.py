@@ -1,0 +1,151 @@
+"""Following a kept reply on Redis, from any worker or instance: the events after a sequence, then the live rest to
+its last event; or what became of it: `stream_lost` when its reader's lease lapsed (twice, a second apart),
+`resume_gap` when events it has not had are gone, `resume_unavailable` after 5 s of Redis failing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from chatsse.errors import ChatSSEError, ResumeGap, ResumeUnavailable, StreamLost, StreamNotFound, UpstreamTimeout
+from chatsse.events import ENDINGS, Batch, Failed, from_payload
+from chatsse.redis import BLOCK_MS, FAILURES, Client
+from chatsse.resume import keys
+from chatsse.resume.live import may_follow
+
+LOST_AFTER_MISSES = 2  # consecutive checks, BLOCK_MS apart, that found the reader's lease gone
+# How long a follower on another worker rides out Redis failing (a blip, a cluster's failover) before it gives up.
+FOLLOW_PATIENCE_SECONDS = 5.0
+META_WAIT_SECONDS = 0.03  # three of the writer's cycles: a stream started an instant ago may still be queued
+
+
+async def read_meta(client: Client, stream_id: str) -> Any:
+    """A stream's meta (owner, ended, reader); empty if there is no such stream."""
+    meta: Any = await client.hgetall(keys.meta(stream_id))
+    if not meta:  # perhaps started an instant ago, and still in its worker's write queue
+        await asyncio.sleep(META_WAIT_SECONDS)
+        meta = await client.hgetall(keys.meta(stream_id))
+    return meta
+
+
+class Follower:
+    """Follows kept replies from Redis for the clients of this process."""
+
+    def __init__(self, client: Client, idle_limit: float) -> None:
+        self.client = client
+        self.idle_limit = idle_limit  # a reply silent this long is given up on by followers
+
+    async def followed_elsewhere(self, stream_id: str) -> bool:
+        try:
+            return bool(await self.client.exists(keys.followed(stream_id)))
+        except FAILURES:
+            return False
+
+    async def active_stream_of_chat(self, chat_id: str, owner: str | None) -> str | None:
+        try:
+            found: Any = await self.client.get(keys.chat(chat_id))
+            if found is None:
+                return None
+            stream_id = found.decode()
+            meta: Any = await self.client.hgetall(keys.meta(stream_id))
+        except FAILURES:
+            raise ResumeUnavailable(retry_after=1) from None
+        if not meta or meta.get(b"ended") == b"1" or not may_follow(meta.get(b"owner", b"").decode(), owner):
+            return None
+        return str(stream_id)
+
+    async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> AsyncIterator[Batch]:
+        """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
+        try:
+            meta = await read_meta(self.client, stream_id)
+            if not meta or not may_follow(meta.get(b"owner", b"").decode(), owner):
+                raise StreamNotFound()
+            oldest: Any = await self.client.xrange(keys.events(stream_id), count=1)
+        except FAILURES:
+            raise ResumeUnavailable(retry_after=1) from None
+        if oldest and int(oldest[0][0].split(b"-")[1]) > after + 1:
+            raise ResumeGap()
+        return self._tail(stream_id, after, seconds)
+
+    async def _tail(self, stream_id: str, after: int, seconds: float) -> AsyncIterator[Batch]:
+        key, idle, misses = keys.events(stream_id), 0.0, 0
+        last: Any = f"0-{after}"
+        failing_since: float | None = None
+        while True:
+            try:
+                await self.client.set(keys.followed(stream_id), 1, ex=max(1, int(seconds)))
+                found: Any = await self.client.xread({key: last}, block=BLOCK_MS, count=1000)
+                if not found:
+                    kept, alive = await self._reader_alive(stream_id)
+            except FAILURES:
+                # A blip or a cluster failing over: the reply goes on, and its reader writes what it could not.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > FOLLOW_PATIENCE_SECONDS:
+                    yield _failed(ResumeUnavailable())
+                    return
+                await asyncio.sleep(0.25)
+                continue
+            failing_since = None
+            if not found:
+                idle += BLOCK_MS / 1000
+                misses = 0 if alive else misses + 1
+                if not kept:
+                    yield _failed(StreamNotFound())
+                    return
+                if misses >= LOST_AFTER_MISSES:
+                    yield _failed(StreamLost())
+                    return
+                if idle > self.idle_limit:
+                    yield _failed(UpstreamTimeout())
+                    return
+                continue
+            idle, misses = 0.0, 0
+            entries = found[0][1]
+            last = entries[-1][0]
+            for batch in _batches(entries):
+                if batch.first_seq != after + 1:  # events this follower has not had are gone (trimmed, lost)
+                    yield _failed(ResumeGap())
+                    return
+                after += len(batch.events)
+                yield batch
+                if isinstance(batch.events[-1], ENDINGS):
+                    return
+
+    async def _reader_alive(self, stream_id: str) -> tuple[bool, bool]:
+        """Whether the stream is still kept, and whether someone can still finish it: its reader holds its lease.
+        A reply marked ended whose last event a follower never got (its reader was stopped mid-write) has no one."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(keys.events(stream_id), keys.meta(stream_id))
+        pipe.hmget(keys.meta(stream_id), "ended", "reader")
+        kept, (ended, reader) = await pipe.execute()
+        if not kept:
+            return False, False
+        if ended == b"1":
+            return True, False
+        if not reader:
+            return True, True
+        return True, bool(await self.client.exists(keys.lease(stream_id, reader.decode())))
+
+
+def _failed(error: ChatSSEError) -> Batch:
+    return Batch([Failed.of(error)])
+
+
+def _batches(entries: list[Any]) -> list[Batch]:
+    """Stream entries as batches of consecutive sequence numbers (a jump starts a new one)."""
+    batches: list[Batch] = []
+    expected = 0
+    for entry_id, fields in entries:
+        seq = int(entry_id.split(b"-")[1])
+        event = from_payload(orjson.loads(fields[b"e"]))
+        if seq == expected:
+            batches[-1].events.append(event)
+        else:
+            batches.append(Batch([event], seq))
+        expected = seq + 1
+    return batches
