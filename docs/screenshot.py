@@ -1,11 +1,16 @@
-"""Take docs/screenshot.png: the chat page mid-conversation, against the built-in simulator (no Azure needed).
+"""Take the README's pictures of the chat page, against `chatsse serve --demo` (no Azure needed): light, dark, and a
+phone's width. Each shows the same two replies, Markdown and highlighted code included.
 
-Run: python docs/screenshot.py   (needs the dev extras and Debian's chromium, as the browser tests do)
+Run: python docs/screenshot.py [--out DIR]   (needs the dev extras and Debian's chromium, as the browser tests do)
+Writes DIR/screenshot-light.png, screenshot-dark.png and screenshot-phone.png (DIR: docs/).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,43 +18,53 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatsse.app import create_app
-from chatsse.settings import Settings
-from chatsse.simulator import Simulator
-from chatsse.upstreams import UpstreamConfig
-from tests.servers import serve_in_thread
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.servers import CHATSSE, clean_env, free_port, healthy, wait_until
 
-OUTPUT = Path(__file__).parent / "screenshot.png"
-FIRST = "What are Server-Sent Events?"
-SECOND = (
-    "echo:Because each token is relayed the moment Azure sends it, the reply appears word by word — "
-    "and if the connection breaks, you get an error event instead of a silently cut answer."
-    "[sim: hold_after=14 hold=shot]"
-)
+SHOTS = {  # name: (viewport, color scheme)
+    "light": ({"width": 900, "height": 760}, "light"),
+    "dark": ({"width": 900, "height": 760}, "dark"),
+    "phone": ({"width": 375, "height": 740}, "light"),
+}
+MESSAGES = ("What can you do?", "Show me some code")
 
 
 def main() -> None:
-    simulator = Simulator(delay=0.01)
-    simulator.start_in_thread()
-    upstream = UpstreamConfig(name="demo", endpoint=simulator.url, api_key="demo", deployment="demo")
-    settings = Settings(upstreams=(upstream,), ping_seconds=0)
-    with serve_in_thread(create_app(settings)) as gateway, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=os.environ.get("CHATSSE_CHROMIUM", CHROMIUM), args=CHROMIUM_ARGS
-        )
-        page = browser.new_page(viewport={"width": 760, "height": 620}, device_scale_factor=1)
-        page.goto(gateway.url + "/")
-        for message in (FIRST, SECOND):
-            page.get_by_label("Message").fill(message)
-            page.get_by_label("Message").press("Enter")
-            page.wait_for_timeout(600)
-        page.get_by_label("Message").fill("And how do I stop a reply?")
-        page.screenshot(path=str(OUTPUT))
-        simulator.release("shot")
-        browser.close()
-    simulator.stop_thread()
-    print(f"wrote {OUTPUT}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="where the PNG files go")
+    out = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    demo = subprocess.Popen(
+        [CHATSSE, "serve", "--demo", "--port", str(port)],
+        env=clean_env(CHATSSE_LOG_FORMAT="json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_until(lambda: healthy(url), timeout=30, interval=0.1):
+            raise SystemExit("chatsse serve --demo did not start")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=os.environ.get("CHATSSE_CHROMIUM", CHROMIUM), args=CHROMIUM_ARGS
+            )
+            for name, (viewport, scheme) in SHOTS.items():
+                context = browser.new_context(viewport=viewport, color_scheme=scheme, device_scale_factor=1)
+                page = context.new_page()
+                page.goto(url + "/")
+                for index, message in enumerate(MESSAGES):
+                    page.get_by_label("Message").fill(message)
+                    page.get_by_label("Message").press("Enter")
+                    page.locator("#log li.assistant").nth(index).locator(".meta").wait_for(timeout=30_000)
+                page.get_by_label("Message").fill("And how do I stop a reply?")
+                page.screenshot(path=str(out / f"screenshot-{name}.png"))
+                context.close()
+                print(f"wrote {out / f'screenshot-{name}.png'}")
+            browser.close()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(20)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +19,10 @@ from chatsse.upstreams import UpstreamConfig
 from tests.redis_server import RedisServer
 from tests.servers import API_KEY, DEPLOYMENT, Fleet, RunningServer, serve_in_thread
 
-__all__ = ["API_KEY", "DEPLOYMENT", "GatewayFactory"]
+__all__ = ["API_KEY", "DEPLOYMENT", "NODE", "GatewayFactory"]
+
+NODE = Path(__file__).parent / "node"  # the JavaScript the tests run: the AI SDK, npm openai, axe-core, jsdom
+NODE_PACKAGES = ("ai", "openai", "esbuild", "axe-core", "jsdom")
 
 
 @pytest.fixture
@@ -79,3 +85,38 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def fleet() -> Iterator[Fleet]:
     with ExitStack() as stack:
         yield Fleet(stack)
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """tests/node's packages, installed from its package-lock.json when any is missing."""
+    if not all((NODE / "node_modules" / package).is_dir() for package in NODE_PACKAGES):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE, check=True, capture_output=True, timeout=300)
+    return NODE / "node_modules"
+
+
+CHROMIUM = os.environ.get("CHATSSE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright (its own browser download is not reachable here). Per module: Playwright's
+    sync API holds an event loop while it runs, which the async tests of other modules could not start beside."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium, or deselect with -m 'not browser'")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -174,7 +174,7 @@ class Fleet:
         self.sims: dict[str, Simulator] = {}
 
     def sim(self, name: str, **options: Any) -> Simulator:
-        simulator = Simulator(api_key=FLEET_KEY, deployment=f"dep-{name}", **options)
+        simulator = Simulator(**{"api_key": FLEET_KEY, "deployment": f"dep-{name}", **options})
         simulator.start_in_thread()
         self.stack.callback(simulator.stop_thread)
         self.sims[name] = simulator

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,30 +25,7 @@ from tests.servers import RunningServer, serve_in_thread, wait_until
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CHATSSE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STATIC = Path(__file__).parent.parent / "chatsse" / "static"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium, or deselect with -m 'not browser'")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Page:
@@ -341,11 +317,9 @@ def test_a_network_drop_mid_reply_resumes_when_it_comes_back(
 
 
 @pytest.fixture(scope="module")
-def ai_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ai_bundle(tmp_path_factory: pytest.TempPathFactory, node_modules: Path) -> Path:
     """The `ai` package from tests/node, bundled for the browser (no CDN: everything from the local node_modules)."""
-    node = Path(__file__).parent / "node"
-    if not (node / "node_modules" / "esbuild").is_dir() or not (node / "node_modules" / "ai").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node, check=True, capture_output=True, timeout=300)
+    node = node_modules.parent
     out = tmp_path_factory.mktemp("ai") / "ai.bundle.mjs"
     subprocess.run(
         [str(node / "node_modules" / ".bin" / "esbuild"), "browser-entry.mjs", "--bundle", "--format=esm",

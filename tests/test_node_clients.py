@@ -8,21 +8,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from chatsse.simulator import Simulator
-from tests.conftest import GatewayFactory
+from tests.conftest import NODE, GatewayFactory
 from tests.servers import RunningServer, wait_until
 
-NODE = Path(__file__).parent / "node"
 WORDS = " ".join(f"w{i}" for i in range(12))
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    if not (NODE / "node_modules" / "ai").is_dir() or not (NODE / "node_modules" / "openai").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE, check=True, capture_output=True, timeout=300)
-    return NODE / "node_modules"
 
 
 def run(script: str, *args: str) -> dict[str, Any]:

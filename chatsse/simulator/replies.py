@@ -20,6 +20,7 @@ from chatsse.simulator.scenario import DIRECTIVE, Scenario
 
 TOKEN = re.compile(r"\s*\S{1,12}|\s+")  # roughly word-sized pieces, as a model streams them
 FILLER = ("Lorem", " ipsum", " dolor", " sit", " amet", ",", " consectetur", " adipiscing", " elit", ".")
+DEMO_CODE = '```python\ndef greet(name: str) -> str:\n    """Say hello."""\n    return f"Hello, {name}!"\n```'
 ARGUMENT_PIECE = 6  # characters per argument piece, unless the prompt's `arg_pieces` says otherwise
 
 
@@ -86,10 +87,14 @@ def reply_text(messages: list[dict[str, Any]], scenario: Scenario) -> str:
         return DIRECTIVE.sub("", raw.partition("echo:")[2])
     prompt = DIRECTIVE.sub("", raw).strip()
     seen = _images(user_turns[-1].get("content")) if user_turns else ""
-    return (
-        f"Hello! This is chatsse's built-in simulator, not a real model (turn {len(user_turns)}). "
-        f"You said: \u201c{prompt}\u201d.{seen}"
+    reply = (
+        f"Hello! This is chatsse's built-in simulator, not a real model (turn {len(user_turns)}).\n\n"
+        f"- You said: \u201c{prompt}\u201d{seen}\n"
+        "- It streams token by token, as **Azure OpenAI** does, and the page renders *Markdown* as it arrives."
     )
+    if "code" in prompt.lower():  # something for the page's highlighting to show
+        reply += f"\n\nHere is some code:\n\n{DEMO_CODE}"
+    return reply
 
 
 def split_tokens(text: str, scenario: Scenario) -> list[str]:
