@@ -35,6 +35,7 @@ from chatsse.server.access import AccessMiddleware
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
 from chatsse.server.observe import Metrics, ObserveMiddleware
 from chatsse.settings import Settings
+from chatsse.tracing import NO_TRACING
 from chatsse.upstreams import RetryBudget, Upstreams
 
 log = logging.getLogger("chatsse")
@@ -46,7 +47,13 @@ PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base
 def create_app(settings: Settings) -> Starlette:
     streams = StreamRegistry(settings.max_streams)
     budget = RetryBudget(max_retries=settings.max_retries, max_wait=settings.max_retry_wait)
-    upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds)
+    tracing = NO_TRACING
+    if settings.tracing is not None:
+        # Only with tracing on: a gateway without it never loads OpenTelemetry.
+        from chatsse.tracing.otel import OtelTracing
+
+        tracing = OtelTracing(settings.tracing)
+    upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds, tracing)
     metrics = Metrics()
     remote = None
     ledger: Ledger = MemoryLedger()
@@ -92,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
                     await keeper.close()
                 if remote is not None:
                     await remote.close()
+                await tracing.shutdown()
 
     async def health(request: Request) -> Response:
         if streams.draining:
@@ -130,7 +138,13 @@ def create_app(settings: Settings) -> Starlette:
         # Outermost first: every response (401s and CORS refusals included) gets a request id and a log line,
         # and the browser can read our errors because CORS wraps the access checks.
         middleware=[
-            Middleware(ObserveMiddleware, metrics=metrics, log_format=log_format, internal_error=_internal_error),
+            Middleware(
+                ObserveMiddleware,
+                metrics=metrics,
+                log_format=log_format,
+                internal_error=_internal_error,
+                tracing=tracing,
+            ),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,

@@ -42,6 +42,8 @@ class ChunkTranslator:
         self.relayed_chars = 0  # content, reasoning, refusal and tool-call text passed on: what an estimate counts
         self.done = False
         self.failure: ChatSSEError | None = None
+        self.response_id: str | None = None  # the upstream's id and model of the reply (for traces)
+        self.response_model: str | None = None
 
     @property
     def over(self) -> bool:
@@ -77,6 +79,8 @@ class ChunkTranslator:
             self.failure = UpstreamDisconnected()
 
     def _chunk(self, chunk: dict[str, Any], out: list[Event]) -> None:
+        if self.response_id is None and chunk.get("id"):  # Azure's first chunk (the prompt filter's) has none
+            self.response_id, self.response_model = str(chunk["id"]), str(chunk.get("model") or "") or None
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage

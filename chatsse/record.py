@@ -31,6 +31,8 @@ class RequestRecord:
     error_code: str | None = None
     client_disconnected: bool = False
     exception: str | None = None  # the type of an unexpected exception (a bug), never its text
+    trace_id: str | None = None  # with tracing on: the request's trace and SERVER span, so logs join traces
+    span_id: str | None = None
     completed: bool = False
 
     def first_token(self) -> None:

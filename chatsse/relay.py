@@ -28,6 +28,7 @@ from chatsse.schema import ChatRequest
 from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
 from chatsse.settings import Settings
+from chatsse.tracing import provider_name
 from chatsse.upstreams import UpstreamReply, Upstreams
 
 log = logging.getLogger("chatsse")
@@ -175,6 +176,16 @@ class _Settlement:
         else:
             counted.labels(self.caller.label, self.chat.model, "prompt").inc(tokens.prompt)
             counted.labels(self.caller.label, self.chat.model, "completion").inc(tokens.completion)
-        if self.record is not None:
-            self.record.prompt_tokens, self.record.completion_tokens = tokens.prompt, tokens.completion
-            self.record.tokens_estimated = tokens.estimated
+        record = self.record
+        if record is not None:
+            record.prompt_tokens, record.completion_tokens = tokens.prompt, tokens.completion
+            record.tokens_estimated = tokens.estimated
+        upstream = self.relay.upstreams.by_name[self.reply.upstream]
+        self.relay.metrics.genai.observe(
+            provider_name(upstream.api),
+            upstream.deployment,
+            time.monotonic() - self.reply.began,
+            record.ttft_ms / 1000 if record is not None and record.ttft_ms is not None else None,
+            None if tokens.estimated else (tokens.prompt, tokens.completion),
+            translator.failure.code if translator.failure is not None else None,
+        )

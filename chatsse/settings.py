@@ -11,6 +11,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from chatsse.callers.config import CallerTables, callers_from, quota_problem
+from chatsse.tracing.config import TracingConfig, tracing_config
 from chatsse.upstreams.config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, upstreams_from
 
 AUTH_MODES = ("key", "entra")
@@ -92,6 +93,7 @@ class Settings:
     web_ui: bool = _env(True, "CHATSSE_WEB_UI", _boolean, _any, "true or false")
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # CHATSSE_API_KEYS and CHATSSE_API_KEYS_FILE
     callers: CallerTables = CallerTables()  # the [[caller]] tables and [anonymous] of CHATSSE_CONFIG
+    tracing: TracingConfig | None = None  # from the standard OTEL_* settings; None: off
     rate_limit: tuple[int, float] | None = _env(None, "CHATSSE_RATE_LIMIT", _rate, lambda v: v[0] > 0, "like 60/minute")
     max_streams: int = _env(0, "CHATSSE_MAX_STREAMS", int, lambda v: v >= 0, "a whole number >= 0 (0: no cap)")
     drain_seconds: float = _env(25.0, "CHATSSE_DRAIN_SECONDS", *SECONDS)
@@ -223,6 +225,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
     missing: list[str] = []
     upstreams, callers = _config_file(env, problems, missing)
     values: dict[str, Any] = {"upstreams": upstreams, "callers": callers, "api_keys": _api_keys(env, problems)}
+    values["tracing"] = tracing_config(env, problems)
     for setting in fields(Settings):
         if "env" not in setting.metadata:
             continue

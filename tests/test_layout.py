@@ -19,8 +19,8 @@ README = (ROOT / "README.md").read_text()
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
     ["record", "sse", "errors", "events", "schema", "completion_request", "chunks"],  # pure: no I/O
-    ["upstreams.config", "callers.config", "settings"],  # configuration
-    ["upstreams", "callers", "ratelimit", "redis"],  # backends: upstream servers, callers' counts, Redis
+    ["upstreams.config", "callers.config", "tracing.config", "settings"],  # configuration
+    ["upstreams", "callers", "ratelimit", "redis", "tracing"],  # backends: upstreams, callers' counts, Redis, traces
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle
     ["resume"],  # kept replies
     ["relay"],  # where every face starts a reply
@@ -193,3 +193,22 @@ print("redis" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_without_tracing_configured_opentelemetry_is_never_imported() -> None:
+    script = """
+import sys
+from chatsse.app import create_app
+from chatsse.settings import Settings
+from chatsse.tracing.config import tracing_config
+from chatsse.upstreams import UpstreamConfig
+upstream = UpstreamConfig(name="u", endpoint="http://127.0.0.1:9", deployment="d", api_key="k")
+create_app(Settings(upstreams=(upstream,), resume_seconds=30))
+print("opentelemetry" in sys.modules)
+tracing = tracing_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, [])
+print("opentelemetry" in sys.modules)
+create_app(Settings(upstreams=(upstream,), tracing=tracing))
+print("opentelemetry" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "False", "True"]

@@ -173,3 +173,35 @@ def test_a_stop_asked_of_one_process_stops_the_reply_another_reads(
         ended = f"{second}{STREAM}/{stream_id}"  # nothing left to stop, once its end has reached Redis
         assert wait_until(lambda: client.delete(ended).status_code == 404, timeout=5)
         assert client.delete(f"{second}{STREAM}/{'0' * 32}").status_code == 404
+
+
+def test_a_reply_whose_reader_died_before_writing_it_is_lost_not_unknown(
+    simulator: Simulator, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A reader killed within the writer's first cycle leaves no trace of the reply on Redis; the id still names its
+    # reader, so followers are told stream_lost, as for a reader killed later. An id no process made stays 404.
+    env = {"CHATSSE_REDIS_URL": redis_server.url, "CHATSSE_RESUME_SECONDS": "30", "CHATSSE_PING_SECONDS": "0"}
+    with ExitStack() as stack, httpx.Client(timeout=30) as client:
+        doomed = stack.enter_context(chatsse_serve(tmp_path, simulator.url, env=env))
+        other = stack.enter_context(chatsse_serve(tmp_path, simulator.url, env=env)).url
+        clean = stack.enter_context(chatsse_serve(tmp_path, simulator.url, env=env))
+        ids = {}
+        for name, gateway in (("doomed", doomed), ("clean", clean)):
+            response = client.post(gateway.url + STREAM, json={"message": "echo:hi"})
+            assert response.status_code == 200
+            ids[name] = response.headers["x-chatsse-stream"]
+        doomed.process.kill()
+        clean.stop()
+        never = ids["doomed"][:16] + "0" * 16  # a reply the dead reader started as it died: it never reached Redis
+        started = time.monotonic()
+        with connect_sse(client, "GET", f"{other}{STREAM}/{never}") as source:
+            assert source.response.status_code == 200
+            [event] = [json.loads(e.data) for e in source.iter_sse() if e.data]
+        assert event["error"]["code"] == "stream_lost" and time.monotonic() - started < 5
+        for unknown in (ids["clean"][:16] + "0" * 16, "ab" + "0" * 30):  # a cleanly stopped reader's; no one's
+            assert client.get(f"{other}{STREAM}/{unknown}").status_code == 404
+        # Long after its start, a dead reader's stream with no trace is one that expired: 404, at once.
+        old = ids["doomed"][:10] + f"{(int(time.time()) - 600) % 2**24:06x}" + "0" * 16
+        started = time.monotonic()
+        assert client.get(f"{other}{STREAM}/{old}").status_code == 404
+        assert time.monotonic() - started < 1

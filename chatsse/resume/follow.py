@@ -16,7 +16,9 @@ from chatsse.events import ENDINGS, Batch, Failed, from_payload
 from chatsse.redis import BLOCK_MS, FAILURES, Client
 from chatsse.resume import keys
 from chatsse.resume.live import may_follow
+from chatsse.tracing import current_server
 
+FRESH_SECONDS = 10  # a stream this young with no trace on Redis may still be in its reader's first write
 LOST_AFTER_MISSES = 2  # consecutive checks, BLOCK_MS apart, that found the reader's lease gone
 # How long a follower on another worker rides out Redis failing (a blip, a cluster's failover) before it gives up.
 FOLLOW_PATIENCE_SECONDS = 5.0
@@ -62,8 +64,13 @@ class Follower:
         """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
         try:
             meta = await read_meta(self.client, stream_id)
+            if not meta:
+                if await self._reader_died(stream_id):
+                    return _lost()  # its reader died before it wrote the reply's start: the same as dying later
+                meta = await self.client.hgetall(keys.meta(stream_id))
             if not meta or not may_follow(meta.get(b"owner", b"").decode(), owner):
                 raise StreamNotFound()
+            current_server.get().follows(meta.get(b"origin", b"").decode() or None)  # its trace links to the reply's
             oldest: Any = await self.client.xrange(keys.events(stream_id), count=1)
         except FAILURES:
             raise ResumeUnavailable(retry_after=1) from None
@@ -116,6 +123,30 @@ class Follower:
                 if isinstance(batch.events[-1], ENDINGS):
                     return
 
+    async def _reader_died(self, stream_id: str) -> bool:
+        """The stream has no trace on Redis because its reader died before writing it: the process its id names ran
+        lately, stopped without a clean stop, and had started the stream just before. A stream started moments ago
+        whose reader still holds its lease is waited for: it is written, or the lease lapses (within about 3 s).
+        An older one expired: 404, at once."""
+        reader, misses = keys.reader_of(stream_id), 0
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.exists(keys.lease(stream_id, reader))
+            pipe.exists(keys.was(stream_id, reader))
+            pipe.exists(keys.meta(stream_id))
+            alive, was, written = await pipe.execute()
+            if written or not was:
+                return False
+            if keys.age_of(stream_id, time.time()) > FRESH_SECONDS:  # long since started: it expired (404)
+                return False
+            if not alive:  # twice a second apart, as for a stream under way: the reader may be back from a blip
+                misses += 1
+                if misses >= LOST_AFTER_MISSES:
+                    return True
+                await asyncio.sleep(1)
+                continue
+            await asyncio.sleep(0.25)
+
     async def _reader_alive(self, stream_id: str) -> tuple[bool, bool]:
         """Whether the stream is still kept, and whether someone can still finish it: its reader holds its lease.
         A reply marked ended whose last event a follower never got (its reader was stopped mid-write) has no one."""
@@ -130,6 +161,10 @@ class Follower:
         if not reader:
             return True, True
         return True, bool(await self.client.exists(keys.lease(stream_id, reader.decode())))
+
+
+async def _lost() -> AsyncIterator[Batch]:
+    yield _failed(StreamLost())
 
 
 def _failed(error: ChatSSEError) -> Batch:

@@ -14,6 +14,7 @@ from chatsse.events import Batch, Failed
 from chatsse.resume.live import LiveStream, may_follow, new_stream_id
 from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
+from chatsse.tracing import current_server
 from chatsse.upstreams import UpstreamReply
 
 if TYPE_CHECKING:
@@ -56,13 +57,14 @@ class StreamKeeper:
         stream_id = self.remote.new_stream_id() if self.remote is not None else new_stream_id()
         stream = LiveStream(stream_id, owner, self.max_bytes)
         stream.upstream = reply.upstream
+        stream.origin = current_server.get().origin
         self.streams[stream.id] = stream
         if chat_id is not None:
             self.chats[chat_id] = stream.id
             if self.remote is not None:
                 self.remote.chat_started(chat_id, stream.id, self.seconds)
         if self.remote is not None:
-            self.remote.started(stream.id, owner, self.seconds)
+            self.remote.started(stream.id, owner, self.seconds, stream.origin)
         self.replies[stream.id] = reply
         reading = self._read(stream, reply)
         self._tasks[stream.id] = asyncio.create_task(reading, name=f"chatsse-stream-{stream.id}")
@@ -131,6 +133,7 @@ class StreamKeeper:
                 self.metrics.resume_gaps.inc()
                 raise ResumeGap()
             self.metrics.resumes.inc()
+            current_server.get().follows(stream.origin)
             return self.follow_local(stream, after)
         if self.remote is None:
             raise StreamNotFound()

@@ -50,6 +50,7 @@ class LiveStream:
         self.finished = False  # its last event (done or an error) is in
         self.followers = 0
         self.upstream = ""
+        self.origin: str | None = None  # the trace of the request that started it, for its followers' links
         self._events: list[Event] = []
         self._sizes: list[int] = []
         self._first_seq = 1

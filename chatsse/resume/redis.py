@@ -12,7 +12,8 @@ a cluster), which every worker listens to, and the one reading the reply stops i
 Liveness: each process renews its lease twice a second for 2 s. A follower that finds the reader's lease gone twice
 in a row (a second apart: the reader may just be back from a Redis blip) ends with `stream_lost`, keeping the
 events it has: about 4 s at most after a reader died without a word (SIGKILL, an OOM kill, a lost node). On a
-clean stop the process writes out what it still holds, then gives its lease up.
+clean stop the process writes out what it still holds, then gives its lease up. A stream id names its reader, so
+a follower also learns `stream_lost` of a reply whose reader died before its first write reached Redis.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -57,6 +59,7 @@ LIVE_TTL_SECONDS = 600
 # instead of one per token, and a follower on another worker sees them at most this much later.
 WRITE_INTERVAL_SECONDS = 0.01  # while a reply is being read; the resume window starts when it ends
 LEASE_RENEW_SECONDS = 0.5
+WAS_SECONDS = 3600  # how long after a process died its streams' followers are told stream_lost, not 404
 LEASE_MS = 2000  # four renewals: a reader stalled for 1.5 s (a long collector pause, a slow Redis) is not lost
 FLUSH_SECONDS = 2.0  # on a clean stop, the longest spent writing out what is still queued
 # Writes that failed (Redis lost, a cluster failing over) are sent again with the next cycle, up to this many: a
@@ -75,8 +78,9 @@ class RedisStore:
         self.cluster = cluster
         self.idle_limit = idle_limit  # a reply silent this long is given up on by followers
         self.bucket = secrets.token_hex(1)  # the hash tag of every stream this process reads
-        self.reader = secrets.token_hex(8)  # this process, as its streams' meta names it
+        self.reader = secrets.token_hex(keys.READER_HEX // 2)  # this process, as its streams' ids and meta name it
         self.lease = keys.lease(self.bucket, self.reader)
+        self.was = keys.was(self.bucket, self.reader)
         self.follower = Follower(client, idle_limit)
         self.reachability = Reachability(
             "Redis unreachable (%s): resumes on other workers fail until it returns",
@@ -90,8 +94,9 @@ class RedisStore:
         self._unsent: list[tuple[str, tuple[Any, ...]]] = []
 
     def new_stream_id(self) -> str:
-        """A stream id of this process's bucket; 120 random bits after it, so it still cannot be guessed."""
-        return self.bucket + secrets.token_hex(15)
+        """A stream id of this process's bucket and reader (keys.py): the reader and start second in it let a
+        follower tell a reply whose reader died before its first write from no reply at all."""
+        return keys.stream_id(self.bucket, self.reader, time.time(), secrets.token_hex(8))
 
     def start(self, on_stop: Callable[[str], Awaitable[object]] | None = None) -> None:
         """Start writing and renewing the lease; with `on_stop`, also hear the stops other workers are asked for."""
@@ -114,7 +119,7 @@ class RedisStore:
             await asyncio.wait([self._writer], timeout=FLUSH_SECONDS)  # not wait_for: it would wait for a cancel
             self._writer.cancel()
         with contextlib.suppress(*FAILURES):
-            await self.client.delete(self.lease)
+            await self.client.delete(self.lease, self.was)  # one slot: both under the bucket's hash tag
         await self.client.aclose()
 
     async def request_stop(self, stream_id: str, owner: str | None) -> bool:
@@ -157,12 +162,15 @@ class RedisStore:
     async def _renew_forever(self) -> None:
         while not self._closing:
             with contextlib.suppress(*FAILURES):  # the writer counts Redis's absence; followers judge the lease
-                await self.client.set(self.lease, 1, px=LEASE_MS)
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(self.lease, 1, px=LEASE_MS)
+                pipe.set(self.was, 1, ex=WAS_SECONDS)
+                await pipe.execute()
             await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     # Writing (never awaited on the live path) --------------------------------------------------------------
-    def started(self, stream_id: str, owner: str | None, seconds: float) -> None:
-        self._queue.put_nowait(("started", (stream_id, owner or "", seconds)))
+    def started(self, stream_id: str, owner: str | None, seconds: float, origin: str | None = None) -> None:
+        self._queue.put_nowait(("started", (stream_id, owner or "", seconds, origin or "")))
 
     def append(self, stream_id: str, seq: int, payloads: list[bytes], first_seq: int) -> None:
         """Keep `payloads` (encoded events numbered from `seq`); events before `first_seq` may go."""
@@ -223,9 +231,9 @@ class RedisStore:
         self.reachability.answered()
         return True
 
-    def _queue_started(self, pipe: Any, stream_id: str, owner: str, seconds: float) -> None:
+    def _queue_started(self, pipe: Any, stream_id: str, owner: str, seconds: float, origin: str) -> None:
         meta = keys.meta(stream_id)
-        pipe.hset(meta, mapping={"owner": owner, "ended": 0, "reader": self.reader})
+        pipe.hset(meta, mapping={"owner": owner, "ended": 0, "reader": self.reader, "origin": origin})
         pipe.expire(meta, LIVE_TTL_SECONDS + int(seconds) + 1)
 
     async def _queue_appends(self, pipe: Any, appended: dict[str, tuple[list[tuple[int, bytes]], int]]) -> None:

@@ -2,6 +2,7 @@
 
 protocol.py    the HTTP protocol `chatsse serve` runs: a deadline for headers, a cap on connections
 observe.py     request ids, one log line per request, Prometheus metrics
+genai_metrics.py  the GenAI conventions' histograms, under their Prometheus names
 access.py      caller keys, the per-caller rate limit, a bound on header size
 body.py        reading a request body and query within their limits
 response.py    the streaming response: one task per stream, batches framed by the face

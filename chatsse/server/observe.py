@@ -15,6 +15,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatsse.record import RequestRecord, current_record
+from chatsse.server.genai_metrics import GenAIMetrics
+from chatsse.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger("chatsse.access")
 # Set by `chatsse serve --workers N` (N > 1) before the workers start; prometheus-client then keeps values in files.
@@ -31,6 +33,11 @@ ROUTES = (
     "/health",
     "/metrics",
     "/",
+)
+# The routes with a path parameter, by their fixed start: their template is the label (a bounded set of values).
+TEMPLATES = (
+    ("/api/v1/chat/stream/", "/api/v1/chat/stream/{stream_id}"),
+    ("/api/v1/chat/ui/", "/api/v1/chat/ui/{chat_id}/stream"),
 )
 RESTING_CODES = ("rate_limited", "upstream_unavailable", "upstream_unreachable")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -89,6 +96,7 @@ class Metrics:
             ["caller", "model", "type"],
             registry=r,
         )
+        self.genai = GenAIMetrics(r)
         self.refusals = Counter(
             "chatsse_refusals",
             "Requests a caller's limits refused, by caller and reason (the error code).",
@@ -153,6 +161,18 @@ class Counted(Protocol):
     def count(self) -> int: ...
 
 
+def route_of(path: str) -> str:
+    """The route a path belongs to (a template where it has a parameter), for labels and span names."""
+    if path in ROUTES:
+        return path
+    if path.startswith("/static/"):
+        return "/static"
+    for start, template in TEMPLATES:
+        if path.startswith(start):
+            return template
+    return "other"
+
+
 def format_line(record: RequestRecord, fmt: str) -> str:
     # Once per request: a shallow copy (asdict copies deeply) and orjson (several times stdlib json's speed).
     fields = dict(vars(record))
@@ -166,12 +186,18 @@ class ObserveMiddleware:
     """Gives every request an id (the client's X-Request-ID if valid), returns it, and logs and counts the request."""
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, log_format: str, internal_error: Callable[[str], ASGIApp]
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        log_format: str,
+        internal_error: Callable[[str], ASGIApp],
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_format = log_format
         self.internal_error = internal_error  # the 500 response, rendered by errors.py (which imports this module)
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -180,9 +206,10 @@ class ObserveMiddleware:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if VALID_REQUEST_ID.match(given) else os.urandom(16).hex()
         path = scope["path"]
-        route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
-        record = RequestRecord(request_id, scope["method"], route)
+        record = RequestRecord(request_id, scope["method"], route_of(path))
+        route = record.route
         token = current_record.set(record)
+        span = self.tracing.server(scope, record)  # the whole request, its stream included
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -208,6 +235,7 @@ class ObserveMiddleware:
                 await self.internal_error(path)(scope, receive, send_with_id)
         finally:
             record.duration_ms = round((time.perf_counter() - record.started) * 1000, 2)
+            span.finish(record)
             current_record.reset(token)
             if route != "/static":
                 self.metrics.observe(record)

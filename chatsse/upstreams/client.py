@@ -15,6 +15,8 @@ from chatsse import __version__
 from chatsse.errors import UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
 from chatsse.record import current_record
 from chatsse.schema import ChatRequest
+from chatsse.tracing import AttemptSpan
+from chatsse.tracing.base import NO_ATTEMPT
 from chatsse.upstreams.auth import EntraTokens
 from chatsse.upstreams.config import UpstreamConfig
 from chatsse.upstreams.failures import from_transport_error, from_upstream_status
@@ -63,20 +65,23 @@ class UpstreamClient:
         self.ping_seconds = ping_seconds
         self._by_name: dict[str, _Prepared] = {}
 
-    async def attempt(self, upstream: UpstreamConfig, request: ChatRequest) -> UpstreamReply:
+    async def attempt(
+        self, upstream: UpstreamConfig, request: ChatRequest, trace: AttemptSpan = NO_ATTEMPT
+    ) -> UpstreamReply:
+        """`trace`: the attempt's span, whose headers carry it to the upstream (traceparent) when tracing is on."""
         # A copy of exactly its size: orjson's own bytes keep a 4 KB buffer, held as long as the reply is open.
         content = bytes(memoryview(orjson.dumps(SHAPES[upstream.api].body(upstream, request))))
         if not upstream.entra:
-            return await self._send(upstream, content, None, request.rich)
+            return await self._send(upstream, content, None, request.rich, trace)
         assert self.tokens is not None, "an Entra upstream without a token source"
         token = await self.tokens.token()
         try:
-            return await self._send(upstream, content, f"Bearer {token}", request.rich)
+            return await self._send(upstream, content, f"Bearer {token}", request.rich, trace)
         except UpstreamAuthFailed:
             log.warning("upstream %s rejected the Entra token; refreshing it and trying once more", upstream.name)
             await self.tokens.refresh_after_rejection(token)
             token = await self.tokens.token()
-            return await self._send(upstream, content, f"Bearer {token}", request.rich)
+            return await self._send(upstream, content, f"Bearer {token}", request.rich, trace)
 
     def _prepared(self, upstream: UpstreamConfig) -> _Prepared:
         """The URL, headers and timeout of an upstream's requests, built once: httpx's request building (URL
@@ -92,10 +97,17 @@ class UpstreamClient:
         return prepared
 
     async def _send(
-        self, upstream: UpstreamConfig, content: bytes, authorization: str | None, rich: bool
+        self,
+        upstream: UpstreamConfig,
+        content: bytes,
+        authorization: str | None,
+        rich: bool,
+        trace: AttemptSpan = NO_ATTEMPT,
     ) -> UpstreamReply:
         prepared = self._prepared(upstream)
         headers = prepared.headers if authorization is None else {**prepared.headers, "authorization": authorization}
+        if trace.enabled:
+            headers = {**headers, **trace.headers}
         body: bytes | AsyncIterator[bytes] = content
         if len(content) > LARGE_BODY:
             headers, body = {**headers, "content-length": str(len(content))}, _pieces(content)
@@ -127,6 +139,7 @@ class UpstreamClient:
                 )
                 raise error
             reply = UpstreamReply(response, upstream.name, upstream.reasoning, rich)
+            reply.trace = trace
             try:
                 await reply.read_until_first_content(patience=self.ping_seconds)
             except BaseException:

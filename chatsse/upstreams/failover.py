@@ -18,6 +18,7 @@ import anyio
 from chatsse.errors import ChatSSEError, RateLimited, UpstreamUnavailable
 from chatsse.record import RequestRecord, current_record
 from chatsse.schema import ChatRequest
+from chatsse.tracing import NO_TRACING, Tracing
 from chatsse.upstreams.auth import EntraTokens, credential_problem
 from chatsse.upstreams.client import UpstreamClient, new_http_client
 from chatsse.upstreams.config import UpstreamConfig
@@ -87,9 +88,16 @@ class Upstreams:
     """Every configured upstream; `running()` (the app's lifespan) opens the shared HTTP client and Entra tokens."""
 
     def __init__(
-        self, upstreams: tuple[UpstreamConfig, ...], budget: RetryBudget, timeout: float, ping_seconds: float
+        self,
+        upstreams: tuple[UpstreamConfig, ...],
+        budget: RetryBudget,
+        timeout: float,
+        ping_seconds: float,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.upstreams = upstreams
+        self.by_name = {upstream.name: upstream for upstream in upstreams}
+        self.tracing = tracing
         self.budget = budget
         self.timeout = timeout  # the upstream silence allowed, unless an upstream sets its own
         self.ping_seconds = ping_seconds  # how long to wait for a first token before the stream starts anyway
@@ -127,15 +135,22 @@ class Upstreams:
             attempts.trying(upstream.name)
             if record is not None:
                 record.retries = attempts.made - 1
+            span = self.tracing.attempt(upstream, request, attempts.made)  # failover: sibling attempts
+            began = time.monotonic()
             try:
-                reply = await self.client.attempt(upstream, request)
+                reply = await self.client.attempt(upstream, request, span)
             except ChatSSEError as error:
+                span.failed(error.code)
                 _note(record, upstream.name, error.code)
                 if not error.retryable:
                     raise
                 attempts.failed(upstream.name, error)
                 self._rest(upstream.name, error, attempts)
                 continue
+            except BaseException as exc:  # cancelled (the client left), or a bug: the span still ends
+                span.failed("cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else type(exc).__name__)
+                raise
+            reply.began = began
             router.cooldowns[upstream.name].after_success()
             _note(record, upstream.name, "ok")
             if record is not None:

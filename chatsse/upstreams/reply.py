@@ -14,6 +14,8 @@ from chatsse.errors import ServerShutdown
 from chatsse.events import Batch, Done, Event, Failed
 from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
+from chatsse.tracing import AttemptSpan
+from chatsse.tracing.base import NO_ATTEMPT
 from chatsse.upstreams.failures import from_transport_error
 
 log = logging.getLogger("chatsse.upstream")
@@ -33,6 +35,9 @@ class UpstreamReply:
         self._stopped = False
         self._pending: asyncio.Future[bytes] | None = None
         self.on_end: Callable[[], Awaitable[None]] | None = None  # once, when the reply has ended, however it ended
+        self.trace: AttemptSpan = NO_ATTEMPT  # the span of the attempt that produced it
+        self.began = time.monotonic()  # when its attempt began (the failover sets it to before the request)
+        self._first_token_seen = False
 
     async def read_until_first_content(self, patience: float = 0) -> None:
         """Read until there is something to send; a failure before that is raised, to become an HTTP error.
@@ -64,9 +69,13 @@ class UpstreamReply:
         self._note_first_token()
 
     def _note_first_token(self) -> None:
+        if self._first_token_seen or not self.translator.content_events:
+            return
+        self._first_token_seen = True
         record = current_record.get()
-        if record is not None and record.ttft_ms is None and self.translator.content_events:
+        if record is not None:
             record.first_token()
+        self.trace.first_token()
 
     async def _reads_after_early_start(self) -> AsyncIterator[bytes]:
         """The upstream reads when the stream started before any content: the read under way, then the rest."""
@@ -86,14 +95,19 @@ class UpstreamReply:
         translator = self.translator
         try:
             out = self._first
+            if self.trace.capture:
+                self.trace.output(out)
             if not translator.over:
                 if out:
                     yield Batch(out)
                 out = []
                 try:
                     reads = self._reads if self._pending is None else self._reads_after_early_start()
+                    capture = self.trace.capture
                     async for raw in reads:
                         out = translator.feed(self._decoder.decode(raw))
+                        if capture:
+                            self.trace.output(out)
                         if translator.over:
                             break
                         if out:
@@ -123,7 +137,8 @@ class UpstreamReply:
             await self.end()  # cut short: a client left, the window passed, the server stopped
 
     async def end(self) -> None:
-        """Run `on_end`, if it has not run yet."""
+        """End the attempt's span and run `on_end`, if they have not run yet."""
+        self.trace.finished(self.translator)
         on_end, self.on_end = self.on_end, None
         if on_end is not None:
             await on_end()

@@ -1,0 +1,117 @@
+"""Whether tracing is on, and how: the standard OTEL_* settings from the environment and `.env`, checked up front
+like every other setting (pure; nothing of OpenTelemetry is imported here).
+
+Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, unless
+OTEL_SDK_DISABLED=true. The rest follows the OpenTelemetry specification's names and defaults.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+PROTOCOLS = ("http/protobuf", "grpc")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+BATCH = {  # OTEL_BSP_* and the SDK's argument each sets
+    "OTEL_BSP_SCHEDULE_DELAY": "schedule_delay_millis",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "max_queue_size",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "max_export_batch_size",
+    "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_millis",
+}
+CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """Where spans go and which are kept."""
+
+    endpoint: str  # the traces URL (http/protobuf), or the collector's address (grpc)
+    protocol: str = "http/protobuf"
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold a collector's key
+    service_name: str = "chatsse"
+    resource: dict[str, str] = field(default_factory=dict)
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    batch: dict[str, int] = field(default_factory=dict)
+    capture_content: bool = False  # prompt and reply text in spans: off, as the GenAI conventions ask
+
+
+def _pairs(raw: str) -> dict[str, str]:
+    """`key=value,key2=value2` (W3C Baggage style, percent-encoded), as OTEL_RESOURCE_ATTRIBUTES and headers are."""
+    pairs = {}
+    for item in raw.split(","):
+        key, equals, value = item.partition("=")
+        if equals and key.strip():
+            pairs[unquote(key.strip())] = unquote(value.strip())
+    return pairs
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
+def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig | None:
+    """The tracing configuration, or None when tracing is off; each problem is appended, naming the variable."""
+
+    def get(name: str) -> str:
+        return env.get(name, "").strip()
+
+    if get("OTEL_SDK_DISABLED").lower() == "true":
+        return None
+    traces, general = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not traces and not general:
+        return None
+    protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    name, raw = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces) if traces else ("OTEL_EXPORTER_OTLP_ENDPOINT", general)
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"{name}={raw!r} is not valid: expected a URL such as http://localhost:4318")
+    if protocol not in PROTOCOLS:
+        problems.append(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not valid: expected http/protobuf or grpc")
+    elif protocol == "grpc":
+        if not _installed("opentelemetry.exporter.otlp.proto.grpc"):
+            problems.append("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs its exporter: pip install 'chatsse[otlp-grpc]'")
+    # The general endpoint is a base: traces go to its /v1/traces (the specification's rule for http/protobuf).
+    endpoint = raw if traces or protocol == "grpc" else raw.rstrip("/") + "/v1/traces"
+    sampler = get("OTEL_TRACES_SAMPLER").lower() or "parentbased_always_on"
+    if sampler not in SAMPLERS:
+        problems.append(f"OTEL_TRACES_SAMPLER={sampler!r} is not valid: expected one of {', '.join(SAMPLERS)}")
+    sampler_arg = 1.0
+    if get("OTEL_TRACES_SAMPLER_ARG"):
+        try:
+            sampler_arg = float(get("OTEL_TRACES_SAMPLER_ARG"))
+            if not 0 <= sampler_arg <= 1:
+                raise ValueError
+        except ValueError:
+            problems.append(f"OTEL_TRACES_SAMPLER_ARG={get('OTEL_TRACES_SAMPLER_ARG')!r} is not valid: a number 0 to 1")
+    batch = {}
+    for variable, argument in BATCH.items():
+        if get(variable):
+            if get(variable).isdigit() and int(get(variable)) > 0:
+                batch[argument] = int(get(variable))
+            else:
+                problems.append(f"{variable}={get(variable)!r} is not valid: expected a whole number > 0")
+    resource = _pairs(get("OTEL_RESOURCE_ATTRIBUTES"))
+    return TracingConfig(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=_pairs(get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or get("OTEL_EXPORTER_OTLP_HEADERS")),
+        service_name=get("OTEL_SERVICE_NAME") or resource.get("service.name") or "chatsse",
+        resource=resource,
+        sampler=sampler,
+        sampler_arg=sampler_arg,
+        batch=batch,
+        capture_content=get(CAPTURE).lower() == "true",
+    )
