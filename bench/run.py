@@ -315,6 +315,20 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "CHATSSE_RESUME_SECONDS": "60",
             "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         }
+    sink = None
+    if args.tracing:
+        # Tracing on, every request sampled, exported to a local OTLP/HTTP sink pinned with the harness.
+        sink_port = free_port()
+        sink = subprocess.Popen(
+            [sys.executable, str(BENCH / "otlp_sink.py"), str(sink_port)],
+            preexec_fn=lambda: os.sched_setaffinity(0, {1}),
+        )
+        await asyncio.sleep(0.5)
+        names.append("tracing")
+        extra_env["tracing"] = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "OTEL_TRACES_SAMPLER": "always_on",
+        }
     cluster = None
     if args.cluster:
         # The same, on a Redis Cluster of three primaries, pinned with the harness like the single Redis.
@@ -410,6 +424,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         redis_server.terminate()
     if cluster is not None:
         cluster.kill_all()
+    if sink is not None:
+        sink.terminate()
     report = {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
     return {**report, "scale": scale} if scale else report
 
@@ -675,6 +691,7 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
+    parser.add_argument("--tracing", action="store_true", help="also a gateway tracing every request to an OTLP sink")
     parser.add_argument("--cluster", action="store_true", help="also a gateway keeping replies on a Redis Cluster")
     parser.add_argument("--workloads", nargs="*", choices=sorted(FULL), help="only these of W1, W2, W3")
     parser.add_argument("--callers", action="store_true", help="also a caller with every limit, in memory and on Redis")

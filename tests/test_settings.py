@@ -109,10 +109,10 @@ def test_env_example_documents_every_setting() -> None:
     root = Path(__file__).parent.parent
     documented = (root / ".env.example").read_text()
     readme = (root / "README.md").read_text()
-    source = (root / "chatsse" / "settings.py").read_text()
+    source = (root / "chatsse" / "settings.py").read_text() + (root / "chatsse" / "tracing" / "config.py").read_text()
     import re
 
-    names = set(re.findall(r'"((?:AZURE_OPENAI|CHATSSE)_[A-Z_]+)"', source))
+    names = set(re.findall(r'"((?:AZURE_OPENAI|CHATSSE|OTEL|APPLICATIONINSIGHTS)_[A-Z_]+)"', source))
     assert len(names) >= 11
     for name in names:
         assert name in documented, f"{name} missing from .env.example"

@@ -378,3 +378,23 @@ def test_no_span_leaks_a_key(receiver: Receiver, make_gateway: GatewayFactory) -
     exported = json.dumps([(s.attributes, s.resource, s.name) for s in spans])
     assert caller_key not in exported and API_KEY not in exported and "wrong" not in exported
     assert os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") is None  # nothing leaked into the process either
+
+
+def test_azure_monitor_is_chosen_by_its_connection_string() -> None:
+    import importlib.util
+
+    base = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9", "AZURE_OPENAI_API_KEY": "k"}
+    base["AZURE_OPENAI_DEPLOYMENT_NAME"] = "d"
+    secret = (
+        "InstrumentationKey=00000000-0000-0000-0000-00000000beef;IngestionEndpoint=https://x.in.applicationinsights"
+    )
+    installed = importlib.util.find_spec("azure.monitor") is not None
+    try:
+        tracing = Settings.from_env({**base, "APPLICATIONINSIGHTS_CONNECTION_STRING": secret}, env_file=None).tracing
+        assert installed and tracing is not None and tracing.azure_monitor == secret and secret not in repr(tracing)
+    except ConfigError as refused:  # the extra is not installed here: start-up says how to get it
+        assert not installed and "pip install 'chatsse[azure-monitor]'" in str(refused) and secret not in str(refused)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**base, "APPLICATIONINSIGHTS_CONNECTION_STRING": "nonsense-key"}, env_file=None)
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING is not valid" in str(caught.value)
+    assert "nonsense-key" not in str(caught.value)

@@ -28,6 +28,7 @@ BATCH = {  # OTEL_BSP_* and the SDK's argument each sets
     "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_millis",
 }
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+AZURE_MONITOR = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TracingConfig:
     sampler_arg: float = 1.0
     batch: dict[str, int] = field(default_factory=dict)
     capture_content: bool = False  # prompt and reply text in spans: off, as the GenAI conventions ask
+    azure_monitor: str = field(default="", repr=False)  # an Application Insights connection string: export there
 
 
 def _pairs(raw: str) -> dict[str, str]:
@@ -71,12 +73,17 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
     if get("OTEL_SDK_DISABLED").lower() == "true":
         return None
     traces, general = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if not traces and not general:
+    azure_monitor = get(AZURE_MONITOR)
+    if not traces and not general and not azure_monitor:
         return None
+    if azure_monitor and not _installed("azure.monitor.opentelemetry.exporter"):
+        problems.append(f"{AZURE_MONITOR} needs Azure Monitor's exporter: pip install 'chatsse[azure-monitor]'")
+    if azure_monitor and "InstrumentationKey=" not in azure_monitor:
+        problems.append(f"{AZURE_MONITOR} is not valid: expected InstrumentationKey=...;IngestionEndpoint=...")
     protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
     name, raw = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces) if traces else ("OTEL_EXPORTER_OTLP_ENDPOINT", general)
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if (raw or not azure_monitor) and (parts.scheme not in ("http", "https") or not parts.hostname):
         problems.append(f"{name}={raw!r} is not valid: expected a URL such as http://localhost:4318")
     if protocol not in PROTOCOLS:
         problems.append(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not valid: expected http/protobuf or grpc")
@@ -84,7 +91,7 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
         if not _installed("opentelemetry.exporter.otlp.proto.grpc"):
             problems.append("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs its exporter: pip install 'chatsse[otlp-grpc]'")
     # The general endpoint is a base: traces go to its /v1/traces (the specification's rule for http/protobuf).
-    endpoint = raw if traces or protocol == "grpc" else raw.rstrip("/") + "/v1/traces"
+    endpoint = raw if traces or protocol == "grpc" or not raw else raw.rstrip("/") + "/v1/traces"
     sampler = get("OTEL_TRACES_SAMPLER").lower() or "parentbased_always_on"
     if sampler not in SAMPLERS:
         problems.append(f"OTEL_TRACES_SAMPLER={sampler!r} is not valid: expected one of {', '.join(SAMPLERS)}")
@@ -114,4 +121,5 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
         sampler_arg=sampler_arg,
         batch=batch,
         capture_content=get(CAPTURE).lower() == "true",
+        azure_monitor=azure_monitor,
     )

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 import orjson
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
@@ -49,6 +48,11 @@ def _sampler(config: TracingConfig) -> sampling.Sampler:
 
 
 def _exporter(config: TracingConfig) -> SpanExporter:
+    if config.azure_monitor:
+        from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
+
+        monitor: SpanExporter = AzureMonitorTraceExporter(connection_string=config.azure_monitor)
+        return monitor
     headers = config.headers or None
     if config.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -92,7 +96,7 @@ class OtelTracing(Tracing):
         )
         ids = span.get_span_context()
         record.trace_id, record.span_id = f"{ids.trace_id:032x}", f"{ids.span_id:016x}"  # logs join traces
-        return _Server(span, otel_context.attach(trace.set_span_in_context(span)))
+        return _Server(span)
 
     def attempt(self, upstream: UpstreamConfig, request: ChatRequest, number: int) -> AttemptSpan:
         return _Attempt(self.tracer, upstream, request, number, self.capture)
@@ -106,8 +110,9 @@ class OtelTracing(Tracing):
 
 
 class _Server(ServerSpan):
-    def __init__(self, span: trace.Span, token: object) -> None:
-        self.span, self.token = span, token
+    def __init__(self, span: trace.Span) -> None:
+        # Attempts find their parent here, not in OpenTelemetry's global context: no attach and detach per request.
+        self.span, self.context = span, trace.set_span_in_context(span)
         ids = span.get_span_context()
         self.origin = f"{ids.trace_id:032x}-{ids.span_id:016x}"
         self.reset = current_server.set(self)
@@ -120,18 +125,17 @@ class _Server(ServerSpan):
 
     def finish(self, record: RequestRecord) -> None:
         span = self.span
-        span.set_attribute("http.route", record.route)
-        span.set_attribute("http.response.status_code", record.status)
+        attributes: dict[str, Any] = {"http.route": record.route, "http.response.status_code": record.status}
         if record.caller != "-":
-            span.set_attribute("chatsse.caller", record.caller)  # its name, or a key's harmless id: never the key
+            attributes["chatsse.caller"] = record.caller  # its name, or a key's harmless id: never the key
         error = record.error_code or record.exception
         if error:
-            span.set_attribute("error.type", error)
+            attributes["error.type"] = error
+        span.set_attributes(attributes)
         if record.status >= 500 or record.exception or (error and record.status < 400):  # a 4xx is the client's
             span.set_status(Status(StatusCode.ERROR))
         span.end()
         current_server.reset(self.reset)
-        otel_context.detach(self.token)  # type: ignore[arg-type]
 
 
 class _Attempt(AttemptSpan):
@@ -161,16 +165,21 @@ class _Attempt(AttemptSpan):
         if capture:  # the conventions' opt-in: prompt and reply text in the span
             attributes["gen_ai.input.messages"] = orjson.dumps(request.messages).decode()
             self.texts: list[str] = []
-        self.span = tracer.start_span(f"chat {upstream.deployment}", kind=SpanKind.CLIENT, attributes=attributes)
+        parent = getattr(current_server.get(), "context", None)
+        self.span = tracer.start_span(
+            f"chat {upstream.deployment}", context=parent, kind=SpanKind.CLIENT, attributes=attributes
+        )
         self.started = time.monotonic()
         self.first_at: float | None = None
         self.ended = False
 
     @property
     def headers(self) -> dict[str, str]:
-        carrier: dict[str, str] = {}
-        PROPAGATOR.inject(carrier, context=trace.set_span_in_context(self.span))
-        return carrier
+        ids = self.span.get_span_context()  # W3C trace context, written as the propagator would
+        headers = {"traceparent": f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"}
+        if ids.trace_state:
+            headers["tracestate"] = ids.trace_state.to_header()
+        return headers
 
     def first_token(self) -> None:
         self.first_at = time.monotonic()
@@ -187,28 +196,28 @@ class _Attempt(AttemptSpan):
     def finished(self, translator: ChunkTranslator) -> None:
         if self.ended:  # a reply's end is reached by more than one path
             return
-        span = self.span
+        attributes: dict[str, Any] = {}  # set at once: each set_attribute takes the span's lock
         if translator.response_model:
-            span.set_attribute("gen_ai.response.model", translator.response_model)
+            attributes["gen_ai.response.model"] = translator.response_model
         if translator.response_id:
-            span.set_attribute("gen_ai.response.id", translator.response_id)
+            attributes["gen_ai.response.id"] = translator.response_id
         if translator.finish_reason:
-            span.set_attribute("gen_ai.response.finish_reasons", [translator.finish_reason])
+            attributes["gen_ai.response.finish_reasons"] = [translator.finish_reason]
         usage = translator.usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
-            span.set_attribute("gen_ai.usage.input_tokens", prompt)
-            span.set_attribute("gen_ai.usage.output_tokens", completion)
+            attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"] = prompt, completion
             generating = time.monotonic() - (self.first_at or self.started)
             if generating > 0:
-                span.set_attribute("chatsse.output_tokens_per_second", completion / generating)
+                attributes["chatsse.output_tokens_per_second"] = completion / generating
         if self.capture:
             parts = [{"type": "text", "content": "".join(self.texts)}]
             message = {"role": "assistant", "parts": parts, "finish_reason": translator.finish_reason or ""}
-            span.set_attribute("gen_ai.output.messages", orjson.dumps([message]).decode())
+            attributes["gen_ai.output.messages"] = orjson.dumps([message]).decode()
         failure = translator.failure
         if failure is not None:
-            span.set_attribute("error.type", failure.code)
+            attributes["error.type"] = failure.code
+        self.span.set_attributes(attributes)
         self._end(Status(StatusCode.ERROR, failure.code) if failure is not None else None)
 
     def _end(self, status: Status | None) -> None:
