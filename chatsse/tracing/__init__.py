@@ -6,10 +6,11 @@ base.py     Tracing: the hooks the gateway calls, as no-ops (tracing off: nothin
 otel.py     the same hooks on the OpenTelemetry SDK and its OTLP exporter (imported only when tracing is on)
 """
 
-from chatsse.tracing.base import NO_TRACING, AttemptSpan, ServerSpan, Tracing, current_server, provider_name
+from chatsse.tracing.base import NO_ATTEMPT, NO_TRACING, AttemptSpan, ServerSpan, Tracing, current_server, provider_name
 from chatsse.tracing.config import TracingConfig
 
 __all__ = [
+    "NO_ATTEMPT",
     "NO_TRACING",
     "AttemptSpan",
     "ServerSpan",

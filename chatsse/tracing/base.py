@@ -31,6 +31,7 @@ class ServerSpan:
     """The span of one HTTP request (none, here)."""
 
     origin: str | None = None  # "<trace id>-<span id>": what a kept reply records, for its followers' links
+    context: Any = None  # the OpenTelemetry context its attempts' spans start under
 
     def follows(self, origin: str | None) -> None:
         """This request follows a kept reply that request `origin` started."""

@@ -165,7 +165,7 @@ class _Attempt(AttemptSpan):
         if capture:  # the conventions' opt-in: prompt and reply text in the span
             attributes["gen_ai.input.messages"] = orjson.dumps(request.messages).decode()
             self.texts: list[str] = []
-        parent = getattr(current_server.get(), "context", None)
+        parent = current_server.get().context  # the request's SERVER span
         self.span = tracer.start_span(
             f"chat {upstream.deployment}", context=parent, kind=SpanKind.CLIENT, attributes=attributes
         )

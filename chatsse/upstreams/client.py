@@ -15,8 +15,7 @@ from chatsse import __version__
 from chatsse.errors import UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
 from chatsse.record import current_record
 from chatsse.schema import ChatRequest
-from chatsse.tracing import AttemptSpan
-from chatsse.tracing.base import NO_ATTEMPT
+from chatsse.tracing import NO_ATTEMPT, AttemptSpan
 from chatsse.upstreams.auth import EntraTokens
 from chatsse.upstreams.config import UpstreamConfig
 from chatsse.upstreams.failures import from_transport_error, from_upstream_status

@@ -14,8 +14,7 @@ from chatsse.errors import ServerShutdown
 from chatsse.events import Batch, Done, Event, Failed
 from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
-from chatsse.tracing import AttemptSpan
-from chatsse.tracing.base import NO_ATTEMPT
+from chatsse.tracing import NO_ATTEMPT, AttemptSpan
 from chatsse.upstreams.failures import from_transport_error
 
 log = logging.getLogger("chatsse.upstream")
