@@ -49,6 +49,8 @@ from harness import (
     start_upstream,
 )
 
+from chatsse.server.memory import CHECK_SECONDS, SETTLE_SECONDS
+
 BENCH = Path(__file__).resolve().parent
 PEER_VENV = BENCH / ".venv-peer"
 FULL = {"W1": (200, 200, 0.02, 1.0), "W2": (16, 2000, 0.0, 0.0), "W3": (20, 200, 0.02, 0.5)}
@@ -74,6 +76,8 @@ FACES = {
     ),
 }
 FACE_WORKLOADS = ("W1",)
+# With --floors (#23): the limit of chatsse's own stack, and of a bare ASGI relay on uvicorn (bench/floor_*.py).
+FLOORS = {"stack-floor": "floor_stack:app", "asgi-floor": "floor_asgi:app"}
 
 
 def free_port() -> int:
@@ -166,13 +170,24 @@ class Gateway:
     """A gateway process pinned to its CPUs; `pid` for /proc readings."""
 
     def __init__(
-        self, name: str, upstream_port: int, workers: int, cpus: set[int], extra_env: dict[str, str] | None = None
+        self,
+        name: str,
+        upstream_port: int,
+        workers: int,
+        cpus: set[int],
+        extra_env: dict[str, str] | None = None,
+        probe: Path | None = None,
     ) -> None:
-        self.name, self.port = name, free_port()
+        self.name, self.port, self.probe = name, free_port(), probe
         env = gateway_env(upstream_port, self.port, WEB_CONCURRENCY=str(workers), **(extra_env or {}))
-        if name == "peer":
-            command = [str(ensure_peer()), "-m", "uvicorn", "peer_app:app", "--app-dir", str(BENCH)]
+        if name == "peer" or name in FLOORS:
+            python, module = (ensure_peer(), "peer_app:app") if name == "peer" else (Path(sys.executable), FLOORS[name])
+            command = [str(python), "-m", "uvicorn", module, "--app-dir", str(BENCH), "--no-access-log"]
             command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+        elif probe is not None:  # chatsse serve, with bench/probe.py's gc readings on SIGUSR1
+            command = [sys.executable, str(BENCH / "probe.py"), "serve", "--host", "127.0.0.1"]
+            command += ["--port", str(self.port)]
+            env["BENCH_PROBE_OUT"] = str(probe)
         else:  # as the Procfile does: chatsse serve --port $PORT (WEB_CONCURRENCY workers)
             command = [str(Path(sys.executable).with_name("chatsse")), "serve", "--host", "127.0.0.1"]
             command += ["--port", str(self.port)]
@@ -187,6 +202,19 @@ class Gateway:
 
     async def wait_ready(self) -> None:
         await wait_ready(self.port, self.name)
+
+    async def reading(self, collect: bool = False) -> dict[str, Any]:
+        """bench/probe.py's reading of the collector (only for a gateway started with `probe`); `collect`: after a
+        full collection, so that it counts only what the process keeps."""
+        assert self.probe is not None
+        before = self.probe.stat().st_mtime_ns if self.probe.exists() else 0
+        self.process.send_signal(signal.SIGUSR2 if collect else signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.probe.exists() and self.probe.stat().st_mtime_ns != before:
+                return dict(json.loads(self.probe.read_text()))
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.name} wrote no probe reading")
 
     def target(self) -> Target:
         marker = b'"done": true' if self.name == "peer" else b'"done":true'
@@ -278,7 +306,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         '{"messages":[{"role":"user","content":"{message}"}],"stream":true}',
         b"[DONE]",
     )
-    names = ["direct", "chatsse", *(["peer"] if args.peer else [])]
+    names = ["direct", "chatsse", *(["peer"] if args.peer else []), *(FLOORS if args.floors else [])]
     extra_env: dict[str, dict[str, str]] = {}
     if args.baseline:
         # The gateway as it was at another commit, on the same dependencies: imported from a worktree of it.
@@ -315,6 +343,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "CHATSSE_RESUME_SECONDS": "60",
             "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         }
+    for variant in args.variant or []:
+        # chatsse with some environment of its own: `NAME=KEY=VALUE,KEY=VALUE`
+        name, _, assignments = variant.partition("=")
+        names.append(name)
+        extra_env[name] = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
     sink = None
     if args.tracing:
         # Tracing on, every request sampled, exported to a local OTLP/HTTP sink pinned with the harness.
@@ -383,6 +416,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "chatsse",
         *(["peer"] if args.peer else []),
         *(["baseline"] if args.baseline else []),
+        *(FLOORS if args.floors else []),
     )
     for rep in range(args.scale_reps if args.scale else 0):
         for name in scale_names[rep % len(scale_names) :] + scale_names[: rep % len(scale_names)]:
@@ -396,6 +430,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 if gateway:
                     gateway.stop()
+    rounds = await run_rounds(args, upstream_port, direct) if args.rounds else []
     if args.many:
         # Each stream is two sockets in the gateway (client, upstream) and two here: the file limit bounds it.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -427,7 +462,78 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     if sink is not None:
         sink.terminate()
     report = {"meta": machine(args, workloads), "runs": runs, "summary": summarize(runs)}
+    if rounds:
+        report["rounds"] = rounds
     return {**report, "scale": scale} if scale else report
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start the process's peak RSS (VmHWM) again from now, so each round's peak is its own."""
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{p}/clear_refs").write_text("5")
+
+
+async def run_rounds(args: argparse.Namespace, upstream_port: int, direct: Target) -> list[dict[str, Any]]:
+    """#23: rounds of W1, then SLOW, then SHORT against one gateway process, as a long-lived process serves them.
+    Latency is added latency: the round's figure less the upstream's own, measured directly once per repetition."""
+    w1, slow = (QUICK["W1"], QUICK_SLOW) if args.quick else (FULL["W1"], SLOW)
+    rows: list[dict[str, Any]] = []
+    for rep in range(args.rounds_reps):
+        reference_w1 = await run_workload(direct, w1, None)
+        reference_slow = await run_slow(direct, None, "direct", "SLOW", slow)
+        probe = Path(tempfile.mkdtemp(prefix="chatsse-probe-")) / "probe.json"
+        gateway = Gateway("chatsse", upstream_port, 1, {0}, probe=probe)
+        await gateway.wait_ready()
+        try:
+            target = gateway.target()
+            await gateway.reading()  # the start-up's collections are not the first round's
+            for number in range(1, args.rounds + 1):
+                reset_peak_rss(gateway.pid)
+                first = await run_workload(target, w1, gateway)
+                reset_peak_rss(gateway.pid)
+                many, short = await run_scale(target, gateway, "chatsse", quick=args.quick)
+                # Idle: what the round left behind, once a peak's memory could be returned (chatsse/server/memory.py).
+                await asyncio.sleep(1.0 if args.quick else SETTLE_SECONDS + 2 * CHECK_SECONDS)
+                reading = await gateway.reading()
+                row = {
+                    "rep": rep,
+                    "round": number,
+                    "w1_ttft_p99_added_ms": first["ttft_p99_ms"] - reference_w1["ttft_p99_ms"],
+                    "w1_gap_p99_added_ms": first["gap_p99_ms"] - reference_w1["gap_p99_ms"],
+                    "w1_cpu_s_per_1k_chunks": first["cpu_s_per_1k_chunks"],
+                    "slow_ttft_p99_added_ms": many["ttft_p99_ms"] - reference_slow["ttft_p99_ms"],
+                    "slow_gap_p99_added_ms": many["gap_p99_ms"] - reference_slow["gap_p99_ms"],
+                    "slow_cpu_s_per_1k_chunks": many["cpu_s_per_1k_chunks"],
+                    "slow_kb_per_open_stream": many["kb_per_open_stream"],
+                    "short_streams_per_s": short["streams_per_s"],
+                    "short_cpu_ms_per_stream": short["cpu_ms_per_stream"],
+                    "idle_rss_mb": rss_mb(gateway.pid),
+                    "open_fds": len(list(Path(f"/proc/{gateway.pid}/fd").iterdir())),
+                    "gc_tracked": reading["tracked"],
+                    "gc_by_generation": reading["by_generation"],
+                    "gc_collections": reading["collections"],
+                    "gc_longest_pause_ms": reading["longest_pause_ms"],
+                    "gc_total_pause_ms": reading["total_pause_ms"],
+                    "gc_types": reading["types"],
+                    "complete": first["complete"] + many["complete"] + short["complete"],
+                    "streams": first["streams"] + many["streams"] + short["streams"],
+                    "chunks": first["chunks"] + many["chunks"],
+                    "expected_chunks": first["expected_chunks"] + many["expected_chunks"],
+                }
+                rows.append(row)
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "gc_types"}
+                print(f"round {number} (rep {rep}): {json.dumps(shown)}", flush=True)
+            kept = await gateway.reading(collect=True)
+            rows[-1].update(kept_objects=kept["tracked"], kept_types=kept["types"])
+            rows[-1].update(kept_rss_mb=kept["rss_mb"], trimmed_rss_mb=kept["rss_after_trim_mb"])
+            print(
+                f"after a full collection: {kept['tracked']} objects kept, {kept['rss_mb']:.1f} MB RSS, "
+                f"{kept['rss_after_trim_mb']:.1f} MB after malloc_trim"
+            )
+        finally:
+            gateway.stop()
+    return rows
 
 
 @contextlib.contextmanager
@@ -464,10 +570,12 @@ async def run_slow(
     streams, tokens, delay, stagger, first = spec
     idle_rss = rss_mb(gateway.pid) if gateway else 0.0
     cpu_before = cpu_seconds(gateway.pid) if gateway else 0.0
+    own_before = cpu_seconds(os.getpid())
     started = time.perf_counter()
     results = await run_streams(target, streams, tokens, delay, stagger, first)
     row: dict[str, Any] = {"target": name, "workload": label, "wall_s": time.perf_counter() - started}
     row.update(measure(results, tokens))
+    row["harness_cpu_pct"] = 100 * (cpu_seconds(os.getpid()) - own_before) / row["wall_s"]
     if gateway:
         row["cpu_s"] = cpu_seconds(gateway.pid) - cpu_before
         row["cpu_s_per_1k_chunks"] = row["cpu_s"] / (row["chunks"] / 1000)
@@ -624,6 +732,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if report.get("scale"):
         lines += scale_tables(report["scale"])
+    if report.get("rounds"):
+        lines += rounds_table(report["rounds"])
     harness = [r["harness_cpu_pct"] for r in report["runs"] if r["workload"] != "W2" or r["target"] != "direct"]
     if harness:
         lines.append(
@@ -681,6 +791,35 @@ def scale_tables(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+ROUND_FIGURES = [
+    ("w1_ttft_p99_added_ms", "W1 TTFT p99 +ms", "{:+.1f}"),
+    ("w1_gap_p99_added_ms", "W1 gap p99 +ms", "{:+.1f}"),
+    ("w1_cpu_s_per_1k_chunks", "W1 CPU-s/1k", "{:.4f}"),
+    ("slow_ttft_p99_added_ms", "SLOW TTFT p99 +ms", "{:+.1f}"),
+    ("slow_gap_p99_added_ms", "SLOW gap p99 +ms", "{:+.1f}"),
+    ("slow_cpu_s_per_1k_chunks", "SLOW CPU-s/1k", "{:.4f}"),
+    ("slow_kb_per_open_stream", "SLOW KB/stream", "{:.1f}"),
+    ("short_streams_per_s", "SHORT streams/s", "{:.0f}"),
+    ("idle_rss_mb", "idle RSS MB", "{:.1f}"),
+    ("open_fds", "open fds", "{:.0f}"),
+    ("gc_tracked", "gc-tracked objects", "{:,.0f}"),
+    ("gc_longest_pause_ms", "longest gc pause ms", "{:.1f}"),
+]
+
+
+def rounds_table(rows: list[dict[str, Any]]) -> list[str]:
+    """#23: per round, each figure's median over the repetitions (each repetition one gateway process)."""
+    reps = len({r["rep"] for r in rows})
+    lines = [f"## Rounds (#23): W1, SLOW, SHORT against one process, median of {reps}", ""]
+    lines += ["| round | " + " | ".join(label for _, label, _ in ROUND_FIGURES) + " |"]
+    lines += ["|---" * (len(ROUND_FIGURES) + 1) + "|"]
+    for number in sorted({r["round"] for r in rows}):
+        mine = [r for r in rows if r["round"] == number]
+        cells = [fmt.format(statistics.median(r[key] for r in mine)) for key, _, fmt in ROUND_FIGURES]
+        lines.append(f"| {number} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small workloads, 1 repetition, no peer")
@@ -702,13 +841,20 @@ def main() -> None:
     parser.add_argument("--scale-reps", type=int, default=1, help="repetitions of --scale (interleaved; median)")
     parser.add_argument("--many", action="store_true", help="also 10,000 slow streams open at once (#12)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each gateway workload into DIR")
+    parser.add_argument(
+        "--variant", action="append", metavar="NAME=KEY=VALUE,...", help="also chatsse with this environment, as NAME"
+    )
+    parser.add_argument("--floors", action="store_true", help="also the stack floor and the ASGI floor (#23)")
+    parser.add_argument("--rounds", type=int, default=0, metavar="N", help="N rounds of W1, SLOW, SHORT, one process")
+    parser.add_argument("--rounds-reps", type=int, help="repetitions of --rounds, a process each (default 3; quick 1)")
     args = parser.parse_args()
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)  # 0: only --scale
     args.peer = (not args.quick) if args.peer is None else args.peer
+    args.rounds_reps = args.rounds_reps if args.rounds_reps is not None else (1 if args.quick else 3)
     args.workers2 = (not args.quick) if args.workers2 is None else args.workers2
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
-    if args.scale or args.many:  # thousands of sockets at both ends: the benchmark's file limit, not the product's
+    if args.scale or args.many or args.rounds:  # thousands of sockets at both ends: the benchmark's file limit
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:  # MANY holds 20,000 sockets and more in each process: raise the hard limit too, where allowed
             resource.setrlimit(resource.RLIMIT_NOFILE, (65536, max(hard, 65536)))
@@ -727,7 +873,7 @@ def main() -> None:
     path.write_text(json.dumps(report, indent=1))
     path.with_suffix(".md").write_text(markdown(report))
     print(f"wrote {path} and {path.with_suffix('.md')}")
-    rows = report["runs"] + report.get("scale", [])
+    rows = report["runs"] + report.get("scale", []) + report.get("rounds", [])
     broken = [
         r
         for r in rows

@@ -33,6 +33,7 @@ from chatsse.resume import StreamKeeper
 from chatsse.server import protocol
 from chatsse.server.access import AccessMiddleware
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
+from chatsse.server.memory import MemoryReturn
 from chatsse.server.observe import Metrics, ObserveMiddleware
 from chatsse.settings import Settings
 from chatsse.tracing import NO_TRACING
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
     native, ui, openai = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
+    memory = MemoryReturn(streams, metrics.memory_returns.inc)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -91,9 +93,11 @@ def create_app(settings: Settings) -> Starlette:
             if remote is not None:
                 remote.start(keeper.stop_here if keeper is not None else None)
             drain.install()
+            memory.start()
             try:
                 yield
             finally:
+                await memory.stop()
                 drain.uninstall()
                 if keeper is not None:
                     await keeper.close()

@@ -7,4 +7,5 @@ access.py      caller keys, the per-caller rate limit, a bound on header size
 body.py        reading a request body and query within their limits
 response.py    the streaming response: one task per stream, batches framed by the face
 lifecycle.py   the cap on open streams, their count, and the drain on SIGTERM
+memory.py      memory given back after a peak of streams (a collection and malloc_trim)
 """

@@ -25,6 +25,7 @@ class StreamRegistry:
         self.reserved = 0  # admitted, upstream still opening
         self.open: set[UpstreamReply] = set()
         self.draining = False
+        self.peak = 0  # the most open at once since memory was last returned (memory.py)
         self.on_change: Callable[[], None] | None = None  # metrics with several workers
 
     @property
@@ -37,6 +38,8 @@ class StreamRegistry:
         if self.max_streams and self.count >= self.max_streams:
             raise TooManyStreams(retry_after=1)
         self.reserved += 1
+        if self.count > self.peak:
+            self.peak = self.count
         self._changed()
 
     def opened(self, reply: UpstreamReply | None) -> None:

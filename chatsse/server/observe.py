@@ -73,6 +73,9 @@ class Metrics:
         self.upstream_errors = Counter("chatsse_upstream_errors", "Upstream failures by code.", ["code"], registry=r)
         self.retries = Counter("chatsse_upstream_retries", "Upstream requests retried.", registry=r)
         self.disconnects = Counter("chatsse_client_disconnects", "Clients that left mid-stream.", registry=r)
+        self.memory_returns = Counter(
+            "chatsse_memory_returns", "Heap collections and trims after a peak of streams.", registry=r
+        )
         self.upstream_requests = Counter(
             "chatsse_upstream_requests",
             "Upstream attempts by upstream and outcome.",

@@ -1,0 +1,64 @@
+"""Memory given back after a peak, against the real `chatsse serve`: hundreds of streams open at once, then none;
+the gateway collects and trims its heap, and its resident memory falls back toward where it started."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+
+from chatsse.simulator import Simulator
+from tests.servers import chatsse_serve, wait_until
+
+STREAMS = 300
+BODY = {"message": "[sim: tokens=30 delay=0.05 first_delay=0.5]"}
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:", 1)[1].split()[0]) / 1024
+
+
+async def _streams(url: str, pid: int, streams: int = STREAMS) -> tuple[list[int], float]:
+    """`streams` streams at once; each one's content events, and the gateway's RSS while all are open."""
+    peak = [0.0]
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one() -> int:
+            contents = 0
+            async with client.stream("POST", "/api/v1/chat/stream", json=BODY) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: ") and "content" in json.loads(line[6:]):
+                        contents += 1
+                        peak[0] = max(peak[0], _rss_mb(pid))
+            return contents
+
+        counts = await asyncio.gather(*(one() for _ in range(streams)))
+    return list(counts), peak[0]
+
+
+def test_memory_is_given_back_once_a_peak_of_streams_is_over(tmp_path: Path) -> None:
+    simulator = Simulator()
+    simulator.start_in_thread()
+    try:
+        # glibc's allocator for every object, so that what the gateway frees can be returned (bench/REPORT.md, #23).
+        env = {"PYTHONMALLOC": "malloc", "CHATSSE_PING_SECONDS": "0"}
+        with chatsse_serve(tmp_path, simulator.url, env=env, capture_stderr=False) as gw:  # a log line per stream
+            pid = gw.process.pid
+            asyncio.run(_streams(gw.url, pid, 5))  # what a first request loads is not the peak's
+            idle = _rss_mb(pid)
+            counts, peak = asyncio.run(_streams(gw.url, pid))
+            assert counts == [30] * STREAMS  # every stream whole
+            assert peak - idle > 8, f"{STREAMS} open streams should cost memory: {idle:.1f} -> {peak:.1f} MB"
+            # Most of the peak's growth comes back within a few checks of the stream count.
+            halfway = idle + (peak - idle) / 2
+            assert wait_until(lambda: _rss_mb(pid) < halfway, timeout=30, interval=0.2), (
+                f"RSS stayed at {_rss_mb(pid):.1f} MB (idle {idle:.1f}, peak {peak:.1f})"
+            )
+            metrics = httpx.get(f"{gw.url}/metrics").text  # and it serves on
+            assert "\nchatsse_memory_returns_total 1.0\n" in metrics  # once for the one peak
+    finally:
+        simulator.stop_thread()
