@@ -21,7 +21,8 @@ URL = (
     "/chat/completions?api-version=2024-10-21"
 )
 HEADERS = {"api-key": os.environ["AZURE_OPENAI_API_KEY"]}
-client = httpx.AsyncClient(transport=AiohttpTransport(limits=httpx.Limits(max_connections=None)), timeout=60)
+# No cap on upstream connections, as chatsse (httpx-aiohttp turns None into aiohttp's default cap of 100).
+client = httpx.AsyncClient(transport=AiohttpTransport(limits=httpx.Limits(max_connections=1_000_000)), timeout=60)
 
 
 async def stream(request: Request) -> Response:

@@ -12,6 +12,9 @@
                                    # + resume on: in the process, on one Redis, on a 3-primary Redis Cluster
     python bench/run.py --callers --workloads W1 --scale --scale-targets direct chatsse callers callers-redis \
         --no-peer --no-workers2 --out bench/results/callers   # + a caller with every limit, in memory and on Redis
+    python bench/run.py --rounds 10 --floors --baseline REV --workloads W1 --scale --short-only \
+        --scale-targets chatsse baseline stack-floor asgi-floor --scale-reps 3 --no-peer --no-workers2 \
+        --out bench/results/drift   # #23: 10 rounds of W1, SLOW, SHORT in one process (x3), + the two floors
 
 The gateway under test is a real process started as the Procfile starts it, pinned to CPU 0; this process
 (fake upstream + load generator) is pinned to CPU 1. Writes <out>/<mode>.json and <out>/<mode>.md (full or
@@ -348,6 +351,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         name, _, assignments = variant.partition("=")
         names.append(name)
         extra_env[name] = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+        if name.startswith("baseline") and args.baseline:  # a variant of the baseline: its code, this environment
+            extra_env[name] = {**extra_env["baseline"], **extra_env[name]}
     sink = None
     if args.tracing:
         # Tracing on, every request sampled, exported to a local OTLP/HTTP sink pinned with the harness.
@@ -430,7 +435,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 if gateway:
                     gateway.stop()
-    rounds = await run_rounds(args, upstream_port, direct) if args.rounds else []
+    rounds = []
+    for name in args.rounds_targets if args.rounds else []:
+        rounds += await run_rounds(args, upstream_port, direct, name, extra_env.get(name))
     if args.many:
         # Each stream is two sockets in the gateway (client, upstream) and two here: the file limit bounds it.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -474,7 +481,9 @@ def reset_peak_rss(pid: int) -> None:
             Path(f"/proc/{p}/clear_refs").write_text("5")
 
 
-async def run_rounds(args: argparse.Namespace, upstream_port: int, direct: Target) -> list[dict[str, Any]]:
+async def run_rounds(
+    args: argparse.Namespace, upstream_port: int, direct: Target, name: str, env: dict[str, str] | None
+) -> list[dict[str, Any]]:
     """#23: rounds of W1, then SLOW, then SHORT against one gateway process, as a long-lived process serves them.
     Latency is added latency: the round's figure less the upstream's own, measured directly once per repetition."""
     w1, slow = (QUICK["W1"], QUICK_SLOW) if args.quick else (FULL["W1"], SLOW)
@@ -483,7 +492,7 @@ async def run_rounds(args: argparse.Namespace, upstream_port: int, direct: Targe
         reference_w1 = await run_workload(direct, w1, None)
         reference_slow = await run_slow(direct, None, "direct", "SLOW", slow)
         probe = Path(tempfile.mkdtemp(prefix="chatsse-probe-")) / "probe.json"
-        gateway = Gateway("chatsse", upstream_port, 1, {0}, probe=probe)
+        gateway = Gateway(name, upstream_port, 1, {0}, env, probe=probe)
         await gateway.wait_ready()
         try:
             target = gateway.target()
@@ -492,11 +501,12 @@ async def run_rounds(args: argparse.Namespace, upstream_port: int, direct: Targe
                 reset_peak_rss(gateway.pid)
                 first = await run_workload(target, w1, gateway)
                 reset_peak_rss(gateway.pid)
-                many, short = await run_scale(target, gateway, "chatsse", quick=args.quick)
+                many, short = await run_scale(target, gateway, name, quick=args.quick)
                 # Idle: what the round left behind, once a peak's memory could be returned (chatsse/server/memory.py).
                 await asyncio.sleep(1.0 if args.quick else SETTLE_SECONDS + 2 * CHECK_SECONDS)
                 reading = await gateway.reading()
                 row = {
+                    "target": name,
                     "rep": rep,
                     "round": number,
                     "w1_ttft_p99_added_ms": first["ttft_p99_ms"] - reference_w1["ttft_p99_ms"],
@@ -523,7 +533,7 @@ async def run_rounds(args: argparse.Namespace, upstream_port: int, direct: Targe
                 }
                 rows.append(row)
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "gc_types"}
-                print(f"round {number} (rep {rep}): {json.dumps(shown)}", flush=True)
+                print(f"{name} round {number} (rep {rep}): {json.dumps(shown)}", flush=True)
             kept = await gateway.reading(collect=True)
             rows[-1].update(kept_objects=kept["tracked"], kept_types=kept["types"])
             rows[-1].update(kept_rss_mb=kept["rss_mb"], trimmed_rss_mb=kept["rss_after_trim_mb"])
@@ -809,15 +819,27 @@ ROUND_FIGURES = [
 
 def rounds_table(rows: list[dict[str, Any]]) -> list[str]:
     """#23: per round, each figure's median over the repetitions (each repetition one gateway process)."""
-    reps = len({r["rep"] for r in rows})
-    lines = [f"## Rounds (#23): W1, SLOW, SHORT against one process, median of {reps}", ""]
-    lines += ["| round | " + " | ".join(label for _, label, _ in ROUND_FIGURES) + " |"]
-    lines += ["|---" * (len(ROUND_FIGURES) + 1) + "|"]
-    for number in sorted({r["round"] for r in rows}):
-        mine = [r for r in rows if r["round"] == number]
-        cells = [fmt.format(statistics.median(r[key] for r in mine)) for key, _, fmt in ROUND_FIGURES]
-        lines.append(f"| {number} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    lines: list[str] = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        theirs = [r for r in rows if r["target"] == target]
+        reps = len({r["rep"] for r in theirs})
+        lines += [f"## Rounds (#23): W1, SLOW, SHORT against one {target} process, median of {reps}", ""]
+        lines += ["| round | " + " | ".join(label for _, label, _ in ROUND_FIGURES) + " |"]
+        lines += ["|---" * (len(ROUND_FIGURES) + 1) + "|"]
+        for number in sorted({r["round"] for r in theirs}):
+            mine = [r for r in theirs if r["round"] == number]
+            cells = [fmt.format(statistics.median(r[key] for r in mine)) for key, _, fmt in ROUND_FIGURES]
+            lines.append(f"| {number} | " + " | ".join(cells) + " |")
+        kept = [r for r in theirs if "kept_objects" in r]
+        if kept:
+            lines += [
+                "",
+                f"After the last round, a full collection: {statistics.median(r['kept_objects'] for r in kept):,.0f}"
+                f" objects kept, RSS {statistics.median(r['kept_rss_mb'] for r in kept):.1f} MB, "
+                f"{statistics.median(r['trimmed_rss_mb'] for r in kept):.1f} MB after malloc_trim.",
+            ]
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -846,6 +868,7 @@ def main() -> None:
     )
     parser.add_argument("--floors", action="store_true", help="also the stack floor and the ASGI floor (#23)")
     parser.add_argument("--rounds", type=int, default=0, metavar="N", help="N rounds of W1, SLOW, SHORT, one process")
+    parser.add_argument("--rounds-targets", nargs="*", default=["chatsse"], help="--rounds for these (chatsse)")
     parser.add_argument("--rounds-reps", type=int, help="repetitions of --rounds, a process each (default 3; quick 1)")
     args = parser.parse_args()
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)  # 0: only --scale

@@ -6,6 +6,7 @@ Speed is not asserted here (see bench/REPORT.md); this only proves the harness a
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,33 @@ def test_quick_benchmark_completes_and_accounts_for_every_token(tmp_path: Path) 
     assert "## At scale (#12): SLOW" in (tmp_path / "quick.md").read_text()
     summary = report["summary"]["W1"]["chatsse"]
     assert 50 < summary["delivered_pct_of_direct"][0] <= 110
+
+
+def test_rounds_against_one_process_report_drift_figures_and_the_floors_run(tmp_path: Path) -> None:
+    """`--rounds 2 --floors`, small: two rounds in one gateway process, each with its figures and a probe reading;
+    the two floors serve W1 whole beside chatsse."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--workloads", "W1", "--floors", "--rounds", "2", "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "quick.json").read_text())
+    floors = {r["target"]: r for r in report["runs"]}
+    for name in ("stack-floor", "asgi-floor"):
+        assert floors[name]["chunks"] == floors[name]["expected_chunks"] > 0 and floors[name]["incomplete"] == 0
+        assert floors[name]["cpu_s_per_1k_chunks"] >= 0 and floors[name]["peak_rss_mb"] > 10
+    rounds = report["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for row in rounds:
+        assert row["complete"] == row["streams"] > 0 and row["chunks"] == row["expected_chunks"] > 0
+        assert row["short_streams_per_s"] > 0 and row["idle_rss_mb"] > 10 and row["open_fds"] > 3
+        # The probe's reading comes from inside the gateway: it tracks objects and saw its own types.
+        assert row["gc_tracked"] > 1000 and sum(row["gc_by_generation"]) > 0
+        assert row["gc_types"] and 0 < sum(row["gc_types"].values()) <= row["gc_tracked"]
+        assert row["gc_longest_pause_ms"] >= 0 and math.isfinite(row["slow_ttft_p99_added_ms"])
+        assert math.isfinite(row["w1_ttft_p99_added_ms"]) and row["w1_cpu_s_per_1k_chunks"] >= 0
+    # After the last round, a full collection: what the process keeps is less than what it tracked.
+    assert 0 < rounds[-1]["kept_objects"] <= rounds[-1]["gc_tracked"] + 1000
+    assert "## Rounds (#23)" in (tmp_path / "quick.md").read_text()

@@ -27,8 +27,9 @@ CHECK_SECONDS = 2.0
 PEAK_STREAMS = 50  # a smaller peak leaves too little behind to be worth a full collection
 FALLEN_TO = 0.1  # the share of the peak still open when it counts as over
 # How long a peak must have been over first: its idle upstream connections hold their buffers until the pool
-# closes them (httpx's keepalive expiry, 5 s, checked by aiohttp every few seconds): trimming before returns little.
-SETTLE_SECONDS = 10.0
+# closes them (httpx's keepalive expiry, 5 s, which aiohttp checks only every 5 s), and the last streams of the
+# peak release theirs later still: trimming before that returns little.
+SETTLE_SECONDS = 15.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
