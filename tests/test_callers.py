@@ -198,10 +198,12 @@ def test_the_openai_sdk_reads_refusals_as_its_own_errors(make_gateway: GatewayFa
         callers=callers(caller(tokens_per_minute=5), caller("quota", OTHER, token_quota=5, quota_period="hour"))
     )
     for key, expected in ((KEY, openai.RateLimitError), (OTHER, openai.PermissionDeniedError)):
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
-        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "echo:a b c"}])
-        with pytest.raises(expected) as caught:
-            client.chat.completions.create(model="default", messages=[{"role": "user", "content": "echo:x"}])
+        # Closed at the end: an SDK client left to the collector drops its pooled socket as a ResourceWarning in
+        # whichever later test happens to collect it.
+        with openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0) as client:
+            client.chat.completions.create(model="default", messages=[{"role": "user", "content": "echo:a b c"}])
+            with pytest.raises(expected) as caught:
+                client.chat.completions.create(model="default", messages=[{"role": "user", "content": "echo:x"}])
         assert caught.value.code == ("rate_limited" if key == KEY else "quota_exceeded")
 
 
@@ -327,11 +329,11 @@ def test_a_quota_and_tokens_per_minute_hold_across_processes(
         assert [post(url, "key-of-b", 6) for url in (second, first)] == [200, 429]  # 12 of 10 a minute spent
         usage = httpx.get(first + "/api/v1/usage", headers=auth("key-of-a")).json()
         assert usage["quota"]["used"] == 30 and usage["quota"]["remaining"] == 0
-        store = redis.Redis(port=redis_server.port, decode_responses=True)
-        keys = {str(key) for key in store.keys("chatsse:{c:a}*")}
-        assert keys and all(key.startswith("chatsse:{c:a}:") for key in keys)  # one hash slot per caller
-        quota_key = next(key for key in keys if ":q:" in key)
-        assert 0 < store.ttl(quota_key) <= 86400  # gone when the day ends
+        with redis.Redis(port=redis_server.port, decode_responses=True) as store:
+            keys = {str(key) for key in store.keys("chatsse:{c:a}*")}
+            assert keys and all(key.startswith("chatsse:{c:a}:") for key in keys)  # one hash slot per caller
+            quota_key = next(key for key in keys if ":q:" in key)
+            assert 0 < store.ttl(quota_key) <= 86400  # gone when the day ends
         redis_server.kill()  # lost: the limits let requests through, and count the failures
         assert post(first, "key-of-a", 1) == 200
         metrics = httpx.get(first + "/metrics", headers=auth("key-of-a")).text
@@ -385,8 +387,11 @@ def shared_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         '[[caller]]\nname = "b"\nkey_env = "B_KEY"\ntoken_quota = 40\nquota_period = "week"\n'
     )
     try:
-        with two_gateways(tmp_path, simulator, server, tables) as (first, second):
-            yield first, second, redis.Redis(port=server.port)
+        with (
+            two_gateways(tmp_path, simulator, server, tables) as (first, second),
+            redis.Redis(port=server.port) as client,
+        ):
+            yield first, second, client  # closed with the module, not left to the collector
     finally:
         server.kill()
         simulator.stop_thread()

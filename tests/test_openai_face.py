@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import openai
 import pytest
@@ -20,8 +22,22 @@ def keyed(make_gateway: GatewayFactory) -> RunningServer:
     return make_gateway(api_keys=(CALLER,))
 
 
+OPENED: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Each test's SDK clients closed after it, so no pooled socket is left to the collector (a ResourceWarning in
+    whichever later test collects it)."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def client(gateway: RunningServer, key: str = CALLER) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    opened = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    OPENED.append(opened)
+    return opened
 
 
 def test_streaming_gives_exactly_the_reply_and_usage_when_asked(keyed: RunningServer, simulator: Simulator) -> None:

@@ -52,11 +52,13 @@ def test_any_split_of_tool_call_deltas_arrives_byte_exact(
     directive = f"tools={len(arguments)} interleave={int(interleave)}"
     if pieces:
         directive += " arg_pieces=" + ",".join(map(str, pieces))
-    sdk = openai.OpenAI(base_url=sdk_gateway.url + "/v1", api_key="-", max_retries=0, timeout=30)
     prompt = "echo:" + "|".join(arguments) + f"[sim: {directive}]"
-    with sdk.chat.completions.stream(
-        model="default", messages=[{"role": "user", "content": prompt}], tools=TOOLS
-    ) as stream:
+    with (
+        openai.OpenAI(base_url=sdk_gateway.url + "/v1", api_key="-", max_retries=0, timeout=30) as sdk,
+        sdk.chat.completions.stream(
+            model="default", messages=[{"role": "user", "content": prompt}], tools=TOOLS
+        ) as stream,
+    ):
         final = stream.get_final_completion()
     calls = final.choices[0].message.tool_calls or []
     assert [call.function.arguments for call in calls] == arguments
