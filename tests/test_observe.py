@@ -92,7 +92,7 @@ async def test_metrics_count_requests_streams_errors_retries_and_disconnects(
             during = (await client.get(gateway.url + "/metrics")).text
         # The gateway saw the client go (it closed the upstream) before the rest is released: else, on a busy
         # machine, the reply could finish before the disconnect is noticed.
-        assert wait_until(lambda: simulator.requests[-1].peer_closed_at is not None)
+        assert wait_until(lambda: simulator.requests[-1].peer_closed_at is not None, timeout=30)  # a safety net
         simulator.release("metrics")
         assert wait_until(lambda: gateway.open_tasks() == 0)
         after = (await client.get(gateway.url + "/metrics")).text
