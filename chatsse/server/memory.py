@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def rss_mb() -> float:
     """This process's resident memory, from /proc (0 where there is none)."""
     with contextlib.suppress(OSError, IndexError, ValueError):
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
     return 0.0
 
 
