@@ -90,10 +90,16 @@ def free_port() -> int:
 
 
 def tree(pid: int) -> list[int]:
+    """The process and its descendants, whichever of its threads started them (a child started from a worker
+    thread is listed under that thread's task, not the main one's)."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
+    children = []
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            children += (task / "children").read_text().split()
     return [pid, *(p for child in children for p in tree(int(child)))]
 
 
@@ -367,6 +373,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
             "OTEL_TRACES_SAMPLER": "always_on",
         }
+        if args.baseline:  # the baseline's tracing too: what this commit changed in tracing's cost
+            names.append("baseline-tracing")
+            extra_env["baseline-tracing"] = {**extra_env["baseline"], **extra_env["tracing"]}
     cluster = None
     if args.cluster:
         # The same, on a Redis Cluster of three primaries, pinned with the harness like the single Redis.
@@ -852,7 +861,9 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
-    parser.add_argument("--tracing", action="store_true", help="also a gateway tracing every request to an OTLP sink")
+    parser.add_argument(
+        "--tracing", action="store_true", help="also a gateway tracing every request to an OTLP sink (and the baseline)"
+    )
     parser.add_argument("--cluster", action="store_true", help="also a gateway keeping replies on a Redis Cluster")
     parser.add_argument("--workloads", nargs="*", choices=sorted(FULL), help="only these of W1, W2, W3")
     parser.add_argument("--callers", action="store_true", help="also a caller with every limit, in memory and on Redis")

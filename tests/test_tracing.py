@@ -177,6 +177,21 @@ async def test_no_message_text_is_exported_unless_asked(
     assert output["finish_reason"] == "stop"
 
 
+async def test_the_attribute_value_length_limit_cuts_long_strings(
+    receiver: Receiver, make_gateway: GatewayFactory
+) -> None:
+    prompt = "echo:" + "lorem ipsum " * 40
+    limited = make_gateway(tracing=tracing_to(receiver, capture_content=True, value_length_limit=64))
+    async with httpx.AsyncClient() as client:
+        _, events = await chat(client, limited.url, {"message": prompt})
+    assert text_of(events) == prompt.removeprefix("echo:")  # the reply is whole; only its span's copy is cut
+    attempt = receiver.wait_for(1, kind="CLIENT")[-1]
+    assert len(attempt.attributes["gen_ai.input.messages"]) == 64
+    assert attempt.attributes["gen_ai.input.messages"].startswith('[{"role":"user","content":"echo:lorem ipsum')
+    assert len(attempt.attributes["gen_ai.output.messages"]) == 64
+    assert attempt.attributes["gen_ai.request.model"] == DEPLOYMENT  # short strings are left alone
+
+
 async def test_with_the_exporter_down_streams_are_unaffected(
     make_gateway: GatewayFactory, simulator: Simulator
 ) -> None:
@@ -238,6 +253,8 @@ def test_the_standard_settings_turn_tracing_on() -> None:
             "OTEL_TRACES_SAMPLER_ARG": "0.25",
             "OTEL_BSP_SCHEDULE_DELAY": "1000",
             "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4096",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "100",  # the span-specific limit wins
         },
         env_file=None,
     ).tracing
@@ -250,6 +267,7 @@ def test_the_standard_settings_turn_tracing_on() -> None:
         sampler_arg=0.25,
         batch={"schedule_delay_millis": 1000},
         capture_content=True,
+        value_length_limit=4096,
     )
     assert "se cret" not in repr(on)  # a collector's key never reaches a log
     traces = {**base, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/custom"}
@@ -268,6 +286,7 @@ def test_an_unusable_tracing_setting_is_refused_with_the_others() -> None:
         "OTEL_TRACES_SAMPLER": "sometimes",
         "OTEL_TRACES_SAMPLER_ARG": "2",
         "OTEL_BSP_MAX_QUEUE_SIZE": "lots",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "0",
         "CHATSSE_MAX_STREAMS": "-1",
     }
     with pytest.raises(ConfigError) as caught:
@@ -279,6 +298,7 @@ def test_an_unusable_tracing_setting_is_refused_with_the_others() -> None:
         "OTEL_TRACES_SAMPLER=",
         "OTEL_TRACES_SAMPLER_ARG",
         "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "CHATSSE_MAX_STREAMS",
     ):
         assert name in message

@@ -28,6 +28,7 @@ BATCH = {  # OTEL_BSP_* and the SDK's argument each sets
     "OTEL_BSP_EXPORT_TIMEOUT": "export_timeout_millis",
 }
 CAPTURE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+VALUE_LIMITS = ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")  # the first set wins
 AZURE_MONITOR = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
@@ -44,6 +45,7 @@ class TracingConfig:
     sampler_arg: float = 1.0
     batch: dict[str, int] = field(default_factory=dict)
     capture_content: bool = False  # prompt and reply text in spans: off, as the GenAI conventions ask
+    value_length_limit: int | None = None  # the longest a string attribute may be (None: no limit, as specified)
     azure_monitor: str = field(default="", repr=False)  # an Application Insights connection string: export there
 
 
@@ -110,6 +112,14 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
                 batch[argument] = int(get(variable))
             else:
                 problems.append(f"{variable}={get(variable)!r} is not valid: expected a whole number > 0")
+    value_length_limit = None
+    for variable in VALUE_LIMITS:
+        if get(variable):
+            if get(variable).isdigit() and int(get(variable)) > 0:
+                value_length_limit = int(get(variable))
+            else:
+                problems.append(f"{variable}={get(variable)!r} is not valid: expected a whole number > 0")
+            break
     resource = _pairs(get("OTEL_RESOURCE_ATTRIBUTES"))
     return TracingConfig(
         endpoint=endpoint,
@@ -121,5 +131,6 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
         sampler_arg=sampler_arg,
         batch=batch,
         capture_content=get(CAPTURE).lower() == "true",
+        value_length_limit=value_length_limit,
         azure_monitor=azure_monitor,
     )
