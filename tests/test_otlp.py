@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from chatsse.tracing import TracingConfig
 from chatsse.tracing.otlp import encode_spans
 
-UNENCODABLE = object()  # neither encoder can encode it: both leave the attribute out and log
+UNENCODABLE: Any = object()  # neither encoder can encode it: both leave the attribute out and log
 text = st.text(max_size=12)
 scalar = st.one_of(
     st.none(),
@@ -122,4 +122,4 @@ def test_the_sdks_otlp_exporter_uses_it_once_tracing_is_on() -> None:
         # with its own, slower encoder.
         assert exporter_module.encode_spans is encode_spans
     finally:
-        tracing.processor.shutdown()
+        tracing.processor.shutdown()  # type: ignore[no-untyped-call]
