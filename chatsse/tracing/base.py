@@ -31,7 +31,7 @@ class ServerSpan:
     """The span of one HTTP request (none, here)."""
 
     origin: str | None = None  # "<trace id>-<span id>": what a kept reply records, for its followers' links
-    context: Any = None  # the OpenTelemetry context its attempts' spans start under
+    context: Any = None  # the span's ids (an OpenTelemetry SpanContext): its attempts' parent and sampling decision
 
     def follows(self, origin: str | None) -> None:
         """This request follows a kept reply that request `origin` started."""

@@ -227,10 +227,8 @@ class _Attempt(AttemptSpan):
         ids = SpanContext(
             parent.trace_id, tracing.ids.generate_span_id(), False, parent.trace_flags, parent.trace_state
         )
-        self.tracing, self.span = (
-            tracing,
-            _Span(f"chat {upstream.deployment}", SpanKind.CLIENT, ids, parent, attributes),
-        )
+        self.tracing = tracing
+        self.span = _Span(f"chat {upstream.deployment}", SpanKind.CLIENT, ids, parent, attributes)
         self.started = time.monotonic()
         self.first_at: float | None = None
         self.ended = False
