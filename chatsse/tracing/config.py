@@ -105,21 +105,17 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
                 raise ValueError
         except ValueError:
             problems.append(f"OTEL_TRACES_SAMPLER_ARG={get('OTEL_TRACES_SAMPLER_ARG')!r} is not valid: a number 0 to 1")
-    batch = {}
-    for variable, argument in BATCH.items():
+
+    def whole(variable: str) -> int | None:
+        """The variable's whole number > 0, or None (unset, or a problem appended)."""
+        if get(variable).isdigit() and int(get(variable)) > 0:
+            return int(get(variable))
         if get(variable):
-            if get(variable).isdigit() and int(get(variable)) > 0:
-                batch[argument] = int(get(variable))
-            else:
-                problems.append(f"{variable}={get(variable)!r} is not valid: expected a whole number > 0")
-    value_length_limit = None
-    for variable in VALUE_LIMITS:
-        if get(variable):
-            if get(variable).isdigit() and int(get(variable)) > 0:
-                value_length_limit = int(get(variable))
-            else:
-                problems.append(f"{variable}={get(variable)!r} is not valid: expected a whole number > 0")
-            break
+            problems.append(f"{variable}={get(variable)!r} is not valid: expected a whole number > 0")
+        return None
+
+    batch = {argument: n for variable, argument in BATCH.items() if (n := whole(variable)) is not None}
+    value_length_limit = next((whole(variable) for variable in VALUE_LIMITS if get(variable)), None)
     resource = _pairs(get("OTEL_RESOURCE_ATTRIBUTES"))
     return TracingConfig(
         endpoint=endpoint,

@@ -69,24 +69,13 @@ def _value(target: AnyValue, value: Any) -> None:
 
 def _attributes(target: Any, attributes: Mapping[str, Any] | None) -> None:
     """`target` (a repeated KeyValue field) gets `attributes`; one that cannot be encoded is left out and logged."""
-    if not attributes:
-        return
-    add = target.add
-    for key, value in attributes.items():
-        pair = add(key=key)
-        kind = type(value)  # the common kinds first, exactly (bool is not an int here)
-        if kind is str:
-            pair.value.string_value = value
-        elif kind is int:
-            pair.value.int_value = value
-        elif kind is float:
-            pair.value.double_value = value
-        else:
-            try:
-                _value(pair.value, value)
-            except Exception as error:  # as the SDK does: one bad attribute does not lose the span
-                log.exception("Failed to encode key %s: %s", key, error)
-                del target[-1]
+    for key, value in (attributes or {}).items():
+        pair = target.add(key=key)
+        try:
+            _value(pair.value, value)
+        except Exception as error:  # as the SDK does: one bad attribute does not lose the span
+            log.exception("Failed to encode key %s: %s", key, error)
+            del target[-1]
 
 
 def _flags(context: SpanContext | None) -> Any:  # a SpanFlags value
