@@ -25,6 +25,7 @@ from chatsse.callers.memory import MemoryLedger
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.faces.native import NativeFace
 from chatsse.faces.openai_compat import OpenAIFace
+from chatsse.faces.responses import ResponsesFace
 from chatsse.faces.ui_stream import UIStreamFace
 from chatsse.preflight import ready_settings
 from chatsse.ratelimit import MemoryRateLimiter, RateLimiter
@@ -82,7 +83,7 @@ def create_app(settings: Settings) -> Starlette:
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
     relay = ChatRelay(settings, streams, upstreams, keeper, ledger, metrics)
-    native, ui, openai = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay)
+    native, ui, openai, responses = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay), ResponsesFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
     memory = MemoryReturn(streams, metrics.memory_returns.inc)
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.stop, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.completions, methods=["POST"]),
         Route("/v1/models", openai.models, methods=["GET"]),
+        Route("/v1/responses", responses.create, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if settings.web_ui:

@@ -32,6 +32,7 @@
     ├── ResumeUnavailable             503     resume_unavailable
     ├── StreamLost                    503     stream_lost           (the instance reading a kept reply died)
     ├── ModelNotFound                 404     model_not_found       (the OpenAI-compatible face)
+    ├── StoredResponseNotFound        404     response_not_found    (a Responses API id this caller does not have)
     ├── ModelNotAllowed               403     model_not_allowed     (a caller's `models`)
     ├── QuotaExceeded                 403     quota_exceeded        (a caller's token_quota; Retry-After: the reset)
     ├── TooManyConnections            503     too_many_connections  (written by server/protocol.py, before any request)
@@ -284,6 +285,13 @@ class TooManyConnections(ChatSSEError):
 class ModelNotFound(ChatSSEError):
     status_code, code, param = 404, "model_not_found", "model"
     default_message = "No such model on this gateway. GET /v1/models lists them."
+
+
+class StoredResponseNotFound(ChatSSEError):
+    status_code, code, param = 404, "response_not_found", "previous_response_id"
+    default_message = (
+        "No such response: it was never made here, it expired, it was made without store, or it is another caller's."
+    )
 
 
 class ModelNotAllowed(ChatSSEError):

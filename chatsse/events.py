@@ -8,6 +8,8 @@
     Finish(reason)                         one choice is complete (its own finish_reason)
     Done(finish_reason, usage)             the reply is complete
     Failed(code, message, ...)             the reply broke off; nothing follows
+    Passthrough(kind, data)                an upstream's Responses API event as it came (`event:` name, `data:`
+                                           text), for the /v1/responses face over an upstream speaking Responses
 
 Text, reasoning, refusal, tool-call and finish events carry the `choice` they belong to (0 unless a request asked for
 `n` > 1); text and refusals carry the upstream's `logprobs` for their tokens, when asked. Only the faces that relay
@@ -130,7 +132,18 @@ class Failed:
         return {"error": error}
 
 
-Event = Content | Reasoning | Refusal | ToolCall | Finish | Done | Failed
+@dataclass(slots=True)
+class Passthrough:
+    """An upstream event relayed unchanged: no field of it is read or rewritten on the way."""
+
+    kind: str
+    data: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"raw": self.kind, "data": self.data}
+
+
+Event = Content | Reasoning | Refusal | ToolCall | Finish | Done | Failed | Passthrough
 ENDINGS = (Done, Failed)
 
 
@@ -157,6 +170,8 @@ def from_payload(payload: dict[str, Any]) -> Event:
         return ToolCall(call["index"], call.get("id"), call.get("name"), call["arguments"], choice)
     if "finish" in payload:
         return Finish(payload["finish"], choice)
+    if "raw" in payload:
+        return Passthrough(payload["raw"], payload["data"])
     if "error" in payload:
         error = payload["error"]
         return Failed(error["code"], error["message"], error.get("request_id"))

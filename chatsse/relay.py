@@ -150,9 +150,13 @@ class ChatRelay:
     def _with_system_prompt(self, chat: ChatRequest) -> ChatRequest:
         if not self.settings.system_prompt:
             return chat
-        return dataclasses.replace(
-            chat, messages=[{"role": "system", "content": self.settings.system_prompt}, *chat.messages]
-        )
+        system = {"role": "system", "content": self.settings.system_prompt}
+        body = chat.responses_body
+        if body is not None:  # what an upstream speaking Responses gets: the same turn, first in its input
+            given = body.get("input")
+            given = [{"role": "user", "content": given}] if isinstance(given, str) else given or []
+            body = {**body, "input": [system, *given]}
+        return dataclasses.replace(chat, messages=[system, *chat.messages], responses_body=body)
 
 
 class _Settlement:

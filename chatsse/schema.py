@@ -32,6 +32,12 @@ class ChatRequest:
     params: dict[str, Any] = field(default_factory=dict)
     # The face relays everything a reply can hold (refusals, tool calls, choices, logprobs); else text only.
     rich: bool = False
+    # The /v1/responses body as the client sent it: what an upstream speaking Responses gets (None: other faces).
+    responses_body: dict[str, Any] | None = None
+    # The first field that only an upstream speaking Responses can serve (previous_response_id, a built-in tool...).
+    responses_only: str | None = None
+    # The upstream that must serve it (the one holding a stored response it refers to), else any of its group.
+    pinned: str | None = None
 
 
 def load_json(body: bytes) -> Any:

@@ -12,7 +12,14 @@ from dotenv import dotenv_values
 
 from chatsse.callers.config import CallerTables, callers_from, quota_problem
 from chatsse.tracing.config import TracingConfig, tracing_config
-from chatsse.upstreams.config import DEFAULT_API_VERSION, UpstreamConfig, endpoint_problem, upstreams_from
+from chatsse.upstreams.config import (
+    DEFAULT_API_VERSION,
+    PROTOCOLS,
+    UpstreamConfig,
+    endpoint_problem,
+    responses_problem,
+    upstreams_from,
+)
 
 AUTH_MODES = ("key", "entra")
 
@@ -173,13 +180,25 @@ def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[s
         problems.append(
             f"AZURE_OPENAI_ENDPOINT={endpoint!r} is not a URL: expected e.g. https://my-resource.openai.azure.com"
         )
+    protocol = env.get("AZURE_OPENAI_PROTOCOL", "").strip().lower() or "chat"
+    api_version = env.get("AZURE_OPENAI_API_VERSION", "").strip()
+    api = "azure"
+    if protocol not in PROTOCOLS:
+        problems.append(f"AZURE_OPENAI_PROTOCOL={protocol!r} is not valid: expected chat or responses")
+    elif protocol == "responses":
+        api = "azure" if api_version else "azure-v1"  # the v1 API has Responses; of dated versions, late previews
+        problem = responses_problem(api, api_version)
+        if problem:
+            problems.append(f"AZURE_OPENAI_PROTOCOL=responses: AZURE_OPENAI_API_VERSION={problem}")
     upstream = UpstreamConfig(
         name="azure",
         endpoint=endpoint,
         deployment=deployment,
-        api_version=env.get("AZURE_OPENAI_API_VERSION", "").strip() or DEFAULT_API_VERSION,
+        api=api,
+        api_version=api_version or DEFAULT_API_VERSION,
         api_key=key or None,
         entra=auth == "entra",
+        protocol=protocol if protocol in PROTOCOLS else "chat",
     )
     return (upstream,)
 

@@ -5,6 +5,7 @@ http.py       the HTTP/1.1 side, on asyncio's Protocol, controlling every byte
 scenario.py   `[sim: ...]` directives: failures, timing and reply shapes; Azure's error bodies
 replies.py    what it says: text, tool calls, JSON for a schema, what it saw of images, a text per choice
 frames.py     Azure's chunks as bytes: every choice, tool-call pieces, refusals, logprobs
+responses.py  the Responses API: the same replies as Responses events, stored responses, background
 """
 
 from chatsse.simulator.server import Simulator

@@ -29,6 +29,7 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     interleave=1        alternate the calls' pieces by index instead of streaming one call after the other
     preamble=1          say the reply's text before the tool calls (as models often do: "Let me look that up.")
     refusal=1           stream the reply as `refusal` deltas instead of content
+    builtin=1           (Responses) a built-in tool's item and an event type no client knows, before the reply
 The request's own `n`, `logprobs`/`top_logprobs` and `response_format` are followed (see replies.py).
 """
 
@@ -135,6 +136,7 @@ class Scenario:
     interleave: bool = False
     preamble: bool = False
     refusal: bool = False
+    builtin: bool = False
 
 
 def parse_scenario(text: str, default_delay: float = 0.0) -> tuple[Scenario, str]:

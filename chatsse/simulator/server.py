@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
 import uuid
@@ -17,10 +18,12 @@ from typing import Any
 
 from chatsse.simulator.frames import Frames
 from chatsse.simulator.http import Connection, RecordedRequest
+from chatsse.simulator.responses import ResponsesSimulation
 from chatsse.simulator.replies import Reply, plan, prompt_text, split_arguments, split_tokens, text_of
 from chatsse.simulator.scenario import BAD_REQUEST, ERROR_BODIES, RESOURCE_NOT_FOUND, Scenario, parse_scenario
 
 PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
+RESPONSES = re.compile(r"^(/openai/v1|/openai|.*)/responses(/[^/]+(?:/cancel|/input_items)?)?$")
 V1_PATH = "/openai/v1/chat/completions"  # Azure's v1 API; any other path ending in /chat/completions is OpenAI's
 INVALID_TOKEN = {
     "error": {
@@ -65,6 +68,8 @@ class Simulator:
         self._failures_served: dict[str, int] = {}
         self.failures = 0  # error answers and dropped connections served, in all
         self._connections: set[Connection] = set()
+        self.responses = ResponsesSimulation(self)
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     @property
     def open_connections(self) -> int:
@@ -117,6 +122,30 @@ class Simulator:
     def _hold(self, name: str) -> asyncio.Event:
         return self._holds.setdefault(name, asyncio.Event())
 
+    async def hold(self, name: str) -> None:
+        """Wait until the test releases `name` (or the longest wait passes)."""
+        await _wait(self._hold(name).wait(), MAX_WAIT)
+
+    def keep(self, task: asyncio.Future[Any]) -> None:
+        """Hold a background task until it ends (the loop keeps only a weak reference)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def failure_answer(self, conn: Connection, scenario: Scenario, prompt_key: str) -> bool | None:
+        """The error answer (or dropped connection) a failure directive asks for, else None."""
+        if not self._should_fail(scenario, prompt_key):
+            return None
+        self.failures += 1
+        if scenario.drop:
+            return False  # hang up without a word, as a dying server or a stale keep-alive connection does
+        status = scenario.status
+        headers = {}
+        if status == 429:
+            headers["retry-after"] = str(max(1, round(scenario.retry_after)))
+            if scenario.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(scenario.retry_after_ms)
+        return conn.write_json(status, ERROR_BODIES.get(status, ERROR_BODIES[500]), headers)
+
     def _should_fail(self, scenario: Scenario, prompt_key: str) -> bool:
         if scenario.status == 200 and not scenario.drop:
             return False
@@ -131,6 +160,16 @@ class Simulator:
     async def respond(self, conn: Connection, request: RecordedRequest) -> bool:
         """Write the response; returns whether the connection may be reused."""
         path = request.path
+        responses = RESPONSES.match(path)
+        if responses is not None:
+            base = responses.group(1)
+            api = "azure-v1" if base == "/openai/v1" else "azure" if base == "/openai" else "openai"
+            if api == "azure" and "api-version" not in request.query:
+                return conn.write_json(404, RESOURCE_NOT_FOUND)
+            refusal = self._refuse_auth(api, request.headers)
+            if refusal is not None:
+                return conn.write_json(401, refusal)
+            return await self.responses.respond(conn, request, responses.group(2) or "")
         api = _api_of(path)
         if request.method != "POST" or api is None or (api == "azure" and "api-version" not in request.query):
             return conn.write_json(404, RESOURCE_NOT_FOUND)
@@ -151,17 +190,9 @@ class Simulator:
         if body.get("stream") is not True:
             return conn.write_json(400, BAD_REQUEST)
         scenario, _ = parse_scenario(f"[sim: {self.always}] {last}" if self.always else last, self.delay)
-        if self._should_fail(scenario, last):
-            self.failures += 1
-            if scenario.drop:
-                return False  # hang up without a word, as a dying server or a stale keep-alive connection does
-            status = scenario.status
-            headers = {}
-            if status == 429:
-                headers["retry-after"] = str(max(1, round(scenario.retry_after)))
-                if scenario.retry_after_ms is not None:
-                    headers["retry-after-ms"] = str(scenario.retry_after_ms)
-            return conn.write_json(status, ERROR_BODIES.get(status, ERROR_BODIES[500]), headers)
+        failure = self.failure_answer(conn, scenario, last)
+        if failure is not None:
+            return failure
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         logprobs = (body.get("top_logprobs") or 0) if body.get("logprobs") is True else None
         frames = Frames(f"chatcmpl-{uuid.uuid4().hex[:24]}", scenario.ascii, include_usage, logprobs)
@@ -205,7 +236,7 @@ class Simulator:
                 conn.end_stream()
                 return True
             if index == scenario.hold_after:
-                await _wait(self._hold(scenario.hold).wait(), MAX_WAIT)
+                await self.hold(scenario.hold)
                 start = time.monotonic() - index * scenario.delay
             if index == scenario.silence_after:
                 await asyncio.sleep(min(scenario.silence, MAX_WAIT))

@@ -12,8 +12,10 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from chatsse import __version__
+from chatsse.chunks import ChunkTranslator
 from chatsse.errors import UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
 from chatsse.record import current_record
+from chatsse.responses.translate import ResponsesTranslator
 from chatsse.schema import ChatRequest
 from chatsse.tracing import NO_ATTEMPT, AttemptSpan
 from chatsse.upstreams.auth import EntraTokens
@@ -71,16 +73,16 @@ class UpstreamClient:
         # A copy of exactly its size: orjson's own bytes keep a 4 KB buffer, held as long as the reply is open.
         content = bytes(memoryview(orjson.dumps(SHAPES[upstream.api].body(upstream, request))))
         if not upstream.entra:
-            return await self._send(upstream, content, None, request.rich, trace)
+            return await self._send(upstream, content, None, request, trace)
         assert self.tokens is not None, "an Entra upstream without a token source"
         token = await self.tokens.token()
         try:
-            return await self._send(upstream, content, f"Bearer {token}", request.rich, trace)
+            return await self._send(upstream, content, f"Bearer {token}", request, trace)
         except UpstreamAuthFailed:
             log.warning("upstream %s rejected the Entra token; refreshing it and trying once more", upstream.name)
             await self.tokens.refresh_after_rejection(token)
             token = await self.tokens.token()
-            return await self._send(upstream, content, f"Bearer {token}", request.rich, trace)
+            return await self._send(upstream, content, f"Bearer {token}", request, trace)
 
     def _prepared(self, upstream: UpstreamConfig) -> _Prepared:
         """The URL, headers and timeout of an upstream's requests, built once: httpx's request building (URL
@@ -100,7 +102,7 @@ class UpstreamClient:
         upstream: UpstreamConfig,
         content: bytes,
         authorization: str | None,
-        rich: bool,
+        chat: ChatRequest,
         trace: AttemptSpan = NO_ATTEMPT,
     ) -> UpstreamReply:
         prepared = self._prepared(upstream)
@@ -137,7 +139,11 @@ class UpstreamClient:
                     response.headers.get("apim-request-id", "-"),
                 )
                 raise error
-            reply = UpstreamReply(response, upstream.name, upstream.reasoning, rich)
+            translator = ChunkTranslator(upstream.reasoning, chat.rich)
+            if upstream.protocol == "responses":
+                passthrough = chat.responses_body is not None  # the /v1/responses face: the events as they come
+                translator = ResponsesTranslator(upstream.reasoning, chat.rich, passthrough)
+            reply = UpstreamReply(response, upstream.name, translator)
             reply.trace = trace
             try:
                 await reply.read_until_first_content(patience=self.ping_seconds)

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit
 
 DEFAULT_API_VERSION = "2024-10-21"
 APIS = ("azure", "azure-v1", "openai")
+PROTOCOLS = ("chat", "responses")
+# The first dated api-version with the Responses API (`{endpoint}/openai/responses?api-version=`): a preview.
+RESPONSES_SINCE = "2025-03-01-preview"
 DEFAULT_MODEL = "default"
 
 
@@ -29,6 +32,19 @@ class UpstreamConfig:
     timeout: float | None = None  # seconds of silence allowed; None: CHATSSE_UPSTREAM_TIMEOUT
     max_tokens: int | None = None  # the operator's cap on a reply's tokens
     reasoning: bool = False  # relay the model's reasoning text (reasoning_content), where the upstream sends it
+    protocol: str = "chat"  # the API it speaks: chat completions, or the Responses API
+
+
+def responses_problem(api: str, api_version: str) -> str | None:
+    """Why an upstream of this api and api-version cannot speak the Responses API, or None."""
+    if api != "azure":
+        return None
+    if api_version.endswith("-preview") and api_version[:10] >= RESPONSES_SINCE[:10]:
+        return None
+    return (
+        f"api-version {api_version} has no Responses API: use api = \"azure-v1\", or an api_version of "
+        f"{RESPONSES_SINCE} or a later preview"
+    )
 
 
 _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -45,6 +61,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "timeout": ((int, float), "a number of seconds > 0"),
     "max_tokens": (int, "a whole number > 0"),
     "reasoning": (bool, "true or false"),
+    "protocol": (str, "one of " + ", ".join(PROTOCOLS)),
 }
 _REQUIRED = ("name", "endpoint", "deployment")
 
@@ -105,6 +122,13 @@ def _upstream(table: dict[str, Any], where: str, env: Mapping[str, str], problem
         problems.append(f"{where}: endpoint = {endpoint!r} {problem}")
     if "api_version" in table and api != "azure":
         problems.append(f'{where}: api_version applies only to api = "azure"')
+    protocol = table.get("protocol", "chat")
+    if protocol not in PROTOCOLS:
+        problems.append(f"{where}: protocol = {protocol!r} is not valid: expected one of {', '.join(PROTOCOLS)}")
+    elif protocol == "responses":
+        problem = responses_problem(api, table.get("api_version", DEFAULT_API_VERSION).strip())
+        if problem:
+            problems.append(f'{where}: protocol = "responses": {problem}')
     for key in ("weight", "timeout", "max_tokens"):
         if key in table and table[key] <= 0:
             problems.append(f"{where}: {key} = {table[key]!r} is not valid: expected {_KEYS[key][1]}")
@@ -136,4 +160,5 @@ def _upstream(table: dict[str, Any], where: str, env: Mapping[str, str], problem
         timeout=float(table["timeout"]) if "timeout" in table else None,
         max_tokens=table.get("max_tokens"),
         reasoning=table.get("reasoning", False),
+        protocol=protocol,
     )

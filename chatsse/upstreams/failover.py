@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from chatsse.errors import ChatSSEError, RateLimited, UpstreamUnavailable
+from chatsse.errors import (
+    ChatSSEError,
+    RateLimited,
+    StoredResponseNotFound,
+    UnsupportedParameter,
+    UpstreamUnavailable,
+)
 from chatsse.record import RequestRecord, current_record
 from chatsse.schema import ChatRequest
 from chatsse.tracing import NO_TRACING, Tracing
@@ -125,10 +131,12 @@ class Upstreams:
         """The first upstream of the group that answers with a first token; failures before it fail over."""
         assert self.client is not None, "the app lifespan did not run"
         router, record = self.router, current_record.get()
-        attempts = Attempts(len(router.groups[request.model]), self.budget)
+        group = router.groups[request.model]
+        barred = _barred(group, request)
+        attempts = Attempts(len(group) - len(barred), self.budget)
         while True:
             now = time.monotonic()
-            upstream = router.choose(request.model, now, attempts.failed_since_wait) if attempts.may_try() else None
+            upstream = router.choose(request.model, now, attempts.failed_since_wait | barred) if attempts.may_try() else None
             if upstream is None:
                 await self._wait_or_give_up(request.model, attempts, now)
                 continue
@@ -173,6 +181,28 @@ class Upstreams:
             cooldown.after_rate_limit(error.retry_after, time.monotonic())
         elif attempts.first_failure(name):
             cooldown.after_failure(time.monotonic())
+
+
+def _barred(group: list[UpstreamConfig], request: ChatRequest) -> set[str]:
+    """The upstreams of the group that may not serve `request`: all but the one holding a stored response it
+    refers to, or those speaking chat completions when it needs the Responses API. None left is a 400 or 404,
+    before any upstream call."""
+    if request.pinned is not None:
+        barred = {u.name for u in group if u.name != request.pinned}
+        if len(barred) == len(group):
+            raise StoredResponseNotFound()
+        return barred
+    if request.responses_only is None:
+        return set()
+    barred = {u.name for u in group if u.protocol != "responses"}
+    if len(barred) == len(group):
+        field = request.responses_only
+        raise UnsupportedParameter(
+            f'"{field}" needs an upstream that speaks the Responses API, and the upstreams of model '
+            f'{request.model!r} speak chat completions (the operator can add one with protocol = "responses").',
+            param=field,
+        )
+    return barred
 
 
 def _note(record: RequestRecord | None, upstream: str, outcome: str) -> None:

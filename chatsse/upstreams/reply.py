@@ -23,10 +23,10 @@ log = logging.getLogger("chatsse.upstream")
 class UpstreamReply:
     """An upstream reply that has produced its first content (or ended); `events()` relays the rest."""
 
-    def __init__(self, response: httpx.Response, upstream: str, reasoning: bool = False, rich: bool = False) -> None:
+    def __init__(self, response: httpx.Response, upstream: str, translator: ChunkTranslator | None = None) -> None:
         self.response = response
         self.upstream = upstream  # the name of the upstream that serves it
-        self.translator = ChunkTranslator(reasoning, rich)
+        self.translator = translator or ChunkTranslator()  # chat completions' chunks, or Responses events
         self._decoder = SSEDecoder()
         self._reads = response.aiter_bytes()
         self._first: list[Event] = []

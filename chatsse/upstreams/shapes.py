@@ -1,4 +1,5 @@
-"""The three upstream API shapes (azure, azure-v1, openai): where a chat goes, how the key travels, the body.
+"""The three upstream API shapes (azure, azure-v1, openai): where a chat goes, how the key travels, the body;
+each for either protocol, chat completions or the Responses API (whose body is `responses/convert.py`'s).
 
 The body carries every field the caller sent. Azure's v1 API and OpenAI-compatible servers get them all; a dated
 Azure api-version gets the ones it knows (`ARRIVED`, from Azure's published API specs), and for a field it lacks,
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chatsse.errors import UnsupportedParameter
+from chatsse.responses.convert import responses_body
 from chatsse.schema import ChatRequest
 from chatsse.upstreams.config import UpstreamConfig
 
@@ -55,6 +57,9 @@ DROPPED = (
 OWN_FIELDS = ("max_tokens", "stream_options")
 
 
+PATHS = {"chat": "chat/completions", "responses": "responses"}  # after the v1 API's base, by protocol
+
+
 def knows(api_version: str, name: str) -> bool:
     """Whether a dated Azure api-version takes the field (or response format, content part or role) `name`."""
     arrived = ARRIVED.get(name)
@@ -71,6 +76,8 @@ class ApiShape:
     key_header = "api-key"
 
     def url(self, upstream: UpstreamConfig) -> str:
+        if upstream.protocol == "responses":  # a late preview api-version; the deployment goes as `model`
+            return f"{upstream.endpoint.rstrip('/')}/openai/responses"
         return f"{upstream.endpoint.rstrip('/')}/openai/deployments/{upstream.deployment}/chat/completions"
 
     def params(self, upstream: UpstreamConfig) -> dict[str, str]:
@@ -87,6 +94,8 @@ class ApiShape:
         return "max_completion_tokens" if self.knows(upstream, "max_completion_tokens") else "max_tokens"
 
     def body(self, upstream: UpstreamConfig, request: ChatRequest) -> dict[str, Any]:
+        if upstream.protocol == "responses":
+            return responses_body(request, upstream.deployment, upstream.max_tokens, upstream.reasoning)
         messages = request.messages
         if request.rich:
             messages = self._messages(upstream, messages)
@@ -138,7 +147,7 @@ class AzureV1Shape(ApiShape):
     """Azure OpenAI's v1 API: `/openai/v1/chat/completions`, the deployment as `model`, no api-version."""
 
     def url(self, upstream: UpstreamConfig) -> str:
-        return f"{upstream.endpoint.rstrip('/')}/openai/v1/chat/completions"
+        return f"{upstream.endpoint.rstrip('/')}/openai/v1/{PATHS[upstream.protocol]}"
 
     def params(self, upstream: UpstreamConfig) -> dict[str, str]:
         return {}
@@ -147,6 +156,8 @@ class AzureV1Shape(ApiShape):
         return True
 
     def body(self, upstream: UpstreamConfig, request: ChatRequest) -> dict[str, Any]:
+        if upstream.protocol == "responses":
+            return super().body(upstream, request)  # it names the model itself
         return {"model": upstream.deployment, **super().body(upstream, request)}
 
 
@@ -154,7 +165,7 @@ class OpenAIShape(AzureV1Shape):
     """Any OpenAI-compatible server: `{endpoint}/chat/completions` (the endpoint includes /v1), a Bearer key."""
 
     def url(self, upstream: UpstreamConfig) -> str:
-        return f"{upstream.endpoint.rstrip('/')}/chat/completions"
+        return f"{upstream.endpoint.rstrip('/')}/{PATHS[upstream.protocol]}"
 
     def key_headers(self, key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {key}"} if key else {}
