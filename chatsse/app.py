@@ -30,6 +30,7 @@ from chatsse.faces.ui_stream import UIStreamFace
 from chatsse.preflight import ready_settings
 from chatsse.ratelimit import MemoryRateLimiter, RateLimiter
 from chatsse.relay import ChatRelay
+from chatsse.responses.stored import RedisStoredResponses, StoredResponses
 from chatsse.resume import StreamKeeper
 from chatsse.server import protocol
 from chatsse.server.access import AccessMiddleware
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
     remote = None
     ledger: Ledger = MemoryLedger()
+    stored = StoredResponses()
     limiter: RateLimiter | None = MemoryRateLimiter(*settings.rate_limit) if settings.rate_limit else None
     if settings.redis_url:
         # Only with Redis: a gateway without it never loads redis-py.
@@ -79,10 +81,11 @@ def create_app(settings: Settings) -> Starlette:
         if settings.rate_limit:
             limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
         ledger = RedisLedger(client, metrics.redis_failures.inc, cluster)
+        stored = RedisStoredResponses(client)
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
-    relay = ChatRelay(settings, streams, upstreams, keeper, ledger, metrics)
+    relay = ChatRelay(settings, streams, upstreams, keeper, ledger, metrics, stored)
     native, ui, openai, responses = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay), ResponsesFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
@@ -131,6 +134,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/chat/completions", openai.completions, methods=["POST"]),
         Route("/v1/models", openai.models, methods=["GET"]),
         Route("/v1/responses", responses.create, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET", "DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
+        Route("/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if settings.web_ui:

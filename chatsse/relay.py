@@ -23,6 +23,7 @@ from chatsse.callers.tokens import count_tokens
 from chatsse.errors import ChatSSEError, ModelNotAllowed, StreamNotFound
 from chatsse.events import Batch
 from chatsse.record import current_record
+from chatsse.responses.stored import StoredResponses
 from chatsse.resume import StreamKeeper
 from chatsse.schema import ChatRequest
 from chatsse.server.lifecycle import StreamRegistry
@@ -55,6 +56,7 @@ class ChatRelay:
         keeper: StreamKeeper | None,
         ledger: Ledger,
         metrics: Metrics,
+        stored: StoredResponses | None = None,
     ) -> None:
         self.settings = settings
         self.streams = streams
@@ -63,6 +65,7 @@ class ChatRelay:
         self.ledger = ledger
         self.metrics = metrics
         self.models = settings.models
+        self.stored = stored or StoredResponses()
 
     def models_for(self, caller: Caller | None) -> list[str]:
         """The model groups `caller` may use."""
@@ -91,7 +94,9 @@ class ChatRelay:
             if reply is None:
                 await self.ledger.charge(caller, reply_id, 0)  # nothing was read: it no longer counts as open
         headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
-        reply.on_end = _Settlement(self, reply, caller, reply_id, chat)
+        settlement = _Settlement(self, reply, caller, reply_id, chat)
+        reply.on_end = settlement
+        await settlement.remember_response()  # chainable as soon as it streams
         if self.keeper is not None:
             stream = self.keeper.keep(reply, self.owner(), chat_id)
             events = self.keeper.follow_local(stream, 0)
@@ -166,8 +171,21 @@ class _Settlement:
     def __init__(self, relay: ChatRelay, reply: UpstreamReply, caller: Caller, reply_id: str, chat: ChatRequest):
         self.relay, self.reply, self.caller, self.reply_id, self.chat = relay, reply, caller, reply_id, chat
         self.record = current_record.get()  # the request's, also when a kept reply ends after it
+        self.owner = relay.owner()
+        self.remembered = False
+
+    async def remember_response(self) -> None:
+        """Record which upstream made a stored Responses API response, for its later calls."""
+        body, response_id = self.chat.responses_body, self.reply.translator.response_id
+        if self.remembered or body is None or response_id is None or body.get("store") is False:
+            return
+        if self.relay.upstreams.by_name[self.reply.upstream].protocol != "responses":
+            return
+        self.remembered = True
+        await self.relay.stored.remember(response_id, self.reply.upstream, self.owner)
 
     async def __call__(self) -> None:
+        await self.remember_response()
         translator = self.reply.translator
         tokens = count_tokens(translator.usage, self.chat.messages, translator.relayed_chars)
         try:

@@ -138,7 +138,9 @@ class ResponsesSimulation:
         }
         stored = None
         if response["store"]:
-            items = body.get("input") if isinstance(body.get("input"), list) else as_messages(body)
+            given = body.get("input")
+            given = [{"role": "user", "content": [{"type": "input_text", "text": given}]}] if isinstance(given, str) else given or []
+            items = [{"type": "message", "id": "msg_" + secrets.token_hex(16), **item} for item in given]
             stored = self.stored[response_id] = Stored(response, messages, items)
         events = ResponsesEvents(response, stored)
         if body.get("stream") is not True:

@@ -13,7 +13,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from chatsse import __version__
 from chatsse.chunks import ChunkTranslator
-from chatsse.errors import UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
+from chatsse.errors import StoredResponseNotFound, UpstreamAuthFailed, UpstreamDisconnected, UpstreamUnavailable
 from chatsse.record import current_record
 from chatsse.responses.translate import ResponsesTranslator
 from chatsse.schema import ChatRequest
@@ -83,6 +83,33 @@ class UpstreamClient:
             await self.tokens.refresh_after_rejection(token)
             token = await self.tokens.token()
             return await self._send(upstream, content, f"Bearer {token}", request, trace)
+
+    async def call(self, upstream: UpstreamConfig, method: str, suffix: str, query: dict[str, str]) -> httpx.Response:
+        """A stored response's own call (`suffix`: `/{id}`, `/{id}/cancel`, ...) on the upstream that made it, its
+        body left to stream; an error answer is raised as ours."""
+        prepared = self._prepared(upstream)
+        url = prepared.url.copy_with(path=prepared.url.path + suffix).copy_merge_params(query)
+        headers = dict(prepared.headers)
+        if upstream.entra:
+            assert self.tokens is not None, "an Entra upstream without a token source"
+            headers["authorization"] = f"Bearer {await self.tokens.token()}"
+        request = httpx.Request(method, url, headers=headers, extensions=prepared.extensions)
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise from_transport_error(exc) from None
+        if response.status_code < 400:
+            return response
+        try:
+            body = await _read_bounded(response)
+        finally:
+            await response.aclose()
+        error = from_upstream_status(response.status_code, body, response.headers)
+        log.warning("upstream %s answered %d to %s %s", upstream.name, response.status_code, method, suffix)
+        if response.status_code == 404:
+            error = StoredResponseNotFound()
+            error.param = None  # the id in the path, not a body field
+        raise error
 
     def _prepared(self, upstream: UpstreamConfig) -> _Prepared:
         """The URL, headers and timeout of an upstream's requests, built once: httpx's request building (URL
