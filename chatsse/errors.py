@@ -288,7 +288,8 @@ class ModelNotFound(ChatSSEError):
 
 
 class StoredResponseNotFound(ChatSSEError):
-    status_code, code, param = 404, "response_not_found", "previous_response_id"
+    status_code, code = 404, "response_not_found"
+    param: str | None = "previous_response_id"
     default_message = (
         "No such response: it was never made here, it expired, it was made without store, or it is another caller's."
     )

@@ -19,7 +19,7 @@ from tests.conftest import GatewayFactory
 from tests.servers import Fleet, RunningServer, wait_until
 
 KEY, OTHER = "responses-caller-key-1a", "responses-caller-key-2b"
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -255,7 +255,7 @@ def test_two_thousand_tool_argument_deltas(make_gateway: GatewayFactory, protoco
     arguments = json.dumps({"city": "x" * 1990})
     pieces = ",".join(["1"] * 2000)
     prompt = f"echo:{arguments}[sim: tools=1 arg_pieces={pieces}]"
-    events = list(sdk(gateway).responses.create(model="default", input=prompt, tools=[WEATHER], stream=True))
+    events: list[Any] = list(sdk(gateway).responses.create(model="default", input=prompt, tools=[WEATHER], stream=True))
     deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
     assert len(deltas) >= 2000 and "".join(deltas) == arguments
 
@@ -284,11 +284,12 @@ def test_every_face_over_a_responses_upstream(make_gateway: GatewayFactory, simu
     assert sent["input"] == [{"role": "user", "content": "echo:plain text"}] and sent["store"] is False
 
     client = sdk(gateway)
+    chat_tool: Any = {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
     chunks = list(
         client.chat.completions.create(
             model="default",
             messages=[{"role": "user", "content": "Weather? [sim: tools=1]"}],
-            tools=[{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}],
+            tools=[chat_tool],
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -305,7 +306,9 @@ def test_every_face_over_a_responses_upstream(make_gateway: GatewayFactory, simu
 
     ui = {
         "id": "c1",
-        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "echo:ui text[sim: reasoning=1]"}]}],
+        "messages": [
+            {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "echo:ui text[sim: reasoning=1]"}]}
+        ],
     }
     parts = [data for _, data in raw_events(httpx.post(gateway.url + "/api/v1/chat/ui", json=ui).text)]
     assert "".join(p.get("delta", "") for p in parts if p.get("type") == "text-delta") == "ui text"

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatsse.events import Batch, Content, Done, Event, Failed, Finish, Reasoning, Refusal, ToolCall
+from chatsse.events import Batch, Content, Done, Event, Failed, Finish, Passthrough, Reasoning, Refusal, ToolCall
 from chatsse.sse import DATA_DONE, encode_json_event
 
 FAILED_STATUS = {"upstream_timeout": 504, "server_shutdown": 503}
@@ -81,7 +81,7 @@ class Completion:
                 out.append(DATA_DONE)
             elif isinstance(event, Failed):
                 out.append(encode_json_event(openai_error(event)))
-            else:
+            elif not isinstance(event, Passthrough):  # Responses events as they came: the /v1/responses face's only
                 if event.choice not in self.started:
                     out.append(self._start(event.choice))
                 out.append(self._other(event))
@@ -111,6 +111,8 @@ class Completion:
                     return openai_error(event), FAILED_STATUS.get(event.code, 502)
                 if isinstance(event, Done):
                     return self._completion(choices, event), 200
+                if isinstance(event, Passthrough):
+                    continue
                 choice = choices.get(event.choice)
                 if choice is None:
                     choice = choices[event.choice] = _Choice(event.choice)

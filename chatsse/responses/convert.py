@@ -14,10 +14,14 @@ from typing import Any
 from chatsse.errors import UnsupportedParameter
 from chatsse.schema import ChatRequest
 
-SAME_NAME = ("temperature", "top_p", "parallel_tool_calls", "metadata", "user", "store", "service_tier")
-SAME_NAME += ("safety_identifier", "prompt_cache_key", "prompt_cache_retention")
-READ_HERE = ("max_tokens", "tools", "tool_choice", "reasoning_effort", "response_format", "verbosity", "n")
-READ_HERE += ("logprobs", "top_logprobs", "stream_options")
+SAME_NAME = (
+    *("temperature", "top_p", "parallel_tool_calls", "metadata", "user", "store", "service_tier"),
+    *("safety_identifier", "prompt_cache_key", "prompt_cache_retention"),
+)
+READ_HERE = (
+    *("max_tokens", "tools", "tool_choice", "reasoning_effort", "response_format", "verbosity", "n"),
+    *("logprobs", "top_logprobs", "stream_options"),
+)
 
 
 def responses_body(request: ChatRequest, model: str, cap: int | None, summaries: bool) -> dict[str, Any]:

@@ -71,8 +71,10 @@ RESPONSES_ONLY = (
     "max_tool_calls",
 )
 # Passed to a chat upstream under the same name (`shapes.py` drops or refuses what its api-version lacks).
-SAME_NAME = ("temperature", "top_p", "parallel_tool_calls", "metadata", "user", "service_tier", "safety_identifier")
-SAME_NAME += ("prompt_cache_key", "prompt_cache_retention")
+SAME_NAME = (
+    *("temperature", "top_p", "parallel_tool_calls", "metadata", "user", "service_tier", "safety_identifier"),
+    *("prompt_cache_key", "prompt_cache_retention"),
+)
 
 
 @dataclass(frozen=True)

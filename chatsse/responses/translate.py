@@ -166,7 +166,9 @@ class ResponsesTranslator(ChunkTranslator):
         name, call_id = item.get("name"), item.get("call_id")
         arguments = item.get("arguments") if isinstance(item.get("arguments"), str) else ""
         self.relayed_chars += len(name) if isinstance(name, str) else 0
-        call = ToolCall(index, call_id if isinstance(call_id, str) else None, name if isinstance(name, str) else None, "")
+        call = ToolCall(
+            index, call_id if isinstance(call_id, str) else None, name if isinstance(name, str) else None, ""
+        )
         self._emit(call, out)
         if arguments:
             self._emit(ToolCall(index, None, None, arguments), out)

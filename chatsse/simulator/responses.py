@@ -122,7 +122,7 @@ class ResponsesSimulation:
             chat_like["response_format"] = {"type": "json_schema", "json_schema": body["text"]["format"]}
         reply = plan(chat_like, messages, scenario)
         response_id = "resp_" + secrets.token_hex(24)
-        response = {
+        response: dict[str, Any] = {
             "id": response_id,
             "object": "response",
             "created_at": int(time.time()),
@@ -139,7 +139,11 @@ class ResponsesSimulation:
         stored = None
         if response["store"]:
             given = body.get("input")
-            given = [{"role": "user", "content": [{"type": "input_text", "text": given}]}] if isinstance(given, str) else given or []
+            given = (
+                [{"role": "user", "content": [{"type": "input_text", "text": given}]}]
+                if isinstance(given, str)
+                else given or []
+            )
             items = [{"type": "message", "id": "msg_" + secrets.token_hex(16), **item} for item in given]
             stored = self.stored[response_id] = Stored(response, messages, items)
         events = ResponsesEvents(response, stored)
@@ -177,18 +181,26 @@ class ResponsesSimulation:
         for text in texts:
             item_id = "msg_" + secrets.token_hex(16)
             refusal = scenario.refusal
-            part = {"type": "refusal", "refusal": ""} if refusal else {"type": "output_text", "text": "", "annotations": []}
-            item = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
-            at = {"item_id": item_id, "output_index": len(output)}
+            opened: dict[str, Any] = {"type": "output_text", "text": "", "annotations": []}
+            if refusal:
+                opened = {"type": "refusal", "refusal": ""}
+            item: dict[str, Any] = {
+                "id": item_id,
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            at: dict[str, Any] = {"item_id": item_id, "output_index": len(output)}
             await send(events.event("response.output_item.added", output_index=len(output), item=item))
-            await send(events.event("response.content_part.added", **at, content_index=0, part=part))
+            await send(events.event("response.content_part.added", **at, content_index=0, part=opened))
             start = time.monotonic()
             for index, token in enumerate(split_tokens(text, scenario)):
                 stop = await self._directive(conn, events, scenario, index)
                 if stop is not None:
                     return stop
                 kind = "response.refusal.delta" if refusal else "response.output_text.delta"
-                extra = {} if refusal else {"logprobs": []}
+                extra: dict[str, Any] = {} if refusal else {"logprobs": []}
                 await send(events.event(kind, **at, content_index=0, delta=token, **extra))
                 produced += 1
                 if scenario.delay:
@@ -196,7 +208,7 @@ class ResponsesSimulation:
                 if events.store is not None and events.store.cancelled.is_set():
                     break
             if refusal:
-                part = {"type": "refusal", "refusal": text}
+                part: dict[str, Any] = {"type": "refusal", "refusal": text}
                 await send(events.event("response.refusal.done", **at, content_index=0, refusal=text))
             else:
                 part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -233,7 +245,9 @@ class ResponsesSimulation:
             conn.end_stream()
         return True
 
-    async def _directive(self, conn: Connection | None, events: ResponsesEvents, sc: Scenario, index: int) -> bool | None:
+    async def _directive(
+        self, conn: Connection | None, events: ResponsesEvents, sc: Scenario, index: int
+    ) -> bool | None:
         """What a failure directive does at content piece `index`: the connection's fate, or None to go on."""
         if conn is None:
             return None
@@ -253,11 +267,13 @@ class ResponsesSimulation:
             await asyncio.sleep(min(sc.silence, 300))
         return None
 
-    async def _call(self, send: Any, events: ResponsesEvents, output: list[Any], call: PlannedCall, sc: Scenario) -> int:
+    async def _call(
+        self, send: Any, events: ResponsesEvents, output: list[Any], call: PlannedCall, sc: Scenario
+    ) -> int:
         item_id = "fc_" + secrets.token_hex(16)
         item = {"id": item_id, "type": "function_call", "status": "in_progress", "call_id": call.id}
         item |= {"name": call.name, "arguments": ""}
-        at = {"item_id": item_id, "output_index": len(output)}
+        at: dict[str, Any] = {"item_id": item_id, "output_index": len(output)}
         await send(events.event("response.output_item.added", output_index=len(output), item=item))
         pieces = split_arguments(call.arguments, sc.arg_pieces)
         for piece in pieces:
@@ -270,15 +286,19 @@ class ResponsesSimulation:
 
     def _reasoning(self, events: ResponsesEvents, output: list[Any], count: int) -> bytes:
         item_id = "rs_" + secrets.token_hex(16)
-        at = {"item_id": item_id, "output_index": len(output), "summary_index": 0}
+        at: dict[str, Any] = {"item_id": item_id, "output_index": len(output), "summary_index": 0}
         pieces = [f"{' ' if index else ''}thought{index}" for index in range(count)]
         text = "".join(pieces)
-        item = {"id": item_id, "type": "reasoning", "summary": []}
+        item: dict[str, Any] = {"id": item_id, "type": "reasoning", "summary": []}
         out = [events.event("response.output_item.added", output_index=len(output), item=item)]
-        out.append(events.event("response.reasoning_summary_part.added", **at, part={"type": "summary_text", "text": ""}))
+        out.append(
+            events.event("response.reasoning_summary_part.added", **at, part={"type": "summary_text", "text": ""})
+        )
         out += [events.event("response.reasoning_summary_text.delta", **at, delta=piece) for piece in pieces]
         out.append(events.event("response.reasoning_summary_text.done", **at, text=text))
-        out.append(events.event("response.reasoning_summary_part.done", **at, part={"type": "summary_text", "text": text}))
+        out.append(
+            events.event("response.reasoning_summary_part.done", **at, part={"type": "summary_text", "text": text})
+        )
         item = {**item, "summary": [{"type": "summary_text", "text": text}]}
         out.append(events.event("response.output_item.done", output_index=len(output), item=item))
         output.append(item)
@@ -286,7 +306,7 @@ class ResponsesSimulation:
 
     def _builtin(self, events: ResponsesEvents, output: list[Any]) -> bytes:
         item_id = "ws_" + secrets.token_hex(16)
-        at = {"item_id": item_id, "output_index": len(output)}
+        at: dict[str, Any] = {"item_id": item_id, "output_index": len(output)}
         item = {"id": item_id, "type": "web_search_call", "status": "in_progress"}
         done = {**item, "status": "completed", "action": {"type": "search", "query": "chatsse"}}
         out = [

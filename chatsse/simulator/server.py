@@ -18,8 +18,8 @@ from typing import Any
 
 from chatsse.simulator.frames import Frames
 from chatsse.simulator.http import Connection, RecordedRequest
-from chatsse.simulator.responses import ResponsesSimulation
 from chatsse.simulator.replies import Reply, plan, prompt_text, split_arguments, split_tokens, text_of
+from chatsse.simulator.responses import ResponsesSimulation
 from chatsse.simulator.scenario import BAD_REQUEST, ERROR_BODIES, RESOURCE_NOT_FOUND, Scenario, parse_scenario
 
 PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
@@ -170,7 +170,10 @@ class Simulator:
             if refusal is not None:
                 return conn.write_json(401, refusal)
             return await self.responses.respond(conn, request, responses.group(2) or "")
-        api = _api_of(path)
+        chat_api = _api_of(path)
+        if chat_api is None:
+            return conn.write_json(404, RESOURCE_NOT_FOUND)
+        api = chat_api
         if request.method != "POST" or api is None or (api == "azure" and "api-version" not in request.query):
             return conn.write_json(404, RESOURCE_NOT_FOUND)
         refusal = self._refuse_auth(api, request.headers)

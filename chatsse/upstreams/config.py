@@ -42,7 +42,7 @@ def responses_problem(api: str, api_version: str) -> str | None:
     if api_version.endswith("-preview") and api_version[:10] >= RESPONSES_SINCE[:10]:
         return None
     return (
-        f"api-version {api_version} has no Responses API: use api = \"azure-v1\", or an api_version of "
+        f'api-version {api_version} has no Responses API: use api = "azure-v1", or an api_version of '
         f"{RESPONSES_SINCE} or a later preview"
     )
 

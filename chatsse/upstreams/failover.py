@@ -136,7 +136,9 @@ class Upstreams:
         attempts = Attempts(len(group) - len(barred), self.budget)
         while True:
             now = time.monotonic()
-            upstream = router.choose(request.model, now, attempts.failed_since_wait | barred) if attempts.may_try() else None
+            upstream = (
+                router.choose(request.model, now, attempts.failed_since_wait | barred) if attempts.may_try() else None
+            )
             if upstream is None:
                 await self._wait_or_give_up(request.model, attempts, now)
                 continue
