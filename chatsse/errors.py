@@ -38,11 +38,10 @@
     ├── TooManyConnections            503     too_many_connections  (written by server/protocol.py, before any request)
     └── InternalError                 500     internal_error
 
-Before the first byte of a stream an error is an HTTP response (`to_response`); after it, the same
-error is the stream's last event (`events.Failed.of`). Under /v1/ (the OpenAI-compatible face) both take OpenAI's shape,
-`{"error": {"message", "type", "param", "code"}}`, and a 422 is a 400, as the OpenAI SDKs expect. Messages are
-ours: upstream text is never echoed, so nothing the upstream or httpx says (URLs, headers, keys) can reach a
-client.
+Before a stream's first byte an error is an HTTP response (`to_response`); after it, the stream's last event
+(`events.Failed.of`). Under /v1/ (the OpenAI and Responses faces) both take OpenAI's shape, `{"error": {"message",
+"type", "param", "code"}}`, and a 422 is a 400, as the OpenAI SDKs expect. Messages are ours: upstream text is never
+echoed, so nothing the upstream or httpx says (URLs, headers, keys) can reach a client.
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ class ChatSSEError(Exception):
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Something went wrong inside chatsse."
     retryable: ClassVar[bool] = False
+    param: str | None = None  # the request field at fault, for OpenAI's error shape
 
     def __init__(
         self, message: str | None = None, *, retry_after: float | None = None, param: str | None = None
@@ -91,8 +91,6 @@ class ChatSSEError(Exception):
 
     def to_response(self) -> JSONResponse:
         return JSONResponse(self.payload(), status_code=self.status_code, headers=self.headers())
-
-    param: str | None = None  # the request field at fault, for OpenAI's error shape
 
     def openai_payload(self) -> dict[str, Any]:
         error = self.payload()["error"]
@@ -209,7 +207,7 @@ class ToolCallsUnsupported(ChatSSEError):
 
 class UnsupportedParameter(ChatSSEError):
     status_code, code = 400, "unsupported_parameter"
-    default_message = "The upstream's API version does not support a field of this request."
+    default_message = "The upstream's API does not support a field of this request."
 
 
 class Unauthorized(ChatSSEError):
@@ -252,16 +250,12 @@ class HeadersTooLarge(ChatSSEError):
 
 class StreamNotFound(ChatSSEError):
     status_code, code = 404, "stream_not_found"
-    default_message = (
-        "No such stream: it never existed, it expired (CHATSSE_RESUME_SECONDS), or it is another caller's."
-    )
+    default_message = "No such stream: never made, expired (CHATSSE_RESUME_SECONDS), or another caller's."
 
 
 class ResumeGap(ChatSSEError):
     status_code, code = 410, "resume_gap"
-    default_message = (
-        "Part of this reply after your last event is gone (CHATSSE_RESUME_MAX_BYTES, or lost with Redis); ask again."
-    )
+    default_message = "Part of this reply after your last event is gone (CHATSSE_RESUME_MAX_BYTES, or Redis lost it)."
 
 
 class ResumeUnavailable(ChatSSEError):
@@ -289,10 +283,7 @@ class ModelNotFound(ChatSSEError):
 
 class StoredResponseNotFound(ChatSSEError):
     status_code, code = 404, "response_not_found"
-    param: str | None = "previous_response_id"
-    default_message = (
-        "No such response: it was never made here, it expired, it was made without store, or it is another caller's."
-    )
+    default_message = "No such response: never made here, expired, not stored, or another caller's."
 
 
 class ModelNotAllowed(ChatSSEError):

@@ -21,8 +21,10 @@ from tests.servers import API_KEY, DEPLOYMENT, Fleet, RunningServer, serve_in_th
 
 __all__ = ["API_KEY", "DEPLOYMENT", "NODE", "GatewayFactory"]
 
-NODE = Path(__file__).parent / "node"  # the JavaScript the tests run: the AI SDK, npm openai, axe-core, jsdom
-NODE_PACKAGES = ("ai", "openai", "esbuild", "axe-core", "jsdom")
+NODE = (
+    Path(__file__).parent / "node"
+)  # what the tests run with node: the AI SDK, npm openai, Codex CLI, axe-core, jsdom
+NODE_PACKAGES = ("ai", "openai", "@ai-sdk/openai", "zod", "@openai/codex", "esbuild", "axe-core", "jsdom")
 
 
 @pytest.fixture

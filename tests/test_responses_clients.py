@@ -3,6 +3,8 @@ pieces under it: reading an upstream's events split anywhere, and the `protocol`
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from chatsse.responses.translate import ResponsesTranslator
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
+from tests.test_node_clients import run
 
 set_tracing_disabled(True)  # the Agents SDK would send its traces to OpenAI
 
@@ -55,6 +58,65 @@ async def test_the_agents_sdk_runs_a_tool_round_trip_streamed(
     assert asked == ["sim"]
     assert result.final_output == "The tool said: sunny in sim" == "".join(deltas)
     assert len(simulator.requests) == 2
+
+
+def test_the_ai_sdks_openai_provider_streams_text_with_a_tool(
+    node_modules: Path, make_gateway: GatewayFactory, simulator: Simulator, protocol: str
+) -> None:
+    gateway = make_gateway(api="azure-v1", protocol=protocol)
+    result = run("responses.mjs", gateway.url, "Weather in Paris? [sim: tools=1]")
+    assert result["asked"] == ["sim"] and result["text"] == "The tool said: sunny in sim"
+    assert result["finishes"] == ["tool-calls", "stop"] and result["usage"]["outputTokens"] > 0
+    assert all(
+        request.path.endswith("/" + ("responses" if protocol == "responses" else "chat/completions"))
+        for request in simulator.requests
+    )
+    assert len(simulator.requests) == 2
+
+
+def test_use_chat_over_a_responses_upstream(node_modules: Path, make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(api="azure-v1", protocol="responses", reasoning=True)
+    result = run("ui.mjs", gateway.url, "reply", "echo:from Responses 😀[sim: reasoning=2]")
+    assert result["text"] == "from Responses 😀" and result["reasoning"] == "thought0 thought1"
+    assert result["metadata"]["usage"]["completion_tokens"] > 0
+    tools = run("tools.mjs", gateway.url, "Weather in Oslo? [sim: tools=1]")
+    assert tools["outcome"] == "settled"
+    assert tools["calls"] == [{"toolName": "get_weather", "toolCallId": "call_sim0", "input": {"city": "sim"}}]
+    assert [p for p in tools["parts"] if p["type"] == "text"][-1]["text"] == 'The tool said: {"temp":21,"sky":"clear"}'
+
+
+def test_codex_cli_through_the_gateway(node_modules: Path, make_gateway: GatewayFactory, tmp_path: Path) -> None:
+    """Codex CLI speaks only the Responses API, with built-in tools: it needs an upstream speaking Responses."""
+    gateway = make_gateway(api="azure-v1", protocol="responses", api_keys=("codex-caller",))
+    home = tmp_path / "codex"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model = "default"\nmodel_provider = "chatsse"\ncheck_for_update_on_startup = false\n\n'
+        '[analytics]\nenabled = false\n\n[model_providers.chatsse]\nname = "chatsse"\n'
+        f'base_url = "{gateway.url}/v1"\nenv_key = "CHATSSE_CALLER_KEY"\nwire_api = "responses"\n'
+    )  # nothing but the gateway on 127.0.0.1: no update check, no analytics
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CODEX_HOME": str(home)}
+    result = subprocess.run(
+        [str(node_modules / ".bin" / "codex"), "exec", "--skip-git-repo-check", "echo:Hello from Codex 😀"],
+        cwd=tmp_path,
+        env={**env, "CHATSSE_CALLER_KEY": "codex-caller"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "Hello from Codex 😀"
+    refused = subprocess.run(
+        [str(node_modules / ".bin" / "codex"), "exec", "--skip-git-repo-check", "echo:no key"],
+        cwd=tmp_path,
+        env={**env, "CHATSSE_CALLER_KEY": "wrong"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "401" in refused.stderr
 
 
 def test_langchain_chat_openai_on_the_responses_api(make_gateway: GatewayFactory, protocol: str) -> None:

@@ -6,4 +6,5 @@
     ui_messages.py     useChat's UIMessages (text, images, tool calls and results) as the upstream's messages
     openai_compat.py   OpenAI's chat completions: /v1/chat/completions, /v1/models
     openai_chunks.py   a reply as OpenAI's chunks (every choice, tool call, refusal), or one chat.completion
+    responses.py       OpenAI's Responses API: /v1/responses (streamed or not) and a stored response's own calls
 """

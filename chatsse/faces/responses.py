@@ -36,11 +36,11 @@ class ResponsesFace:
         previous = parsed.body.get("previous_response_id")
         if previous is not None:
             if not isinstance(previous, str):
-                raise StoredResponseNotFound()
+                raise StoredResponseNotFound(param="previous_response_id")
             # Only the upstream that made it holds it: failover never sends a chained request elsewhere.
             upstream = await self.relay.stored.upstream_of(previous, self.relay.owner())
             if upstream is None:
-                raise StoredResponseNotFound()
+                raise StoredResponseNotFound(param="previous_response_id")
             chat = dataclasses.replace(chat, pinned=upstream)
         opened = await self.relay.open(chat)
         stream = ResponseStream(chat.model, parsed.body)
@@ -74,9 +74,7 @@ class ResponsesFace:
         upstream = self.relay.upstreams.by_name.get(name) if name is not None else None
         client = self.relay.upstreams.client
         if upstream is None or client is None:
-            missing = StoredResponseNotFound()
-            missing.param = None
-            raise missing
+            raise StoredResponseNotFound()
         query = {key: value for key, value in request.query_params.items() if key in STORED_QUERY}
         answer = await client.call(upstream, request.method, f"/{response_id}{action}", query)
         headers = {"X-Chatsse-Upstream": upstream.name}

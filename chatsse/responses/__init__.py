@@ -1,9 +1,12 @@
-"""The Responses API (`/v1/responses`): its requests, its events, and upstreams that speak it (pure, no I/O).
+"""The Responses API (`/v1/responses`): its requests, its events, upstreams that speak it (pure but for stored.py).
 
 request.py     a /v1/responses body checked, kept as sent, and as a chat for upstreams speaking chat completions
+items.py       Responses input items as chat messages, for an upstream speaking chat completions
 stream.py      a reply as Responses events (synthesized, or the upstream's relayed unchanged), or one Response
+objects.py     the Response object and its usage, as the API shows them
 translate.py   an upstream's Responses events as chatsse's typed events, for every face
 convert.py     a chat as a Responses request body, for an upstream speaking Responses
+stored.py      which upstream made each stored response, and for whom (in this process, or on Redis)
 """
 
 from chatsse.responses.request import ResponsesRequest, parse_responses

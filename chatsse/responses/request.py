@@ -17,47 +17,17 @@ from typing import Any
 
 from chatsse.completion_request import check_field, invalid
 from chatsse.errors import InvalidRequest, ModelNotFound
-from chatsse.schema import ChatRequest, is_number
+from chatsse.responses.items import InputItems
+from chatsse.schema import ChatRequest
 
-MAX_ITEMS = 4096
-ROLES = ("user", "system", "developer", "assistant")
 # Every top-level field of the Responses API's create request. A responses upstream gets them all as sent.
-KNOWN = (
-    "access_programs",
-    "background",
-    "background_options",
-    "context_management",
-    "conversation",
-    "image",
-    "include",
-    "input",
-    "instructions",
-    "max_output_tokens",
-    "max_tool_calls",
-    "metadata",
-    "model",
-    "moderation",
-    "parallel_tool_calls",
-    "previous_response_id",
-    "prompt",
-    "prompt_cache_key",
-    "prompt_cache_options",
-    "prompt_cache_retention",
-    "reasoning",
-    "safety_identifier",
-    "service_tier",
-    "store",
-    "stream",
-    "stream_options",
-    "temperature",
-    "text",
-    "tool_choice",
-    "tools",
-    "top_logprobs",
-    "top_p",
-    "truncation",
-    "user",
-)
+KNOWN = tuple(
+    """access_programs background background_options client_metadata context_management conversation image include
+    input instructions max_output_tokens max_tool_calls metadata model moderation parallel_tool_calls
+    previous_response_id prompt prompt_cache_key prompt_cache_options prompt_cache_retention reasoning
+    safety_identifier service_tier store stream stream_options temperature text tool_choice tools top_logprobs top_p
+    truncation user""".split()
+)  # client_metadata: what Codex CLI says of itself (a chat upstream has no use for it)
 # Fields that only a Responses upstream can serve (they need its stored state or its own tools).
 RESPONSES_ONLY = (
     "previous_response_id",
@@ -136,7 +106,7 @@ class _Translation:
             if not isinstance(instructions, str):
                 raise invalid("instructions", "a string")
             self.messages.append({"role": "developer", "content": instructions})
-        self._input(body.get("input"))
+        InputItems(self.messages, self._only).add(body.get("input"))
         self._options(body)
 
     def _only(self, name: str) -> None:
@@ -248,124 +218,3 @@ class _Translation:
             self._only("tool_choice.type")
         else:
             raise invalid("tool_choice", "none, auto, required, or an object naming a tool")
-
-    def _input(self, value: Any) -> None:
-        if value is None:
-            return
-        if isinstance(value, str):
-            self.messages.append({"role": "user", "content": value})
-            return
-        if not isinstance(value, list):
-            raise invalid("input", "a string or a list of input items")
-        if len(value) > MAX_ITEMS:
-            raise invalid("input", f"a list of at most {MAX_ITEMS} items")
-        for index, item in enumerate(value):
-            self._item(item, f"input[{index}]")
-
-    def _item(self, item: Any, where: str) -> None:
-        if not isinstance(item, dict):
-            raise invalid(where, "an input item (an object)")
-        kind = item.get("type", "message")
-        if kind == "message":
-            self._message(item, where)
-        elif kind == "function_call":
-            for key in ("call_id", "name", "arguments"):
-                if not isinstance(item.get(key), str):
-                    raise invalid(f"{where}.{key}", "a string")
-            function = {"name": item["name"], "arguments": item["arguments"]}
-            call = {"id": item["call_id"], "type": "function", "function": function}
-            last = self.messages[-1] if self.messages else None
-            if last is not None and last["role"] == "assistant" and "tool_call_id" not in last:
-                last.setdefault("tool_calls", []).append(call)  # parallel calls: one assistant turn
-            else:
-                self.messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
-            if not isinstance(item.get("call_id"), str):
-                raise invalid(f"{where}.call_id", "a string")
-            output = item.get("output")
-            if isinstance(output, list):
-                output = _text_of(output, f"{where}.output")
-            if not isinstance(output, str):
-                raise invalid(f"{where}.output", "a string or a list of text parts")
-            self.messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
-        elif kind == "reasoning":
-            pass  # a model's earlier thinking: a chat upstream takes none, and it changes no later answer there
-        elif isinstance(kind, str):
-            self._only(f"{where}.type")  # item_reference, built-in tool calls and their outputs: Responses' own
-        else:
-            raise invalid(f"{where}.type", "a string such as message or function_call")
-
-    def _message(self, item: dict[str, Any], where: str) -> None:
-        role = item.get("role")
-        if role not in ROLES:
-            raise invalid(f"{where}.role", "one of " + ", ".join(ROLES))
-        content = item.get("content")
-        if isinstance(content, str):
-            self.messages.append({"role": role, "content": content})
-            return
-        if not isinstance(content, list):
-            raise invalid(f"{where}.content", "a string or a list of content parts")
-        parts: list[dict[str, Any]] = []
-        refusal = None
-        for number, part in enumerate(content):
-            at = f"{where}.content[{number}]"
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in ("input_text", "output_text", "text"):
-                if not isinstance(part.get("text"), str):
-                    raise invalid(f"{at}.text", "a string")
-                parts.append({"type": "text", "text": part["text"]})
-            elif kind == "refusal":
-                if not isinstance(part.get("refusal"), str):
-                    raise invalid(f"{at}.refusal", "a string")
-                refusal = part["refusal"]
-            elif kind == "input_image":
-                url = part.get("image_url")
-                if not isinstance(url, str):
-                    self._only(f"{at}.file_id")  # an uploaded file: only the resource that has it can read it
-                    continue
-                image = {"url": url, **({"detail": part["detail"]} if part.get("detail") else {})}
-                parts.append({"type": "image_url", "image_url": image})
-            elif kind == "input_file" and isinstance(part.get("file_data"), str):
-                file = {key: part[key] for key in ("file_data", "filename") if isinstance(part.get(key), str)}
-                parts.append({"type": "file", "file": file})
-            elif isinstance(kind, str):
-                self._only(f"{at}.type")
-            else:
-                raise invalid(f"{at}.type", "a string such as input_text")
-        message: dict[str, Any] = {"role": role, "content": _flat(parts)}
-        if refusal is not None:
-            message["refusal"] = refusal
-        self.messages.append(message)
-
-
-def _flat(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
-    """Text parts alone as one string (every chat upstream takes it); others as parts."""
-    if all(part["type"] == "text" for part in parts):
-        return "".join(part["text"] for part in parts) if parts else None
-    return parts
-
-
-def _text_of(parts: list[Any], where: str) -> str:
-    texts = []
-    for number, part in enumerate(parts):
-        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-            raise invalid(f"{where}[{number}]", "a text part")
-        texts.append(part["text"])
-    return "".join(texts)
-
-
-def usage_of(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A chat completion's usage in the Responses API's shape."""
-    if chat_usage is None:
-        return None
-    prompt, completion = chat_usage.get("prompt_tokens", 0), chat_usage.get("completion_tokens", 0)
-    cached = (chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-    reasoning = (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)
-    total = chat_usage.get("total_tokens")
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached or 0},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning or 0},
-        "total_tokens": total if is_number(total) else prompt + completion,
-    }

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from chatsse.events import Batch, Content, Done, Event, Failed, Finish, Passthrough, Reasoning, Refusal, ToolCall
-from chatsse.responses.request import usage_of
+from chatsse.events import Batch, Content, Done, Event, Failed, Passthrough, Reasoning, Refusal, ToolCall
+from chatsse.responses.objects import response_object, usage_of
 from chatsse.sse import encode_json
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed", "error")
@@ -65,8 +65,6 @@ class ResponseStream:
         self.final: dict[str, Any] | None = None  # the response of the terminal event
         self.failure: Failed | None = None
 
-    # -- framing --
-
     def __call__(self, batch: Batch) -> bytes:
         out: list[bytes] = []
         for event in batch.events:
@@ -112,9 +110,7 @@ class ResponseStream:
             return self._reasoning(event)
         if isinstance(event, ToolCall):
             return self._call(event)
-        if isinstance(event, Finish):
-            return b""  # one choice only: Done carries the same reason
-        return b""
+        return b""  # a Finish: one choice only, and Done carries the same reason
 
     def _open(self, item: dict[str, Any]) -> tuple[_Item, bytes]:
         opened = _Item(len(self.items), item)
@@ -194,8 +190,6 @@ class ResponseStream:
         call.arguments.append(event.arguments)
         return out + self._emit("response.function_call_arguments.delta", self._at(call) | {"delta": event.arguments})
 
-    # -- closing items --
-
     def _close_part(self, message: _Item) -> bytes:
         if not message.parts:
             return b""
@@ -260,36 +254,9 @@ class ResponseStream:
         return out + self._emit("response.incomplete", {"response": response})
 
     def response(self, status: str, **fields: Any) -> dict[str, Any]:
-        """The Response object as it stands (the synthesized one: nothing is stored, so `store` is false)."""
-        body = self.body
-        text = body.get("text") or {}
-        response = {
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created_at,
-            "status": status,
-            "background": False,
-            "error": None,
-            "incomplete_details": None,
-            "instructions": body.get("instructions"),
-            "max_output_tokens": body.get("max_output_tokens"),
-            "metadata": body.get("metadata") or {},
-            "model": self.model,
-            "output": [item.item for item in self.items] if status != "in_progress" else [],
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "previous_response_id": None,
-            "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
-            "store": False,
-            "temperature": body.get("temperature"),
-            "text": {"format": text.get("format") or {"type": "text"}},
-            "tool_choice": body.get("tool_choice", "auto"),
-            "tools": body.get("tools") or [],
-            "top_p": body.get("top_p"),
-            "truncation": body.get("truncation", "disabled"),
-            "usage": None,
-            "user": body.get("user"),
-        }
-        response.update(fields)
+        """The Response object as it stands."""
+        output = [item.item for item in self.items] if status != "in_progress" else []
+        response = response_object(self.id, self.created_at, self.model, self.body, status, output) | fields
         if status != "in_progress":
             self.final = response
         return response
@@ -301,8 +268,6 @@ class ResponseStream:
             return
         if isinstance(data, dict) and isinstance(data.get("response"), dict):
             self.final = data["response"]
-
-    # -- not streamed --
 
     async def collect(self, events: AsyncIterator[Batch]) -> tuple[dict[str, Any], int]:
         """The whole Response object (whatever its status), or OpenAI's error shape and status if none came."""

@@ -106,10 +106,7 @@ class UpstreamClient:
             await response.aclose()
         error = from_upstream_status(response.status_code, body, response.headers)
         log.warning("upstream %s answered %d to %s %s", upstream.name, response.status_code, method, suffix)
-        if response.status_code == 404:
-            error = StoredResponseNotFound()
-            error.param = None  # the id in the path, not a body field
-        raise error
+        raise StoredResponseNotFound() if response.status_code == 404 else error
 
     def _prepared(self, upstream: UpstreamConfig) -> _Prepared:
         """The URL, headers and timeout of an upstream's requests, built once: httpx's request building (URL

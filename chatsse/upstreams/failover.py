@@ -192,7 +192,7 @@ def _barred(group: list[UpstreamConfig], request: ChatRequest) -> set[str]:
     if request.pinned is not None:
         barred = {u.name for u in group if u.name != request.pinned}
         if len(barred) == len(group):
-            raise StoredResponseNotFound()
+            raise StoredResponseNotFound(param="previous_response_id")
         return barred
     if request.responses_only is None:
         return set()
