@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 log = logging.getLogger("chatsse")
 
@@ -48,7 +48,7 @@ def connect(url: str, cluster: bool, ca_file: str | None = None) -> Client:
     if not cluster:
         return redis.asyncio.Redis.from_url(url, **options)
     # A connection per follower reading on another instance: redis-py's default of 100 per node would refuse more.
-    return RedisCluster.from_url(url, max_connections=1_000_000, cluster_error_retry_attempts=3, **options)
+    return RedisCluster.from_url(url, max_connections=1_000_000, **options)
 
 
 def probe(url: str, ca_file: str | None = None) -> bool:

@@ -16,6 +16,7 @@ from chatsse.callers import CallerConfig, CallerTables
 from chatsse.callers.config import key_sha256
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
+from tests.redis_server import RedisServer
 from tests.servers import Fleet, RunningServer, wait_until
 
 KEY, OTHER = "responses-caller-key-1a", "responses-caller-key-2b"
@@ -313,3 +314,37 @@ def test_every_face_over_a_responses_upstream(make_gateway: GatewayFactory, simu
     parts = [data for _, data in raw_events(httpx.post(gateway.url + "/api/v1/chat/ui", json=ui).text)]
     assert "".join(p.get("delta", "") for p in parts if p.get("type") == "text-delta") == "ui text"
     assert "".join(p.get("delta", "") for p in parts if p.get("type") == "reasoning-delta") == "thought0"
+
+
+def test_background_responses_are_answered_at_once_and_streamed_later(fleet: Fleet) -> None:
+    fleet.sim("bg")
+    gateway = fleet.gateway(fleet.upstream("bg", api="azure-v1", protocol="responses"))
+    client = sdk(gateway)
+    accepted = client.responses.create(model="default", input="echo:one two three four", background=True)
+    assert accepted.status in ("queued", "in_progress") and accepted.background is True
+    assert wait_until(lambda: client.responses.retrieve(accepted.id).status == "completed", timeout=10)
+    url = f"{gateway.url}/v1/responses/{accepted.id}?stream=true&starting_after=1"
+    events = raw_events(httpx.get(url, timeout=10).text)
+    assert events[0][1]["sequence_number"] == 2 and events[-1][0] == "response.completed"
+    assert "".join(data.get("delta", "") for kind, data in events if kind.endswith("output_text.delta")) == (
+        "one two three four"
+    )
+    cancelled = client.responses.cancel(accepted.id)
+    assert cancelled.id == accepted.id
+
+
+def test_stored_ids_are_shared_through_redis(fleet: Fleet, redis_server: RedisServer) -> None:
+    for name in ("east", "west"):
+        fleet.sim(name)
+    upstreams = [fleet.upstream(n, api="azure-v1", protocol="responses") for n in ("east", "west")]
+    one = fleet.gateway(*upstreams, redis_url=redis_server.url)
+    other = fleet.gateway(*upstreams, redis_url=redis_server.url)
+    for _ in range(3):
+        first = sdk(one).responses.create(model="default", input="echo:first")
+        maker = "east" if fleet.counts()["east"] else "west"
+        second = sdk(other).responses.create(model="default", input="again?", previous_response_id=first.id)
+        assert (
+            "turn 2" in second.output_text and fleet.sims[maker].requests[-1].json["previous_response_id"] == first.id
+        )
+        for sim in fleet.sims.values():
+            sim.requests.clear()

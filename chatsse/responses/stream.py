@@ -74,9 +74,9 @@ class ResponseStream:
             elif isinstance(event, Passthrough):
                 self.passthrough = self.started = True
                 out.append(b"event: " + event.kind.encode() + b"\ndata: " + event.data.encode() + b"\n\n")
-                if event.kind in TERMINAL:
-                    self.ended = True
-                    self._keep_final(event)
+                if self.final is None and (event.kind in TERMINAL or self.body.get("background")):
+                    self._keep_final(event)  # the Response: as it ended, or a background one as accepted
+                self.ended = self.ended or event.kind in TERMINAL
             else:
                 out.append(self._other(event))
         return b"".join(out)
@@ -270,11 +270,12 @@ class ResponseStream:
             self.final = data["response"]
 
     async def collect(self, events: AsyncIterator[Batch]) -> tuple[dict[str, Any], int]:
-        """The whole Response object (whatever its status), or OpenAI's error shape and status if none came."""
+        """The whole Response object (whatever its status; a background one as accepted, queued or in progress),
+        or OpenAI's error shape and status if none came."""
         async for batch in events:
             self(batch)
-            if self.ended:
-                break
+            if self.ended or self.final is not None:
+                break  # a background one goes on upstream: closing its stream does not cancel it
         if self.final is not None and (self.failure is None or self.passthrough):
             return self.final, 200
         failure = self.failure or Failed("upstream_disconnected", "The reply ended early.")
