@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
+from chatsse.simulator.responses import MODEL as SIMULATED_MODEL
 from tests.servers import CHATSSE, GatewayProcess, chatsse_serve, clean_env, free_port, healthy, wait_until
 
 NO_AZURE = clean_env()
@@ -74,6 +76,23 @@ def test_demo_mode_streams_without_azure_and_says_it_is_simulated(
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=10)
     assert "DEMO MODE" in stderr and "SIMULATED" in stderr
+
+
+@pytest.mark.parametrize("protocol", ["chat", "responses"])
+def test_demo_mode_answers_the_responses_api(tmp_path: Path, protocol: str) -> None:
+    """`chatsse serve --demo` answers every face; AZURE_OPENAI_PROTOCOL=responses makes its simulator speak
+    Responses upstream too."""
+    with chatsse_serve(tmp_path, None, "--demo", env={"AZURE_OPENAI_PROTOCOL": protocol}) as gateway:
+        with openai.OpenAI(base_url=gateway.url + "/v1", api_key="demo", max_retries=0, timeout=30) as client:
+            events = list(client.responses.create(model="default", input="echo:demo on Responses", stream=True))
+            text = "".join(getattr(event, "delta", "") for event in events if event.type.endswith("text.delta"))
+            assert text == "demo on Responses" and events[-1].type == "response.completed"
+            # Relayed from the simulator's own Responses API, or synthesized from its chat completion
+            assert events[-1].response.model == (SIMULATED_MODEL if protocol == "responses" else "default")
+            chat = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "echo:hi"}])
+            assert chat.choices[0].message.content == "hi"
+        native = httpx.post(gateway.url + "/api/v1/chat/stream", json={"message": "echo:native"}, timeout=30)
+        assert '"content":"native"' in native.text
 
 
 def test_simulator_runs_alone(tmp_path: Path) -> None:
