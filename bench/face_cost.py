@@ -1,5 +1,6 @@
 """CPU per chunk of the path from an upstream chunk to each face's bytes, in process (no I/O): the translator, then
-the native, OpenAI or useChat encoding. Run it on this tree and on another commit to compare:
+the native, OpenAI, useChat or Responses encoding; "/R" paths read an upstream speaking the Responses API. Run it on
+this tree and on another commit to compare:
 
     python bench/face_cost.py
     git worktree add /tmp/before 490ad9f && PYTHONPATH=/tmp/before python bench/face_cost.py
@@ -39,6 +40,15 @@ except ImportError:
 
 CHUNK = [ServerSentEvent('{"choices":[{"delta":{"content":"Zq"},"finish_reason":null,"index":0}],"id":"x"}')]
 TYPED_EVENTS = (Path(chatsse.__file__).parent / "events.py").exists()
+RESPONSES = (Path(chatsse.__file__).parent / "responses").is_dir()
+# An upstream speaking the Responses API: one text delta, as Azure sends it.
+RESPONSES_DELTA = [
+    ServerSentEvent(
+        '{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,'
+        '"content_index":0,"delta":"Zq","logprobs":[]}',
+        "response.output_text.delta",
+    )
+]
 
 
 def paths() -> dict[str, Callable[[], Any]]:
@@ -52,11 +62,14 @@ def paths() -> dict[str, Callable[[], Any]]:
 
         native, ui = NativeFrames(), UIFrames("m")
         completion.first, ui.head, ui.open = False if RICH else b"", b"", "text"  # past the first write, as most are
-        return {
+        found = {
             "native": lambda: native(Batch(translator.feed(CHUNK))),
             "openai": lambda: completion(Batch(rich.feed(CHUNK))),
             "useChat": lambda: ui(Batch(rich.feed(CHUNK))),
         }
+        if RESPONSES:
+            found |= responses_paths(native, completion)
+        return found
     from chatsse.faces import ui_stream
 
     def parsed(chunk: bytes) -> list[Any]:  # what chatsse.faces.payloads did, without its async generator
@@ -70,6 +83,27 @@ def paths() -> dict[str, Callable[[], Any]]:
         return b"".join(ui_stream._chunk({**delta, "delta": p["content"]}) for p in parsed(translator.feed(CHUNK)))
 
     return {"native": lambda: translator.feed(CHUNK), "openai": openai, "useChat": use_chat}
+
+
+def responses_paths(native: Any, completion: Any) -> dict[str, Callable[[], Any]]:
+    """Since #30: the Responses face over a chat upstream (synthesized), and each face over an upstream speaking
+    Responses (its events relayed unchanged to /v1/responses, read as typed events by the others)."""
+    from chatsse.events import Batch  # type: ignore[import-not-found,unused-ignore]
+    from chatsse.responses.stream import ResponseStream  # type: ignore[import-not-found,unused-ignore]
+    from chatsse.responses.translate import ResponsesTranslator  # type: ignore[import-not-found,unused-ignore]
+
+    synthesized, relayed = ResponseStream("default", {}), ResponseStream("default", {})
+    rich, plain = ChunkTranslator(rich=True), ResponsesTranslator()
+    over_rich, passthrough = ResponsesTranslator(rich=True), ResponsesTranslator(rich=True, passthrough=True)
+    for translator in (plain, over_rich, passthrough):  # past the first delta, as almost every read is
+        translator.feed(RESPONSES_DELTA)
+    synthesized(Batch(rich.feed(CHUNK)))  # its item and content part are open
+    return {
+        "responses": lambda: synthesized(Batch(rich.feed(CHUNK))),
+        "native/R": lambda: native(Batch(plain.feed(RESPONSES_DELTA))),
+        "openai/R": lambda: completion(Batch(over_rich.feed(RESPONSES_DELTA))),
+        "responses/R": lambda: relayed(Batch(passthrough.feed(RESPONSES_DELTA))),
+    }
 
 
 def instructions(name: str, chunks: int) -> int:

@@ -39,7 +39,6 @@ CONTENT = _event(
         "choices": [{"content_filter_results": _SAFE, "delta": {"content": TOKEN}, "finish_reason": None, "index": 0}],
     }
 )
-CONTENT_CHUNK = _chunk(CONTENT)
 
 
 def tail(tokens: int) -> bytes:
@@ -54,9 +53,47 @@ def tail(tokens: int) -> bytes:
     )
 
 
+# The same reply in the Responses API's wire format, for a request to .../responses. Sequence numbers are a fixed
+# width so that every frame is pre-encoded once (nothing on the way reads them).
+def _response_event(kind: str, **fields: object) -> bytes:
+    payload = {"type": kind, "sequence_number": 1000, **fields}
+    return b"event: " + kind.encode() + b"\ndata: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+_RESPONSE = {"id": "resp_bench", "object": "response", "status": "in_progress", "model": "gpt-5-codex", "output": []}
+_AT = {"item_id": "msg_bench", "output_index": 0}
+RESPONSES_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+    + _chunk(
+        _response_event("response.created", response=_RESPONSE)
+        + _response_event("response.in_progress", response=_RESPONSE)
+        + _response_event("response.output_item.added", output_index=0, item={"id": "msg_bench", "type": "message"})
+        + _response_event("response.content_part.added", **_AT, content_index=0, part={"type": "output_text"})
+    )
+)
+RESPONSES_CONTENT = _response_event("response.output_text.delta", **_AT, content_index=0, delta=TOKEN, logprobs=[])
+# What the load generator counts for Responses events: their final events repeat the whole text.
+RESPONSES_TOKEN = b'"delta":"' + TOKEN.encode() + b'"'
+
+
+def responses_tail(tokens: int) -> bytes:
+    usage = {"input_tokens": 4, "output_tokens": tokens, "total_tokens": tokens + 4}
+    done = {**_RESPONSE, "status": "completed", "usage": usage}
+    return (
+        _chunk(
+            _response_event("response.output_text.done", **_AT, content_index=0, text="", logprobs=[])
+            + _response_event("response.output_item.done", output_index=0, item={"id": "msg_bench", "type": "message"})
+            + _response_event("response.completed", response=done)
+        )
+        + b"0\r\n\r\n"
+    )
+
+
 class _UpstreamConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self.buffer = b""
+        self.request_line = b""
+        self.content, self.tail = CONTENT, tail  # chat completions' frames, or the Responses API's
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
 
@@ -71,12 +108,15 @@ class _UpstreamConnection(asyncio.Protocol):
         length = int(re.search(rb"(?i)content-length: *(\d+)", self.buffer[:head_end]).group(1))  # type: ignore[union-attr]
         if len(self.buffer) < head_end + 4 + length:
             return
+        self.request_line = self.buffer[: self.buffer.find(b"\r\n")]
         body, self.buffer = self.buffer[head_end + 4 : head_end + 4 + length], self.buffer[head_end + 4 + length :]
         found = WORKLOAD.search(body)
         tokens, delay = (int(found.group(1)), float(found.group(2))) if found else (10, 0.0)
         first = float(found.group(3)) if found and found.group(3) else 0.0
         assert self.transport is not None
-        self.transport.write(HEAD)
+        responses = b"/responses " in self.request_line
+        self.content, self.tail = (RESPONSES_CONTENT, responses_tail) if responses else (CONTENT, tail)
+        self.transport.write(RESPONSES_HEAD if responses else HEAD)
         start = self.loop.time() + first  # a slow first token (a reasoning model thinking), then the pace
         if delay > 0:
             self.loop.call_at(start, self._paced, 0, tokens, delay, start)
@@ -89,10 +129,10 @@ class _UpstreamConnection(asyncio.Protocol):
         # An absolute schedule: token i is due at start + i * delay, however late the previous one ran.
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(CONTENT_CHUNK)
+        self.transport.write(_chunk(self.content))
         sent += 1
         if sent == tokens:
-            self.transport.write(tail(tokens))
+            self.transport.write(self.tail(tokens))
             return
         self.loop.call_at(start + sent * delay, self._paced, sent, tokens, delay, start)
 
@@ -100,10 +140,10 @@ class _UpstreamConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         batch = min(BATCH, tokens - sent)
-        self.transport.write(_chunk(CONTENT * batch))
+        self.transport.write(_chunk(self.content * batch))
         sent += batch
         if sent == tokens:
-            self.transport.write(tail(tokens))
+            self.transport.write(self.tail(tokens))
         else:
             self.loop.call_soon(self._burst, sent, tokens)
 
@@ -126,9 +166,17 @@ class StreamResult:
 class _ClientConnection(asyncio.Protocol):
     """One streaming request; counts TOKEN in the raw bytes (carrying a byte over read boundaries)."""
 
-    def __init__(self, request: bytes, done_marker: bytes, result: StreamResult, finished: asyncio.Future[None]):
+    def __init__(
+        self,
+        request: bytes,
+        done_marker: bytes,
+        result: StreamResult,
+        finished: asyncio.Future[None],
+        token: bytes = TOKEN.encode(),
+    ):
         self.request = request
         self.done_marker = done_marker
+        self.token = token
         self.result = result
         self.finished = finished
         self.carry = b""
@@ -142,8 +190,8 @@ class _ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
         # Carry fewer bytes than a marker's length, so that nothing is counted twice.
-        window = self.carry[-(len(TOKEN) - 1) :] + data
-        count = window.count(TOKEN.encode())
+        window = self.carry[-(len(self.token) - 1) :] + data
+        count = window.count(self.token)
         if count:
             if self.result.first_at is None:
                 self.result.first_at = now
@@ -153,7 +201,7 @@ class _ClientConnection(asyncio.Protocol):
             self.result.done = True
             assert self.transport is not None
             self.transport.close()
-        self.carry = (self.carry + data)[-(len(self.done_marker) - 1) :]
+        self.carry = (self.carry + data)[-(max(len(self.done_marker), len(self.token)) - 1) :]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.result.done and self.result.error is None:
@@ -169,6 +217,7 @@ class Target:
     path: str
     body: str  # with {message}
     done_marker: bytes
+    token: bytes = TOKEN.encode()  # what counts one token in the bytes a client reads
 
     def request(self, message: str) -> bytes:
         body = self.body.replace("{message}", message).encode()
@@ -192,7 +241,7 @@ async def run_streams(
         await asyncio.sleep(stagger * index / max(1, streams))
         try:
             transport, _ = await loop.create_connection(
-                lambda: _ClientConnection(request, target.done_marker, results[index], finished[index]),
+                lambda: _ClientConnection(request, target.done_marker, results[index], finished[index], target.token),
                 "127.0.0.1",
                 target.port,
             )
@@ -225,7 +274,7 @@ async def run_closed_loop(target: Target, clients: int, total: int, tokens: int)
             results.append(result)
             finished: asyncio.Future[None] = loop.create_future()
             try:
-                protocol = _ClientConnection(request, target.done_marker, result, finished)
+                protocol = _ClientConnection(request, target.done_marker, result, finished, target.token)
                 transport, _ = await loop.create_connection(lambda p=protocol: p, "127.0.0.1", target.port)
             except OSError as exc:
                 result.error = f"connect: {exc}"
@@ -248,6 +297,8 @@ class _RateLimitedConnection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.buffer = b""
+        self.request_line = b""
+        self.content, self.tail = CONTENT, tail  # chat completions' frames, or the Responses API's
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -44,6 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    RESPONSES_TOKEN,
+    TOKEN,
     StreamResult,
     Target,
     run_closed_loop,
@@ -67,17 +69,29 @@ QUICK_SLOW, QUICK_SHORT = (100, 5, 0.05, 0.5, 0.05), (8, 200, 5)  # --quick --sc
 MANY = (10_000, 40, 1.5, 50.0, 0.2)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHAT_BODY = '{"message":"{message}"}'
-# With --faces: W1 through the other protocols too (path, body); both end their streams with `data: [DONE]`.
+# With --faces: W1 through the other protocols too (path, body, the end of a stream, what counts one token).
 FACES = {
     "openai": (
         "/v1/chat/completions",
         '{"model":"default","stream":true,"messages":[{"role":"user","content":"{message}"}]}',
+        b"data: [DONE]",
+        TOKEN.encode(),
     ),
     "useChat": (
         "/api/v1/chat/ui",
         '{"id":"bench","messages":[{"id":"u","role":"user","parts":[{"type":"text","text":"{message}"}]}]}',
+        b"data: [DONE]",
+        TOKEN.encode(),
+    ),
+    "responses": (
+        "/v1/responses",
+        '{"model":"default","stream":true,"input":"{message}"}',
+        b"event: response.completed",
+        RESPONSES_TOKEN,  # its closing events repeat the whole text
     ),
 }
+# With --responses-upstream: chatsse and its faces again over an upstream speaking the Responses API.
+RESPONSES_UPSTREAM = {"AZURE_OPENAI_PROTOCOL": "responses"}
 FACE_WORKLOADS = ("W1",)
 # With --floors (#23): the limit of chatsse's own stack, and of a bare ASGI relay on uvicorn (bench/floor_*.py).
 FLOORS = {"stack-floor": "floor_stack:app", "asgi-floor": "floor_asgi:app"}
@@ -230,8 +244,8 @@ class Gateway:
         return Target(self.name, self.port, "/api/v1/chat/stream", CHAT_BODY, marker)
 
     def face_target(self, face: str) -> Target:
-        path, body = FACES[face]
-        return Target(f"{self.name} {face}", self.port, path, body, b"data: [DONE]")
+        path, body, marker, token = FACES[face]
+        return Target(f"{self.name} {face}", self.port, path, body, marker, token)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -352,6 +366,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "CHATSSE_RESUME_SECONDS": "60",
             "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         }
+    if args.responses_upstream:
+        names.append("responses-upstream")
+        extra_env["responses-upstream"] = RESPONSES_UPSTREAM
     for variant in args.variant or []:
         # chatsse with some environment of its own: `NAME=KEY=VALUE,KEY=VALUE`
         name, _, assignments = variant.partition("=")
@@ -414,7 +431,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         row = await run_workload(target, spec, gateway)
                     runs.append({"rep": rep, "target": name, "workload": workload, "workers": 1, **row})
                     print(f"rep {rep} {name:8} {workload}: {summary_line(row)}", flush=True)
-                faces = FACES if args.faces and name in ("chatsse", "baseline") else {}
+                faces = FACES if args.faces and name in ("chatsse", "baseline", "responses-upstream") else {}
                 for face in faces:
                     assert gateway is not None
                     for workload in (w for w in FACE_WORKLOADS if w in workloads):
@@ -867,7 +884,14 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true", help="also a gateway keeping replies on a Redis Cluster")
     parser.add_argument("--workloads", nargs="*", choices=sorted(FULL), help="only these of W1, W2, W3")
     parser.add_argument("--callers", action="store_true", help="also a caller with every limit, in memory and on Redis")
-    parser.add_argument("--faces", action="store_true", help="also W1 through /v1/chat/completions and useChat")
+    parser.add_argument(
+        "--faces", action="store_true", help="also W1 through /v1/chat/completions, useChat and /v1/responses"
+    )
+    parser.add_argument(
+        "--responses-upstream",
+        action="store_true",
+        help="also chatsse (and with --faces, its faces) over an upstream speaking the Responses API",
+    )
     parser.add_argument("--scale", action="store_true", help="also the at-scale workloads: SLOW and SHORT (#12)")
     parser.add_argument("--scale-targets", nargs="*", help="only these targets for --scale (direct, chatsse, baseline)")
     parser.add_argument("--short-only", action="store_true", help="--scale runs SHORT only, not SLOW")

@@ -16,10 +16,10 @@ from typing import Any
 import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
-from redis.asyncio.retry import Retry
 
 log = logging.getLogger("chatsse")
 

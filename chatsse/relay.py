@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -96,6 +97,8 @@ class ChatRelay:
         headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
         settlement = _Settlement(self, reply, caller, reply_id, chat)
         reply.on_end = settlement
+        if chat.responses_body is not None and chat.responses_body.get("background"):
+            reply.on_stop = partial(self._cancel_background, reply)
         await settlement.remember_response()  # chainable as soon as it streams
         if self.keeper is not None:
             stream = self.keeper.keep(reply, self.owner(), chat_id)
@@ -146,6 +149,15 @@ class ChatRelay:
     def _refused(self, caller: Caller, error: ChatSSEError) -> ChatSSEError:
         self.metrics.refusals.labels(caller.label, error.code).inc()
         return error
+
+    async def _cancel_background(self, reply: UpstreamReply) -> None:
+        """A stopped background response is cancelled where it runs: closing its stream would not end it."""
+        upstream, response_id = self.upstreams.by_name[reply.upstream], reply.translator.response_id
+        client = self.upstreams.client
+        if upstream.protocol != "responses" or response_id is None or client is None:
+            return
+        answer = await client.call(upstream, "POST", f"/{response_id}/cancel", {})
+        await answer.aclose()
 
     async def _finished(self, reply: UpstreamReply) -> None:
         await reply.aclose()

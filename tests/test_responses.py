@@ -348,3 +348,24 @@ def test_stored_ids_are_shared_through_redis(fleet: Fleet, redis_server: RedisSe
         )
         for sim in fleet.sims.values():
             sim.requests.clear()
+
+
+def test_stopping_a_kept_background_response_cancels_it_upstream(
+    make_gateway: GatewayFactory, simulator: Simulator
+) -> None:
+    gateway = make_gateway(api="azure-v1", protocol="responses", resume_seconds=30)
+    body = {"model": "default", "input": "echo:a b c d e[sim: hold_after=2 hold=bg]", "stream": True}
+    body["background"] = True
+    with httpx.stream("POST", gateway.url + "/v1/responses", json=body, timeout=30) as response:
+        stream_id = response.headers["x-chatsse-stream"]
+        lines = response.iter_lines()
+        next(line for line in lines if "output_text.delta" in line)
+        assert httpx.delete(f"{gateway.url}/api/v1/chat/stream/{stream_id}").status_code == 204
+        rest = list(lines)
+    assert wait_until(lambda: any(r.path.endswith("/cancel") for r in simulator.requests), timeout=10)
+    cancel = next(r for r in simulator.requests if r.path.endswith("/cancel"))
+    assert cancel.method == "POST" and cancel.headers["api-key"] == simulator.api_key
+    ended = raw_events("\n".join(rest))[-1]
+    assert ended[0] == "response.incomplete" and ended[1]["response"]["incomplete_details"]["reason"] == "stopped"
+    assert ended[1]["response"]["id"] == cancel.path.split("/")[-2]  # the upstream's own id, as its events had it
+    simulator.release("bg")

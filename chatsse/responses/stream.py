@@ -72,8 +72,11 @@ class ResponseStream:
                 if event.text or event.logprobs:
                     out.append(self._text(event))
             elif isinstance(event, Passthrough):
-                self.passthrough = self.started = True
                 out.append(b"event: " + event.kind.encode() + b"\ndata: " + event.data.encode() + b"\n\n")
+                self.sequence += 1  # an end written here (a stop, a cut) goes on from the upstream's numbers
+                if not self.passthrough:
+                    self.passthrough = self.started = True
+                    self._take_id(event)
                 if self.final is None and (event.kind in TERMINAL or self.body.get("background")):
                     self._keep_final(event)  # the Response: as it ended, or a background one as accepted
                 self.ended = self.ended or event.kind in TERMINAL
@@ -261,13 +264,16 @@ class ResponseStream:
             self.final = response
         return response
 
+    def _take_id(self, event: Passthrough) -> None:
+        """The upstream's response id (its first event is `response.created`), for an end written here."""
+        response = _response_of(event)
+        if response is not None and isinstance(response.get("id"), str):
+            self.id, self.model = response["id"], str(response.get("model") or self.model)
+
     def _keep_final(self, event: Passthrough) -> None:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(data, dict) and isinstance(data.get("response"), dict):
-            self.final = data["response"]
+        response = _response_of(event)
+        if response is not None:
+            self.final = response
 
     async def collect(self, events: AsyncIterator[Batch]) -> tuple[dict[str, Any], int]:
         """The whole Response object (whatever its status; a background one as accepted, queued or in progress),
@@ -281,3 +287,12 @@ class ResponseStream:
         failure = self.failure or Failed("upstream_disconnected", "The reply ended early.")
         error = {"message": failure.message, "type": "server_error", "param": None, **failure.payload()["error"]}
         return {"error": error}, FAILED_STATUS.get(failure.code, 502)
+
+
+def _response_of(event: Passthrough) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    response = data.get("response") if isinstance(data, dict) else None
+    return response if isinstance(response, dict) else None

@@ -34,6 +34,8 @@ class UpstreamReply:
         self._stopped = False
         self._pending: asyncio.Future[bytes] | None = None
         self.on_end: Callable[[], Awaitable[None]] | None = None  # once, when the reply has ended, however it ended
+        # When the caller stops it: what else ends it upstream (a background response goes on after its stream closes)
+        self.on_stop: Callable[[], Awaitable[None]] | None = None
         self.trace: AttemptSpan = NO_ATTEMPT  # the span of the attempt that produced it
         self.began = time.monotonic()  # when its attempt began (the failover sets it to before the request)
         self._first_token_seen = False
@@ -150,6 +152,14 @@ class UpstreamReply:
     async def stop(self) -> None:
         """End this reply now, at the caller's request: the reader sees the upstream close and sends done."""
         self._stopped = True
+        on_stop, self.on_stop = self.on_stop, None
+        if on_stop is not None:
+            try:
+                await on_stop()
+            except Exception as exc:  # the stream ends here all the same
+                log.warning(
+                    "upstream %s: ending the stopped reply there failed (%s)", self.upstream, type(exc).__name__
+                )
         await self.response.aclose()
 
     async def shut_down(self) -> None:
