@@ -8,6 +8,8 @@
     python bench/run.py --baseline 490ad9f --faces --no-peer --no-workers2 --out bench/results/faces
                                    # + W1 through the OpenAI and useChat faces, for chatsse and the baseline
                                    # (--workloads W1 --reps 7: only those, more repetitions)
+    python bench/run.py --faces --responses-upstream --workloads W1 --reps 5 --no-peer --no-workers2 \
+        --out bench/results/responses   # #30: every face, /v1/responses included, over a chat and a Responses upstream
     python bench/run.py --resume --cluster --workloads W1 --reps 5 --no-peer --no-workers2 --out bench/results/cluster
                                    # + resume on: in the process, on one Redis, on a 3-primary Redis Cluster
     python bench/run.py --callers --workloads W1 --scale --scale-targets direct chatsse callers callers-redis \

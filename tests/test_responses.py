@@ -369,3 +369,28 @@ def test_stopping_a_kept_background_response_cancels_it_upstream(
     assert ended[0] == "response.incomplete" and ended[1]["response"]["incomplete_details"]["reason"] == "stopped"
     assert ended[1]["response"]["id"] == cancel.path.split("/")[-2]  # the upstream's own id, as its events had it
     simulator.release("bg")
+
+
+def test_a_callers_tokens_are_charged_from_the_responses_usage(make_gateway: GatewayFactory, protocol: str) -> None:
+    tables = CallerTables(
+        (CallerConfig(name="q", key_sha256=key_sha256(KEY), token_quota=10_000, quota_period="day"),),
+        quotas_in_memory=True,
+    )
+    gateway = make_gateway(callers=tables, api="azure-v1", protocol=protocol)
+    response = sdk(gateway).responses.create(model="default", input="echo:count these four words")
+    assert response.usage is not None and response.usage.total_tokens > 0
+    usage = httpx.get(gateway.url + "/api/v1/usage", headers={"authorization": f"Bearer {KEY}"}).json()
+    assert usage["quota"]["used"] == response.usage.total_tokens
+
+
+def test_a_rate_limited_responses_upstream_fails_over(fleet: Fleet) -> None:
+    fleet.sim("busy", always="status=429 retry_after=30")
+    fleet.sim("free")
+    busy = fleet.upstream("busy", api="azure-v1", protocol="responses")
+    free = fleet.upstream("free", api="azure-v1", protocol="responses", priority=1)
+    gateway = fleet.gateway(busy, free)
+    client = sdk(gateway)
+    first = client.responses.create(model="default", input="echo:overflow")
+    assert first.output_text == "overflow" and fleet.counts() == {"busy": 1, "free": 1}
+    chained = client.responses.create(model="default", input="and again", previous_response_id=first.id)
+    assert "turn 2" in chained.output_text and fleet.counts() == {"busy": 1, "free": 2}  # the maker; busy rests

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatsse.errors import ChatSSEError
+from chatsse.events import Batch, Content, Done, Failed, Reasoning, Refusal, ToolCall
+from chatsse.responses import ResponseStream
 from chatsse.responses.convert import responses_body
 from chatsse.responses.request import parse_responses
 from chatsse.responses.translate import ResponsesTranslator
@@ -120,3 +122,52 @@ def test_any_upstream_events_are_typed_events_or_a_failure(
     pieces.end_of_stream()
     assert got == expected and pieces.usage == whole.usage
     assert (pieces.failure is None) == (whole.failure is None)
+
+
+TYPED = st.one_of(
+    st.builds(Content, st.text(max_size=5)),
+    st.builds(lambda t: Content(t, 0, {"content": [{"token": t, "logprob": -0.1}]}), st.text(min_size=1, max_size=3)),
+    st.builds(Reasoning, st.text(min_size=1, max_size=5)),
+    st.builds(Refusal, st.text(min_size=1, max_size=5)),
+    st.builds(
+        ToolCall, st.integers(0, 2), st.none() | st.just("call_1"), st.none() | st.just("f"), st.text(max_size=4)
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(TYPED, max_size=12), batch=st.integers(1, 4), end=st.sampled_from(["stop", "length", "fail"]))
+def test_a_synthesized_stream_is_consistent(events: list[Any], batch: int, end: str) -> None:
+    """Whatever the typed events, the Responses events are numbered from 0, every delta lands in an item that was
+    added, each text part's deltas add up to its done text, and the final Response holds every item as it ended."""
+    stream = ResponseStream("default", {})
+    last: Any = Failed("upstream_disconnected", "cut") if end == "fail" else Done(end, {"prompt_tokens": 1})
+    batches = [Batch(events[i : i + batch]) for i in range(0, len(events), batch)] + [Batch([last])]
+    wire = b"".join(stream(b) for b in batches).decode()
+    parsed = [json.loads(block.split("\ndata: ", 1)[1]) for block in wire.split("\n\n") if block]
+    assert [p["sequence_number"] for p in parsed] == list(range(len(parsed)))
+    assert parsed[0]["type"] == "response.created" and parsed[-1]["type"] in (
+        "response.completed", "response.incomplete", "response.failed",
+    )  # fmt: skip
+    added: set[str] = set()
+    texts: dict[tuple[str, int], str] = {}
+    for p in parsed:
+        if p["type"] == "response.output_item.added":
+            added.add(p["item"]["id"])
+        elif p["type"] == "response.output_text.delta":
+            assert list(p) == [
+                "type", "sequence_number", "item_id", "output_index", "content_index", "delta", "logprobs",
+            ]  # fmt: skip
+            assert p["item_id"] in added
+            key = (p["item_id"], p["content_index"])
+            texts[key] = texts.get(key, "") + p["delta"]
+        elif p["type"] == "response.output_text.done":
+            assert texts.get((p["item_id"], p["content_index"]), "") == p["text"]
+    final = parsed[-1]["response"]
+    assert [item["id"] for item in final["output"]] == sorted(added, key=[i["id"] for i in final["output"]].index)
+    shown = "".join(e.text for e in events if isinstance(e, Content))
+    written = "".join(
+        part["text"] for item in final["output"] if item["type"] == "message" for part in item["content"]
+        if part["type"] == "output_text"
+    )  # fmt: skip
+    assert written == shown

@@ -1,11 +1,61 @@
-"""The Response object and its usage as the Responses API shows them, for a response synthesized over an upstream
-speaking chat completions (pure, no I/O)."""
+"""What the Responses API writes, for a response synthesized over an upstream speaking chat completions: its events'
+framing, its output items, the Response object, its usage (pure, no I/O)."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
+import orjson
+
 from chatsse.schema import is_number
+from chatsse.sse import encode_json
+
+
+def new_id(prefix: str) -> str:
+    """An id of the API's kind: `resp_`, `msg_`, `fc_` ... and 32 random hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+# A text delta while its part is open, as `frame` writes it, from a template: the sequence number, where it goes
+# (`text_at`), its text as JSON.
+TEXT_DELTA = (
+    b"event: response.output_text.delta\ndata: "
+    b'{"type":"response.output_text.delta","sequence_number":%d,%b"delta":%b,"logprobs":[]}\n\n'
+)
+
+
+class OutputItem:
+    """One output item being streamed: a message, a reasoning summary or a function call."""
+
+    def __init__(self, index: int, item: dict[str, Any]) -> None:
+        self.index = index
+        self.item = item
+        self.parts: list[dict[str, Any]] = []  # a message's content parts, or a reasoning item's summary parts
+        self.texts: list[list[str]] = []  # the text of each part, in pieces
+        self.arguments: list[str] = []  # a function call's
+
+    def now(self) -> dict[str, Any]:
+        """The item as it stands: as it ended, or what it holds so far (`incomplete`) when the reply broke off."""
+        item = self.item
+        if item["type"] == "reasoning" and not item["summary"] and self.texts:
+            return {**item, "summary": [{"type": "summary_text", "text": "".join(self.texts[0])}]}
+        if item.get("status") != "in_progress":
+            return item
+        if item["type"] == "function_call":
+            return {**item, "status": "incomplete", "arguments": "".join(self.arguments)}
+        parts = [
+            {"type": "refusal", "refusal": "".join(text)}
+            if part["type"] == "refusal"
+            else {"type": "output_text", "text": "".join(text), "annotations": [], "logprobs": []}
+            for part, text in zip(self.parts, self.texts, strict=True)
+        ]
+        return {**item, "status": "incomplete", "content": parts}
+
+
+def frame(kind: str, fields: dict[str, Any]) -> bytes:
+    """One Responses event, as the API writes it: an `event:` line and its JSON, whose `type` repeats it."""
+    return b"event: " + kind.encode() + b"\ndata: " + encode_json({"type": kind, **fields}) + b"\n\n"
 
 
 def response_object(
@@ -56,3 +106,13 @@ def usage_of(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
         "output_tokens_details": {"reasoning_tokens": reasoning or 0},
         "total_tokens": total if is_number(total) else prompt + completion,
     }
+
+
+def response_in(data: str) -> dict[str, Any] | None:
+    """The Response an event's JSON carries (`response.created`, `.completed`, ...), if it carries one."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    response = event.get("response") if isinstance(event, dict) else None
+    return response if isinstance(response, dict) else None

@@ -10,15 +10,20 @@ broken connection, a shutdown) is written here, as `response.failed`.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from chatsse.events import Batch, Content, Done, Event, Failed, Passthrough, Reasoning, Refusal, ToolCall
-from chatsse.responses.objects import response_object, usage_of
+from chatsse.responses.objects import (
+    TEXT_DELTA,
+    OutputItem,
+    frame,
+    new_id,
+    response_in,
+    response_object,
+    usage_of,
+)
 from chatsse.sse import encode_json
 
 TERMINAL = ("response.completed", "response.incomplete", "response.failed", "error")
@@ -26,31 +31,11 @@ FAILED_STATUS = {"upstream_timeout": 504, "server_shutdown": 503}
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter", "stopped": "stopped"}
 
 
-def _id(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def frame(kind: str, fields: dict[str, Any]) -> bytes:
-    """One Responses event, as the API writes it: an `event:` line and its JSON, whose `type` repeats it."""
-    return b"event: " + kind.encode() + b"\ndata: " + encode_json({"type": kind, **fields}) + b"\n\n"
-
-
-class _Item:
-    """One output item being streamed: a message, a reasoning summary or a function call."""
-
-    def __init__(self, index: int, item: dict[str, Any]) -> None:
-        self.index = index
-        self.item = item
-        self.parts: list[dict[str, Any]] = []  # a message's content parts, or a reasoning item's summary parts
-        self.texts: list[list[str]] = []  # the text of each part, in pieces
-        self.arguments: list[str] = []  # a function call's
-
-
 class ResponseStream:
     """One response's events: called with each batch (a stream's framing), or `collect()` for the whole object."""
 
     def __init__(self, model: str, body: dict[str, Any]) -> None:
-        self.id = _id("resp_")
+        self.id = new_id("resp_")
         self.created_at = int(time.time())
         self.model = model
         self.body = body
@@ -58,12 +43,14 @@ class ResponseStream:
         self.started = False
         self.passthrough = False  # the upstream speaks Responses: its events go out as they came
         self.ended = False  # a terminal event went out
-        self.items: list[_Item] = []
-        self.message: _Item | None = None
-        self.reasoning: _Item | None = None
-        self.calls: dict[int, _Item] = {}
+        self.items: list[OutputItem] = []
+        self.message: OutputItem | None = None
+        self.reasoning: OutputItem | None = None
+        self.calls: dict[int, OutputItem] = {}
         self.final: dict[str, Any] | None = None  # the response of the terminal event
         self.failure: Failed | None = None
+        self.text_at = b""  # while a text part is open: its item_id, output_index and content_index, as JSON
+        self.open_text: list[str] = []  # and its text so far
 
     def __call__(self, batch: Batch) -> bytes:
         out: list[bytes] = []
@@ -115,18 +102,24 @@ class ResponseStream:
             return self._call(event)
         return b""  # a Finish: one choice only, and Done carries the same reason
 
-    def _open(self, item: dict[str, Any]) -> tuple[_Item, bytes]:
-        opened = _Item(len(self.items), item)
+    def _open(self, item: dict[str, Any]) -> tuple[OutputItem, bytes]:
+        opened = OutputItem(len(self.items), item)
         self.items.append(opened)
         added = self._emit("response.output_item.added", {"output_index": opened.index, "item": dict(item)})
         return opened, added
 
-    def _message_part(self, kind: str) -> tuple[_Item, int, bytes]:
+    def _message_part(self, kind: str) -> tuple[OutputItem, int, bytes]:
         """The open message and the index of its open part of `kind` (output_text or refusal), opened as needed."""
         out = b""
         if self.message is None:
             out += self._close_reasoning()
-            item = {"id": _id("msg_"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+            item = {
+                "id": new_id("msg_"),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
             self.message, added = self._open(item)
             out += added
         message = self.message
@@ -140,13 +133,19 @@ class ResponseStream:
             out += self._emit("response.content_part.added", fields)
         return message, len(message.parts) - 1, out
 
-    def _at(self, item: _Item) -> dict[str, Any]:
+    def _at(self, item: OutputItem) -> dict[str, Any]:
         return {"item_id": item.item["id"], "output_index": item.index}
 
     def _text(self, event: Content) -> bytes:
+        if self.text_at and event.logprobs is None:  # a text part is open: almost every event, written at once
+            self.open_text.append(event.text)
+            self.sequence += 1
+            return TEXT_DELTA % (self.sequence - 1, self.text_at, encode_json(event.text))
         out = self._start()
         message, part, opened = self._message_part("output_text")
         message.texts[part].append(event.text)
+        self.open_text = message.texts[part]
+        self.text_at = encode_json(self._at(message) | {"content_index": part})[1:-1] + b","
         logprobs = (event.logprobs or {}).get("content") or []
         fields = self._at(message) | {"content_index": part, "delta": event.text, "logprobs": logprobs}
         return out + opened + self._emit("response.output_text.delta", fields)
@@ -161,7 +160,7 @@ class ResponseStream:
     def _reasoning(self, event: Reasoning) -> bytes:
         out = self._start()
         if self.reasoning is None:
-            self.reasoning, added = self._open({"id": _id("rs_"), "type": "reasoning", "summary": []})
+            self.reasoning, added = self._open({"id": new_id("rs_"), "type": "reasoning", "summary": []})
             self.reasoning.parts.append({"type": "summary_text", "text": ""})
             self.reasoning.texts.append([])
             fields = self._at(self.reasoning) | {"summary_index": 0, "part": {"type": "summary_text", "text": ""}}
@@ -176,10 +175,10 @@ class ResponseStream:
         if call is None:
             out += self._close_reasoning() + self._close_message()
             item = {
-                "id": _id("fc_"),
+                "id": new_id("fc_"),
                 "type": "function_call",
                 "status": "in_progress",
-                "call_id": event.id or _id("call_"),
+                "call_id": event.id or new_id("call_"),
                 "name": event.name or "",
                 "arguments": "",
             }
@@ -193,7 +192,8 @@ class ResponseStream:
         call.arguments.append(event.arguments)
         return out + self._emit("response.function_call_arguments.delta", self._at(call) | {"delta": event.arguments})
 
-    def _close_part(self, message: _Item) -> bytes:
+    def _close_part(self, message: OutputItem) -> bytes:
+        self.text_at = b""
         if not message.parts:
             return b""
         index, part = len(message.parts) - 1, message.parts[-1]
@@ -258,7 +258,7 @@ class ResponseStream:
 
     def response(self, status: str, **fields: Any) -> dict[str, Any]:
         """The Response object as it stands."""
-        output = [item.item for item in self.items] if status != "in_progress" else []
+        output = [item.now() for item in self.items] if status != "in_progress" else []
         response = response_object(self.id, self.created_at, self.model, self.body, status, output) | fields
         if status != "in_progress":
             self.final = response
@@ -266,12 +266,12 @@ class ResponseStream:
 
     def _take_id(self, event: Passthrough) -> None:
         """The upstream's response id (its first event is `response.created`), for an end written here."""
-        response = _response_of(event)
+        response = response_in(event.data)
         if response is not None and isinstance(response.get("id"), str):
             self.id, self.model = response["id"], str(response.get("model") or self.model)
 
     def _keep_final(self, event: Passthrough) -> None:
-        response = _response_of(event)
+        response = response_in(event.data)
         if response is not None:
             self.final = response
 
@@ -287,12 +287,3 @@ class ResponseStream:
         failure = self.failure or Failed("upstream_disconnected", "The reply ended early.")
         error = {"message": failure.message, "type": "server_error", "param": None, **failure.payload()["error"]}
         return {"error": error}, FAILED_STATUS.get(failure.code, 502)
-
-
-def _response_of(event: Passthrough) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(event.data)
-    except orjson.JSONDecodeError:
-        return None
-    response = data.get("response") if isinstance(data, dict) else None
-    return response if isinstance(response, dict) else None
