@@ -76,3 +76,22 @@ def test_rounds_against_one_process_report_drift_figures_and_the_floors_run(tmp_
     # After the last round, a full collection: what the process keeps is less than what it tracked.
     assert 0 < rounds[-1]["kept_objects"] <= rounds[-1]["gc_tracked"] + 1000
     assert "## Rounds (#23)" in (tmp_path / "quick.md").read_text()
+
+
+def test_every_face_over_both_upstreams_accounts_for_every_token(tmp_path: Path) -> None:
+    """--faces with --responses-upstream (#30): the Responses face counts its deltas, not its closing events' text."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--faces", "--responses-upstream", "--workloads", "W1"]
+        + ["--reps", "1", "--no-peer", "--no-workers2", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = json.loads((tmp_path / "quick.json").read_text())["runs"]
+    faces = ("", " openai", " useChat", " responses")
+    expected = {f"{gateway}{face}" for gateway in ("chatsse", "responses-upstream") for face in faces} | {"direct"}
+    assert {run["target"] for run in runs} == expected
+    for run in runs:
+        assert run["incomplete"] == 0 and run["errors"] == [], run["target"]
+        assert run["chunks"] == run["expected_chunks"] > 0, run["target"]

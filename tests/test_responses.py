@@ -394,3 +394,13 @@ def test_a_rate_limited_responses_upstream_fails_over(fleet: Fleet) -> None:
     assert first.output_text == "overflow" and fleet.counts() == {"busy": 1, "free": 1}
     chained = client.responses.create(model="default", input="and again", previous_response_id=first.id)
     assert "turn 2" in chained.output_text and fleet.counts() == {"busy": 1, "free": 2}  # the maker; busy rests
+
+
+def test_the_operators_system_prompt_comes_first(
+    make_gateway: GatewayFactory, simulator: Simulator, protocol: str
+) -> None:
+    gateway = make_gateway(system_prompt="Be kind.", api="azure-v1", protocol=protocol)
+    assert sdk(gateway).responses.create(model="default", input="echo:ok").output_text == "ok"
+    sent = simulator.requests[-1].json
+    first = sent["input"][0] if protocol == "responses" else sent["messages"][0]
+    assert first == {"role": "system", "content": "Be kind."}

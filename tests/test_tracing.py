@@ -418,3 +418,23 @@ def test_azure_monitor_is_chosen_by_its_connection_string() -> None:
         Settings.from_env({**base, "APPLICATIONINSIGHTS_CONNECTION_STRING": "nonsense-key"}, env_file=None)
     assert "APPLICATIONINSIGHTS_CONNECTION_STRING is not valid" in str(caught.value)
     assert "nonsense-key" not in str(caught.value)
+
+
+async def test_a_responses_api_reply_over_a_responses_upstream_is_traced(
+    receiver: Receiver, make_gateway: GatewayFactory, simulator: Simulator
+) -> None:
+    gateway = make_gateway(tracing=tracing_to(receiver), api="azure-v1", protocol="responses")
+    body = {"model": "default", "input": "echo:traced reply"}
+    async with httpx.AsyncClient() as client:
+        response = await client.post(gateway.url + "/v1/responses", json=body, headers={"traceparent": TRACEPARENT})
+    made = response.json()
+    assert response.status_code == 200 and made["status"] == "completed"
+    spans = receiver.wait_for(2, trace_id=CALLER_TRACE)
+    server, attempt = one(spans, kind="SERVER"), one(spans, kind="CLIENT")
+    assert server.attributes["http.route"] == "/v1/responses" and attempt.parent_span_id == server.span_id
+    attributes = attempt.attributes
+    assert attributes["gen_ai.response.id"] == made["id"] and attributes["gen_ai.response.model"] == made["model"]
+    assert attributes["gen_ai.usage.input_tokens"] == made["usage"]["input_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"] == made["usage"]["output_tokens"]
+    assert attributes["gen_ai.response.finish_reasons"] == ["stop"] and attempt.events == ["gen_ai.first_token"]
+    assert simulator.requests[-1].headers["traceparent"].startswith(f"00-{CALLER_TRACE}-{attempt.span_id}-")

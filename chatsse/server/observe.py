@@ -30,6 +30,7 @@ ROUTES = (
     "/api/v1/usage",
     "/v1/chat/completions",
     "/v1/models",
+    "/v1/responses",
     "/health",
     "/metrics",
     "/",
@@ -173,6 +174,9 @@ def route_of(path: str) -> str:
     for start, template in TEMPLATES:
         if path.startswith(start):
             return template
+    if path.startswith("/v1/responses/"):  # a stored response's calls
+        action = path.rpartition("/")[2]
+        return "/v1/responses/{response_id}" + (f"/{action}" if action in ("cancel", "input_items") else "")
     return "other"
 
 
