@@ -77,10 +77,14 @@ def create_app(settings: Settings) -> Starlette:
                 log.warning("CHATSSE_REDIS_URL does not answer (%s): taking it for a single Redis", type(exc).__name__)
                 cluster = False
         client = connect(settings.redis_url, cluster, settings.redis_ca_file)
-        remote = RedisStore(client, settings.upstream_timeout, metrics.redis_failures.inc, cluster)
+        remote = RedisStore(
+            client, settings.upstream_timeout, metrics.redis_failures.inc, cluster, metrics.background_failed
+        )
         if settings.rate_limit:
             limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
-        ledger = RedisLedger(client, metrics.redis_failures.inc, cluster)
+        ledger = RedisLedger(
+            client, metrics.redis_failures.inc, cluster, metrics.background_failed, metrics.admissions_unchecked.inc
+        )
         stored = RedisStoredResponses(client)
     keeper = None
     if settings.resume_seconds:
@@ -89,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
     native, ui, openai, responses = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay), ResponsesFace(relay)
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
-    memory = MemoryReturn(streams, metrics.memory_returns.inc)
+    memory = MemoryReturn(streams, metrics.memory_returns.inc, background_failed=metrics.background_failed)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,7 +21,7 @@ LAYERS = [
     ["record", "sse", "errors", "events", "schema", "completion_request", "chunks", "responses"],  # pure: no I/O
     ["upstreams.config", "callers.config", "tracing.config", "settings"],  # configuration
     # backends: upstreams, callers' counts, Redis, traces, which upstream made a stored response
-    ["upstreams", "callers", "ratelimit", "redis", "tracing", "responses.stored"],
+    ["upstreams", "callers", "ratelimit", "redis", "tracing", "responses.stored", "background"],
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle
     ["resume"],  # kept replies
     ["relay"],  # where every face starts a reply

@@ -11,7 +11,9 @@ lost, requests are let through, as the rate limit does, and the failures counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,9 @@ from chatsse.callers.identity import Caller
 from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
 from chatsse.callers.periods import period_bounds
 from chatsse.redis import FAILURES, Client, Reachability, run_script
+
+log = logging.getLogger("chatsse")
+ADMISSION_WAIT_SECONDS = 1.0  # the longest a request waits for its caller's limits (or its charge) on Redis
 
 # KEYS: rpm, tpm, quota, open. ARGV: mode (admit | peek | charge), the limits ("rpm tpm quota max_streams lease",
 # 0 where not set), the quota period's end (unix s), reply id (charge: the ids of the replies charged,
@@ -92,9 +97,23 @@ class _Admission:
     reply_id: str
     standing: asyncio.Future[Standing]
 
+    @property
+    def config(self) -> CallerConfig:
+        assert self.caller.config is not None, "only a caller with limits is admitted on Redis"
+        return self.caller.config
+
 
 class RedisLedger:
-    def __init__(self, client: Client, on_failure: Callable[[], None], cluster: bool = False) -> None:
+    def __init__(
+        self,
+        client: Client,
+        on_failure: Callable[[], None],
+        cluster: bool = False,
+        background_failed: Callable[[str], None] = lambda name: None,
+        unchecked: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.background_failed = background_failed  # the sender raised (counted; what waited on it goes on)
+        self.unchecked = unchecked  # an admission that waited its longest and was let through
         self.client = client
         self.cluster = cluster
         self.script = client.register_script(_SCRIPT)
@@ -113,7 +132,15 @@ class RedisLedger:
         admission = _Admission(caller, reply_id, asyncio.get_running_loop().create_future())
         self._admissions.append(admission)
         self._send_soon()
-        return await admission.standing
+        try:
+            # shield: a slow answer still settles the admission (and its open-reply slot) when it comes
+            return await asyncio.wait_for(asyncio.shield(admission.standing), ADMISSION_WAIT_SECONDS)
+        except TimeoutError:
+            self.unchecked()
+            log.warning(
+                "caller limits: no answer from Redis within %.0f s; letting the request through", ADMISSION_WAIT_SECONDS
+            )
+            return Standing(admitted=True)
 
     async def charge(self, caller: Caller, reply_id: str, tokens: int) -> None:
         if caller.config is None:
@@ -124,7 +151,10 @@ class RedisLedger:
         charged = asyncio.get_running_loop().create_future()
         charges.waiting.append(charged)
         self._send_soon()
-        await charged
+        # A reply's end waits for its charge (so the next request sees it), but no longer than an admission would:
+        # past that it is made when Redis answers.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(charged), ADMISSION_WAIT_SECONDS)
 
     async def standing(self, caller: Caller) -> Standing:
         config = caller.config
@@ -142,11 +172,34 @@ class RedisLedger:
 
     async def _send(self) -> None:
         """Everything asked while the last call was under way, in one round trip: the charges first (they happened
-        first), one script call per caller, then each admission."""
+        first), one script call per caller, then each admission. Whatever happens, everyone waiting is answered:
+        with Redis lost, or when something nobody expected is raised (logged and counted), admissions are let
+        through and charges dropped."""
         while self._charges or self._admissions:
             charges, self._charges = self._charges, {}
             admissions, self._admissions = self._admissions, []
-            pipe = self.client.pipeline(transaction=False)
+            results: list[Any] = [None] * (len(charges) + len(admissions))
+            try:
+                results = await self._round(charges, admissions)
+                standings = [
+                    Standing(admitted=True) if result is None else _standing(admission.config, result)
+                    for admission, result in zip(admissions, results[len(charges) :], strict=True)
+                ]
+            except Exception:
+                log.exception("background task caller-limits failed; letting its requests through")
+                self.background_failed("caller-limits")
+                standings = [Standing(admitted=True)] * len(admissions)
+            for charge in charges.values():
+                for charged in charge.waiting:
+                    if not charged.done():
+                        charged.set_result(None)
+            for admission, standing in zip(admissions, standings, strict=True):
+                if not admission.standing.done():
+                    admission.standing.set_result(standing)
+
+    async def _round(self, charges: dict[str, _Charges], admissions: list[_Admission]) -> list[Any]:
+        """One pipeline of the script's calls; a None result for each when Redis failed them."""
+        async with self.client.pipeline(transaction=False) as pipe:  # reset however it ends
             for charge in charges.values():
                 call = _call("charge", charge.caller, ",".join(charge.replies), charge.tokens)
                 await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)
@@ -154,22 +207,12 @@ class RedisLedger:
                 call = _call("admit", admission.caller, admission.reply_id, 0)
                 await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)
             try:
-                results = await pipe.execute()
+                results: list[Any] = await pipe.execute()
             except FAILURES as exc:
                 self.reachability.failed(exc, len(charges) + len(admissions))
-                results = [None] * (len(charges) + len(admissions))
-            else:
-                self.reachability.answered()
-            for charge in charges.values():
-                for charged in charge.waiting:
-                    if not charged.done():
-                        charged.set_result(None)
-            for admission, result in zip(admissions, results[len(charges) :], strict=True):
-                if not admission.standing.done():
-                    config = admission.caller.config
-                    assert config is not None
-                    standing = Standing(admitted=True) if result is None else _standing(config, result)
-                    admission.standing.set_result(standing)
+                return [None] * (len(charges) + len(admissions))
+            self.reachability.answered()
+            return results
 
 
 def _call(mode: str, caller: Caller, reply_id: str, tokens: int) -> dict[str, Any]:

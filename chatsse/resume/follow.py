@@ -130,11 +130,11 @@ class Follower:
         An older one expired: 404, at once."""
         reader, misses = keys.reader_of(stream_id), 0
         while True:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.exists(keys.lease(stream_id, reader))
-            pipe.exists(keys.was(stream_id, reader))
-            pipe.exists(keys.meta(stream_id))
-            alive, was, written = await pipe.execute()
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.exists(keys.lease(stream_id, reader))
+                pipe.exists(keys.was(stream_id, reader))
+                pipe.exists(keys.meta(stream_id))
+                alive, was, written = await pipe.execute()
             if written or not was:
                 return False
             if keys.age_of(stream_id, time.time()) > FRESH_SECONDS:  # long since started: it expired (404)
@@ -150,10 +150,10 @@ class Follower:
     async def _reader_alive(self, stream_id: str) -> tuple[bool, bool]:
         """Whether the stream is still kept, and whether someone can still finish it: its reader holds its lease.
         A reply marked ended whose last event a follower never got (its reader was stopped mid-write) has no one."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(keys.events(stream_id), keys.meta(stream_id))
-        pipe.hmget(keys.meta(stream_id), "ended", "reader")
-        kept, (ended, reader) = await pipe.execute()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.events(stream_id), keys.meta(stream_id))
+            pipe.hmget(keys.meta(stream_id), "ended", "reader")
+            kept, (ended, reader) = await pipe.execute()
         if not kept:
             return False, False
         if ended == b"1":

@@ -23,8 +23,10 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
+from chatsse.background import Supervised
 from chatsse.errors import ResumeUnavailable
 from chatsse.events import Batch
 from chatsse.redis import FAILURES, Client, Reachability, run_script
@@ -71,8 +73,14 @@ class RedisStore:
     """Writes this process's kept replies to Redis, and follows any process's kept replies from it."""
 
     def __init__(
-        self, client: Client, idle_limit: float, on_failure: Callable[[], None], cluster: bool = False
+        self,
+        client: Client,
+        idle_limit: float,
+        on_failure: Callable[[], None],
+        cluster: bool = False,
+        background_failed: Callable[[str], None] = lambda name: None,
     ) -> None:
+        self.background_failed = background_failed  # a loop of ours raised (counted; it is started again)
         self._append_script = client.register_script(_APPEND)
         self.client = client
         self.cluster = cluster
@@ -100,10 +108,11 @@ class RedisStore:
 
     def start(self, on_stop: Callable[[str], Awaitable[object]] | None = None) -> None:
         """Start writing and renewing the lease; with `on_stop`, also hear the stops other workers are asked for."""
-        self._writer = asyncio.create_task(self._write_forever(), name="chatsse-redis-writer")
-        self._tasks.append(asyncio.create_task(self._renew_forever(), name="chatsse-redis-lease"))
+        failed = self.background_failed
+        self._writer = Supervised("redis-writer", self._write_forever, failed).start()
+        self._tasks.append(Supervised("redis-lease", self._renew_forever, failed).start())
         if on_stop is not None:
-            self._tasks.append(asyncio.create_task(self._hear_stops(on_stop), name="chatsse-redis-stops"))
+            self._tasks.append(Supervised("redis-stops", partial(self._hear_stops, on_stop), failed).start())
 
     async def close(self) -> None:
         """Write out what is queued (the last events of the replies the drain ended), give the lease up, close."""
@@ -162,10 +171,10 @@ class RedisStore:
     async def _renew_forever(self) -> None:
         while not self._closing:
             with contextlib.suppress(*FAILURES):  # the writer counts Redis's absence; followers judge the lease
-                pipe = self.client.pipeline(transaction=False)
-                pipe.set(self.lease, 1, px=LEASE_MS)
-                pipe.set(self.was, 1, ex=WAS_SECONDS)
-                await pipe.execute()
+                async with self.client.pipeline(transaction=False) as pipe:  # reset however it ends
+                    pipe.set(self.lease, 1, px=LEASE_MS)
+                    pipe.set(self.was, 1, ex=WAS_SECONDS)
+                    await pipe.execute()
             await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     # Writing (never awaited on the live path) --------------------------------------------------------------
@@ -202,34 +211,34 @@ class RedisStore:
 
     async def _write(self, items: list[tuple[str, tuple[Any, ...]]]) -> bool:
         """Send `items` in one round trip; False if Redis failed them (they may be sent again as they are)."""
-        pipe = self.client.pipeline(transaction=False)
-        appended: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
-        for kind, args in items:
-            if kind == "append":
-                stream_id, events, first_seq = args
-                earlier = appended.get(stream_id)
-                appended[stream_id] = ((earlier[0] if earlier else []) + events, first_seq)
-            elif kind == "started":
-                self._queue_started(pipe, *args)
-            elif kind == "chat":
-                chat_id, stream_id, seconds = args
-                pipe.set(keys.chat(chat_id), stream_id, ex=LIVE_TTL_SECONDS + int(seconds) + 1)
-            elif kind == "ended":
-                self._queue_ended(pipe, *args)
-        by_slot: dict[str, dict[str, tuple[list[tuple[int, bytes]], int]]] = {}
-        for stream_id, appends in appended.items():
-            by_slot.setdefault(keys.tag(stream_id) if self.cluster else "", {})[stream_id] = appends
-        for streams in by_slot.values():
-            await self._queue_appends(pipe, streams)
-        if not pipe:  # a flush with nothing left to write
+        async with self.client.pipeline(transaction=False) as pipe:  # reset however it ends
+            appended: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
+            for kind, args in items:
+                if kind == "append":
+                    stream_id, events, first_seq = args
+                    earlier = appended.get(stream_id)
+                    appended[stream_id] = ((earlier[0] if earlier else []) + events, first_seq)
+                elif kind == "started":
+                    self._queue_started(pipe, *args)
+                elif kind == "chat":
+                    chat_id, stream_id, seconds = args
+                    pipe.set(keys.chat(chat_id), stream_id, ex=LIVE_TTL_SECONDS + int(seconds) + 1)
+                elif kind == "ended":
+                    self._queue_ended(pipe, *args)
+            by_slot: dict[str, dict[str, tuple[list[tuple[int, bytes]], int]]] = {}
+            for stream_id, appends in appended.items():
+                by_slot.setdefault(keys.tag(stream_id) if self.cluster else "", {})[stream_id] = appends
+            for streams in by_slot.values():
+                await self._queue_appends(pipe, streams)
+            if not pipe:  # a flush with nothing left to write
+                return True
+            try:
+                await pipe.execute()
+            except FAILURES as exc:
+                self.reachability.failed(exc, len(items))
+                return False
+            self.reachability.answered()
             return True
-        try:
-            await pipe.execute()
-        except FAILURES as exc:
-            self.reachability.failed(exc, len(items))
-            return False
-        self.reachability.answered()
-        return True
 
     def _queue_started(self, pipe: Any, stream_id: str, owner: str, seconds: float, origin: str) -> None:
         meta = keys.meta(stream_id)

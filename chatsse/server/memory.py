@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chatsse.background import Supervised
 from chatsse.server.lifecycle import StreamRegistry
 
 log = logging.getLogger("chatsse")
@@ -52,14 +53,21 @@ def rss_mb() -> float:
 class MemoryReturn:
     """Watches the open streams' peak; once it is over, collects and trims the heap once, and starts a new peak."""
 
-    def __init__(self, streams: StreamRegistry, returned: Callable[[], None], every: float = CHECK_SECONDS) -> None:
+    def __init__(
+        self,
+        streams: StreamRegistry,
+        returned: Callable[[], None],
+        every: float = CHECK_SECONDS,
+        background_failed: Callable[[str], None] = lambda name: None,
+    ) -> None:
         self.streams, self.returned, self.every = streams, returned, every
+        self.background_failed = background_failed
         self.trim = _malloc_trim()
         self.over_since: float | None = None  # when the peak was first seen over
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._watch())
+        self.task = Supervised("memory-return", self._watch, self.background_failed).start()
 
     async def stop(self) -> None:
         if self.task is not None:

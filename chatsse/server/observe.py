@@ -74,6 +74,17 @@ class Metrics:
         self.upstream_errors = Counter("chatsse_upstream_errors", "Upstream failures by code.", ["code"], registry=r)
         self.retries = Counter("chatsse_upstream_retries", "Upstream requests retried.", registry=r)
         self.disconnects = Counter("chatsse_client_disconnects", "Clients that left mid-stream.", registry=r)
+        self.background_failures = Counter(
+            "chatsse_background_failures",
+            "Background tasks that raised and were started again, by task.",
+            ["task"],
+            registry=r,
+        )
+        self.admissions_unchecked = Counter(
+            "chatsse_admissions_unchecked",
+            "Requests let through because their caller's limits could not be read within a second.",
+            registry=r,
+        )
         self.memory_returns = Counter(
             "chatsse_memory_returns", "Heap collections and trims after a peak of streams.", registry=r
         )
@@ -107,6 +118,9 @@ class Metrics:
             ["caller", "reason"],
             registry=r,
         )
+
+    def background_failed(self, task: str) -> None:
+        self.background_failures.labels(task).inc()
 
     def watch(self, streams: Counted, keeper: Any) -> None:
         """Gauges read from the parts that keep the counts: at each scrape, or (several workers) on each change."""

@@ -1,0 +1,51 @@
+"""Background work under supervision: a loop that raises what nobody expected is logged once with its traceback,
+counted, and started again after a backoff, never left dead in silence (a stopped writer would let its queue grow
+and tell followers their replies were lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("chatsse")
+
+FIRST_BACKOFF_SECONDS = 0.1
+MOST_BACKOFF_SECONDS = 10.0
+FAILING_AFTER = 3  # failures in a row before the work counts as failing (readiness shows it)
+
+
+class Supervised:
+    """Runs `work` in a task until it returns or is cancelled; an unexpected exception restarts it, with a backoff
+    that doubles while it keeps failing. `failed(name)` counts each failure (`chatsse_background_failures_total`)."""
+
+    def __init__(self, name: str, work: Callable[[], Awaitable[None]], failed: Callable[[str], None]) -> None:
+        self.name = name
+        self.work = work
+        self.failed = failed
+        self.failures_in_a_row = 0
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.failures_in_a_row >= FAILING_AFTER
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"chatsse-{self.name}")
+        return self.task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.work()
+                return
+            except Exception:
+                self.failures_in_a_row += 1
+                log.exception("background task %s failed; starting it again", self.name)
+                self.failed(self.name)
+            backoff = min(MOST_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (self.failures_in_a_row - 1))
+            await asyncio.sleep(backoff)
+
+    def succeeded(self) -> None:
+        """The work did a round of its job: a later failure starts the backoff over."""
+        self.failures_in_a_row = 0

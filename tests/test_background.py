@@ -1,0 +1,71 @@
+"""Background work that fails loudly and stays bounded (#31): a loop that raises is logged with its traceback,
+counted and started again; no request waits on the caller ledger for more than a second."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from chatsse.callers import CallerConfig, CallerTables
+from chatsse.callers.config import key_sha256
+from chatsse.resume.keys import STOP_CHANNEL
+from chatsse.simulator import Simulator
+from tests.conftest import GatewayFactory
+from tests.helpers import STREAM, metric
+from tests.redis_server import RedisServer
+from tests.servers import wait_until
+
+KEY = "background-caller-key-5e1"
+WORDS = " ".join(f"w{i}" for i in range(12))
+
+
+def test_a_stop_listener_that_raises_is_started_again_and_counted(
+    make_gateway: GatewayFactory, redis_server: RedisServer, simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="chatsse")
+    reader = make_gateway(redis_url=redis_server.url, resume_seconds=30)
+    other = make_gateway(redis_url=redis_server.url, resume_seconds=30)
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert wait_until(lambda: client.publish(STOP_CHANNEL, b"\xff\xfe not text") == 2, timeout=10)
+    failures = 'chatsse_background_failures_total{task="redis-stops"} '
+    for gateway in (reader, other):
+        assert wait_until(lambda g=gateway: failures + "1.0" in httpx.get(g.url + "/metrics").text, timeout=10)
+    assert any("redis-stops failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    # Started again: a stop asked of one process still reaches the one reading the reply.
+    with httpx.Client(timeout=30) as client:
+        message = {"message": f"echo:{WORDS}[sim: hold_after=2 hold=supervised]"}
+        with client.stream("POST", reader.url + STREAM, json=message) as response:
+            stream_id = response.headers["x-chatsse-stream"]
+            reads = response.iter_bytes()
+            next(reads)
+            assert wait_until(lambda: client.delete(f"{other.url}{STREAM}/{stream_id}").status_code == 204, 10)
+            rest = b"".join(reads).decode()
+    assert rest.rstrip().endswith('data: {"done":true,"finish_reason":"stopped"}')
+    simulator.release("supervised")
+
+
+def test_an_admission_waits_at_most_a_second_then_lets_the_request_through(
+    make_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    tables = CallerTables((CallerConfig(name="limited", key_sha256=key_sha256(KEY), requests_per_minute=100),))
+    gateway = make_gateway(redis_url=redis_server.url, callers=tables)
+    auth = {"authorization": f"Bearer {KEY}"}
+    assert httpx.post(gateway.url + STREAM, json={"message": "echo:first"}, headers=auth).status_code == 200
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)  # Redis hangs: it neither answers nor closes
+    try:
+        began = time.monotonic()
+        response = httpx.post(gateway.url + STREAM, json={"message": "echo:anyway"}, headers=auth, timeout=30)
+        waited = time.monotonic() - began
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    assert response.status_code == 200 and '"content":"anyway"' in response.text
+    assert waited < 4  # the Redis client's own timeout is 4 s: the admission gave up before it, after 1 s
+    scrape: Any = httpx.get(gateway.url + "/metrics", headers=auth).text
+    assert metric(scrape, "chatsse_admissions_unchecked_total") == 1
