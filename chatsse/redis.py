@@ -74,7 +74,7 @@ async def run_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: 
 
 class Reachability:
     """Whether Redis answered the last call of one user of it: a warning when it is lost and one when it is back
-    (not one per failed call), and every failed operation counted through `on_failure` (the metrics)."""
+    (not one per failed call), and every failed call counted through `on_failure` (the metrics)."""
 
     def __init__(self, lost: str, back: str, on_failure: Callable[[], None]) -> None:
         self.lost = lost  # formatted with the exception's type name
@@ -82,9 +82,9 @@ class Reachability:
         self.on_failure = on_failure
         self.healthy = True
 
-    def failed(self, exc: BaseException, operations: int = 1) -> None:
-        for _ in range(operations):
-            self.on_failure()
+    def failed(self, exc: BaseException) -> None:
+        """One failed call (a pipeline of any size is one): counted once, however many items it carried."""
+        self.on_failure()
         if self.healthy:
             log.warning(self.lost, type(exc).__name__)
         self.healthy = False

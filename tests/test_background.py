@@ -69,3 +69,21 @@ def test_an_admission_waits_at_most_a_second_then_lets_the_request_through(
     assert waited < 4  # the Redis client's own timeout is 4 s: the admission gave up before it, after 1 s
     scrape: Any = httpx.get(gateway.url + "/metrics", headers=auth).text
     assert metric(scrape, "chatsse_admissions_unchecked_total") == 1
+
+
+def test_a_failed_redis_call_is_counted_once_however_many_events_it_carried(
+    make_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    gateway = make_gateway(redis_url=redis_server.url, resume_seconds=30)
+    redis_server.kill()  # lost while running: every write of the reply's 100 events fails, and is tried again
+    message = {"message": "echo:x[sim: tokens=100 delay=0.01]"}
+    response = httpx.post(gateway.url + STREAM, json=message, timeout=30)
+    assert response.status_code == 200 and response.text.count('"content"') == 100
+
+    def failures() -> float:
+        return metric(httpx.get(gateway.url + "/metrics").text, "chatsse_redis_failures_total")
+
+    # From the second retry on, each carries every event still unsent (about 100 appends): counted one by one, four
+    # failed round trips were hundreds; counted once per round trip, they are four.
+    assert wait_until(lambda: failures() >= 4, timeout=20)
+    assert failures() < 20

@@ -209,7 +209,7 @@ class RedisLedger:
             try:
                 results: list[Any] = await pipe.execute()
             except FAILURES as exc:
-                self.reachability.failed(exc, len(charges) + len(admissions))
+                self.reachability.failed(exc)
                 return [None] * (len(charges) + len(admissions))
             self.reachability.answered()
             return results

@@ -235,7 +235,7 @@ class RedisStore:
             try:
                 await pipe.execute()
             except FAILURES as exc:
-                self.reachability.failed(exc, len(items))
+                self.reachability.failed(exc)
                 return False
             self.reachability.answered()
             return True

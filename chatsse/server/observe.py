@@ -60,7 +60,7 @@ class Metrics:
         self.resumes = Counter("chatsse_resumes", "Streams resumed.", registry=r)
         self.resume_gaps = Counter("chatsse_resume_gaps", "Resumes refused: events already dropped.", registry=r)
         self.redis_failures = Counter(
-            "chatsse_redis_failures", "Redis operations that failed (writes dropped, checks failed open).", registry=r
+            "chatsse_redis_failures", "Redis calls that failed (writes held back, checks failed open).", registry=r
         )
         self.ttft = Histogram(
             "chatsse_time_to_first_token_seconds",

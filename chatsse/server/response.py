@@ -76,7 +76,7 @@ class RelayResponse(EventSourceResponse):
 
     async def _watch(self, receive: Receive, send: Send, cancel: anyio.CancelScope) -> None:
         """Cancel the relay when the client goes; between its messages, a ping every interval."""
-        interval = self._ping_interval or None
+        interval = self.ping_interval or None
         while True:
             message: Message | None = None
             with anyio.move_on_after(interval):
