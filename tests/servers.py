@@ -93,9 +93,10 @@ def healthy(url: str) -> bool:
 
 def clean_env(**values: str) -> dict[str, str]:
     """This process's environment without any chatsse or Azure OpenAI setting, plus `values`: what a `chatsse`
-    subprocess should see, so that nothing set on the machine running the tests leaks into it."""
+    subprocess should see, so that nothing set on the machine running the tests leaks into it. Warnings are errors
+    there too, as in the tests' own process (a deprecated call in a dependency fails the test that reaches it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_OPENAI", "CHATSSE_"))}
-    return {**env, **values}
+    return {**env, "PYTHONWARNINGS": "error", **values}
 
 
 @dataclass
