@@ -3,6 +3,7 @@ counted and started again; no request waits on the caller ledger for more than a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -87,3 +88,41 @@ def test_a_failed_redis_call_is_counted_once_however_many_events_it_carried(
     # failed round trips were hundreds; counted once per round trip, they are four.
     assert wait_until(lambda: failures() >= 4, timeout=20)
     assert failures() < 20
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in the process", "on Redis"])
+def test_a_chat_id_is_its_callers_own(
+    make_gateway: GatewayFactory, redis_server: RedisServer, simulator: Simulator, shared: bool
+) -> None:
+    """Two callers that send the same useChat chat id each resume their own reply; neither overwrites the other's."""
+    keys = ("chat-owner-a-71c", "chat-owner-b-93d")
+    redis_url = {"redis_url": redis_server.url} if shared else {}
+    gateway = make_gateway(api_keys=keys, resume_seconds=30, **redis_url)
+    ui = gateway.url + "/api/v1/chat/ui"
+    # On Redis, each resumes through another instance: the chat's mapping is found there, not in the process.
+    resume_at = make_gateway(api_keys=keys, resume_seconds=30, **redis_url).url if shared else gateway.url
+    resume_at += "/api/v1/chat/ui/same-chat/stream"
+
+    def body(text: str) -> dict[str, Any]:
+        return {"id": "same-chat", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": text}]}]}
+
+    with httpx.Client(timeout=30) as client, contextlib.ExitStack() as streams:
+        for key, word in zip(keys, ("alpha", "bravo"), strict=True):
+            auth = {"authorization": f"Bearer {key}"}
+            response = streams.enter_context(
+                client.stream("POST", ui, json=body(f"echo:{word} {word}[sim: hold_after=1 hold={word}]"), headers=auth)
+            )
+            next(response.iter_bytes())
+        for key, word in zip(keys, ("alpha", "bravo"), strict=True):
+            auth = {"authorization": f"Bearer {key}"}
+            deadline = time.monotonic() + 10  # on Redis, the mapping arrives within the writer's next cycle
+            while True:
+                with client.stream("GET", resume_at, headers=auth) as resumed:
+                    if resumed.status_code == 200 or time.monotonic() > deadline:
+                        assert resumed.status_code == 200
+                        first = next(resumed.iter_bytes()).decode()
+                        break
+                time.sleep(0.02)
+            assert word in first and ({"alpha", "bravo"} - {word}).pop() not in first
+        simulator.release("alpha")
+        simulator.release("bravo")

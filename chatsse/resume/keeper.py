@@ -4,6 +4,7 @@ reply nobody follows is dropped when its window passes (`CHATSSE_RESUME_SECONDS`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -60,9 +61,10 @@ class StreamKeeper:
         stream.origin = current_server.get().origin
         self.streams[stream.id] = stream
         if chat_id is not None:
-            self.chats[chat_id] = stream.id
+            chat = chat_key(chat_id, owner)
+            self.chats[chat] = stream.id
             if self.remote is not None:
-                self.remote.chat_started(chat_id, stream.id, self.seconds)
+                self.remote.chat_started(chat, stream.id, self.seconds)
         if self.remote is not None:
             self.remote.started(stream.id, owner, self.seconds, stream.origin)
         self.replies[stream.id] = reply
@@ -117,13 +119,14 @@ class StreamKeeper:
 
     async def active_stream_of_chat(self, chat_id: str, owner: str | None) -> str | None:
         """The stream of the chat's reply still being produced (here or, with Redis, anywhere), if any."""
-        stream_id = self.chats.get(chat_id)
+        chat = chat_key(chat_id, owner)
+        stream_id = self.chats.get(chat)
         stream = self.find(stream_id, owner) if stream_id else None
         if stream is not None:
             return None if stream.ended else stream.id
         if self.remote is None:
             return None
-        return await self.remote.active_stream_of_chat(chat_id, owner)
+        return await self.remote.active_stream_of_chat(chat, owner)
 
     async def follow(self, stream_id: str, owner: str | None, after: int) -> AsyncIterator[Batch]:
         """The events after `after`, from this process or from Redis; refuses (404, 410, 503) before the first byte."""
@@ -214,3 +217,9 @@ class StreamKeeper:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def chat_key(chat_id: str, owner: str | None) -> str:
+    """Where a useChat chat's reply is found: its id within its owner's (a chat id is the client's to choose, so
+    another caller sending the same one must neither overwrite nor find it), hashed to a bounded size."""
+    return hashlib.blake2b(f"{owner or ''}\0{chat_id}".encode(), digest_size=16).hexdigest()
