@@ -4,8 +4,8 @@ reply nobody follows is dropped when its window passes (`CHATSSE_RESUME_SECONDS`
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
