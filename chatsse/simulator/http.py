@@ -7,11 +7,8 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
-
-if TYPE_CHECKING:
-    from chatsse.simulator.server import Simulator
 
 
 @dataclass
@@ -36,6 +33,15 @@ class RecordedRequest:
         return self.finished_at is not None or self.peer_closed_at is not None
 
 
+class Responder(Protocol):
+    """What a connection needs of the server it belongs to (the Simulator): no import of it, so no circle."""
+
+    requests: list[RecordedRequest]
+    connections: set[Connection]
+
+    async def respond(self, conn: Connection, request: RecordedRequest) -> bool: ...
+
+
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -53,7 +59,7 @@ REASONS = {
 class Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection: parses requests, runs the simulator's response for each."""
 
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(self, simulator: Responder) -> None:
         self.simulator = simulator
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -63,7 +69,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.simulator._connections.add(self)
+        self.simulator.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -71,7 +77,7 @@ class Connection(asyncio.Protocol):
             self._next_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.simulator._connections.discard(self)
+        self.simulator.connections.discard(self)
         if self.current is not None and self.current.finished_at is None:
             self.current.peer_closed_at = time.monotonic()
         if self.task is not None:

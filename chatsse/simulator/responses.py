@@ -14,14 +14,26 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from chatsse.simulator.http import Connection, RecordedRequest
 from chatsse.simulator.replies import PlannedCall, plan, prompt_text, split_arguments, split_tokens, text_of
 from chatsse.simulator.scenario import BAD_REQUEST, Scenario, parse_scenario
 
-if TYPE_CHECKING:
-    from chatsse.simulator.http import Connection, RecordedRequest
-    from chatsse.simulator.server import Simulator
+
+class Host(Protocol):
+    """What the Responses routes need of the simulator they serve in (no import of it, so no circle)."""
+
+    deployment: str | None
+    always: str
+    delay: float
+
+    def failure_answer(self, conn: Connection, scenario: Scenario, prompt_key: str) -> bool | None: ...
+
+    async def hold(self, name: str) -> None: ...
+
+    def keep(self, task: asyncio.Future[Any]) -> None: ...
+
 
 MODEL = "gpt-5-codex-2025-09-15"
 
@@ -85,7 +97,7 @@ class ResponsesEvents:
 class ResponsesSimulation:
     """The simulator's Responses routes; `Simulator.respond` hands them every request under .../responses."""
 
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(self, simulator: Host) -> None:
         self.simulator = simulator
         self.stored: dict[str, Stored] = {}
 

@@ -67,13 +67,13 @@ class Simulator:
         self._holds: dict[str, asyncio.Event] = {}
         self._failures_served: dict[str, int] = {}
         self.failures = 0  # error answers and dropped connections served, in all
-        self._connections: set[Connection] = set()
+        self.connections: set[Connection] = set()
         self.responses = ResponsesSimulation(self)
         self._tasks: set[asyncio.Future[Any]] = set()
 
     @property
     def open_connections(self) -> int:
-        return len(self._connections)
+        return len(self.connections)
 
     @property
     def url(self) -> str:
@@ -87,7 +87,7 @@ class Simulator:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for connection in list(self._connections):
+            for connection in list(self.connections):
                 connection.close()
             await self._server.wait_closed()
 
