@@ -404,3 +404,22 @@ def test_the_operators_system_prompt_comes_first(
     sent = simulator.requests[-1].json
     first = sent["input"][0] if protocol == "responses" else sent["messages"][0]
     assert first == {"role": "system", "content": "Be kind."}
+
+
+def test_every_api_shape_reaches_the_responses_api(fleet: Fleet) -> None:
+    fleet.sim("dated")
+    fleet.sim("v1")
+    fleet.sim("compatible")
+    shapes = {
+        "dated": fleet.upstream("dated", api="azure", api_version="2025-04-01-preview", protocol="responses"),
+        "v1": fleet.upstream("v1", api="azure-v1", protocol="responses"),
+        "compatible": fleet.upstream("compatible", api="openai", protocol="responses"),
+    }
+    paths = {"dated": "/openai/responses", "v1": "/openai/v1/responses", "compatible": "/v1/responses"}
+    for name, upstream in shapes.items():
+        gateway = fleet.gateway(upstream)
+        assert sdk(gateway).responses.create(model="default", input=f"echo:{name}").output_text == name
+        [request] = fleet.sims[name].requests
+        assert request.path == paths[name] and request.json["model"] == f"dep-{name}"
+        assert request.query.get("api-version") == ("2025-04-01-preview" if name == "dated" else None)
+        assert ("api-key" in request.headers) == (name != "compatible")
