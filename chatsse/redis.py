@@ -9,8 +9,10 @@ never loads redis-py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
@@ -61,6 +63,19 @@ def probe(url: str, ca_file: str | None = None) -> bool:
         return bool(client.info("cluster").get("cluster_enabled"))
     finally:
         client.close()
+
+
+@asynccontextmanager
+async def pipeline(client: Client) -> AsyncIterator[Any]:
+    """A pipeline (not a transaction), reset however its block ends: a failed or cancelled one would hold its
+    connection until the collector finds it. (Not `async with client.pipeline()`: a cluster's pipeline connects to
+    the cluster on entering it, outside the caller's handling of a lost Redis.)"""
+    pipe: Any = client.pipeline(transaction=False)
+    try:
+        yield pipe
+    finally:
+        with contextlib.suppress(*FAILURES):
+            await pipe.reset()
 
 
 async def run_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], cluster: bool) -> None:

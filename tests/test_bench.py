@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).parent.parent / "bench" / "run.py"
 
 
+@pytest.mark.timeout(240)  # longer than its own subprocess wait (120-180 s), not the global 60 s
 def test_quick_benchmark_completes_and_accounts_for_every_token(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--scale", "--out", str(tmp_path)],
@@ -48,6 +51,7 @@ def test_quick_benchmark_completes_and_accounts_for_every_token(tmp_path: Path) 
     assert 50 < summary["delivered_pct_of_direct"][0] <= 110
 
 
+@pytest.mark.timeout(240)  # longer than its own subprocess wait (120-180 s), not the global 60 s
 def test_rounds_against_one_process_report_drift_figures_and_the_floors_run(tmp_path: Path) -> None:
     """`--rounds 2 --floors`, small: two rounds in one gateway process, each with its figures and a probe reading;
     the two floors serve W1 whole beside chatsse."""
@@ -78,6 +82,7 @@ def test_rounds_against_one_process_report_drift_figures_and_the_floors_run(tmp_
     assert "## Rounds (#23)" in (tmp_path / "quick.md").read_text()
 
 
+@pytest.mark.timeout(240)  # longer than its own subprocess wait (120-180 s), not the global 60 s
 def test_every_face_over_both_upstreams_accounts_for_every_token(tmp_path: Path) -> None:
     """--faces with --responses-upstream (#30): the Responses face counts its deltas, not its closing events' text."""
     result = subprocess.run(

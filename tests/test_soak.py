@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
 
 
+@pytest.mark.timeout(240)  # longer than its own subprocess wait (120-180 s), not the global 60 s
 def test_short_soak_run_ends_every_stream_and_leaks_nothing() -> None:
     result = subprocess.run(
         [sys.executable, str(SOAK), "--seconds", "8", "--concurrency", "20"],
@@ -23,6 +26,7 @@ def test_short_soak_run_ends_every_stream_and_leaks_nothing() -> None:
         assert outcome in summary, summary  # every kind of ending was exercised
 
 
+@pytest.mark.timeout(240)  # longer than its own subprocess wait (120-180 s), not the global 60 s
 def test_short_multi_upstream_soak_counts_every_failover() -> None:
     result = subprocess.run(
         [sys.executable, str(SOAK), "--seconds", "6", "--concurrency", "20", "--multi"],
@@ -37,6 +41,7 @@ def test_short_multi_upstream_soak_counts_every_failover() -> None:
         assert seen in result.stdout, result.stdout
 
 
+@pytest.mark.timeout(240)  # longer than its own subprocess wait (120-180 s), not the global 60 s
 def test_short_cluster_soak_loses_and_repeats_no_text() -> None:
     result = subprocess.run(
         [sys.executable, str(SOAK), "--cluster", "--seconds", "16", "--concurrency", "16"],

@@ -23,7 +23,7 @@ from chatsse.callers.config import CallerConfig
 from chatsse.callers.identity import Caller
 from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
 from chatsse.callers.periods import period_bounds
-from chatsse.redis import FAILURES, Client, Reachability, run_script
+from chatsse.redis import FAILURES, Client, Reachability, pipeline, run_script
 
 log = logging.getLogger("chatsse")
 ADMISSION_WAIT_SECONDS = 1.0  # the longest a request waits for its caller's limits (or its charge) on Redis
@@ -199,7 +199,7 @@ class RedisLedger:
 
     async def _round(self, charges: dict[str, _Charges], admissions: list[_Admission]) -> list[Any]:
         """One pipeline of the script's calls; a None result for each when Redis failed them."""
-        async with self.client.pipeline(transaction=False) as pipe:  # reset however it ends
+        async with pipeline(self.client) as pipe:
             for charge in charges.values():
                 call = _call("charge", charge.caller, ",".join(charge.replies), charge.tokens)
                 await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)

@@ -13,7 +13,7 @@ import orjson
 
 from chatsse.errors import ChatSSEError, ResumeGap, ResumeUnavailable, StreamLost, StreamNotFound, UpstreamTimeout
 from chatsse.events import ENDINGS, Batch, Failed, from_payload
-from chatsse.redis import BLOCK_MS, FAILURES, Client
+from chatsse.redis import BLOCK_MS, FAILURES, Client, pipeline
 from chatsse.resume import keys
 from chatsse.resume.live import may_follow
 from chatsse.tracing import current_server
@@ -130,7 +130,7 @@ class Follower:
         An older one expired: 404, at once."""
         reader, misses = keys.reader_of(stream_id), 0
         while True:
-            async with self.client.pipeline(transaction=False) as pipe:
+            async with pipeline(self.client) as pipe:
                 pipe.exists(keys.lease(stream_id, reader))
                 pipe.exists(keys.was(stream_id, reader))
                 pipe.exists(keys.meta(stream_id))
@@ -150,7 +150,7 @@ class Follower:
     async def _reader_alive(self, stream_id: str) -> tuple[bool, bool]:
         """Whether the stream is still kept, and whether someone can still finish it: its reader holds its lease.
         A reply marked ended whose last event a follower never got (its reader was stopped mid-write) has no one."""
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with pipeline(self.client) as pipe:
             pipe.exists(keys.events(stream_id), keys.meta(stream_id))
             pipe.hmget(keys.meta(stream_id), "ended", "reader")
             kept, (ended, reader) = await pipe.execute()

@@ -29,7 +29,7 @@ from typing import Any
 from chatsse.background import Supervised
 from chatsse.errors import ResumeUnavailable
 from chatsse.events import Batch
-from chatsse.redis import FAILURES, Client, Reachability, run_script
+from chatsse.redis import FAILURES, Client, Reachability, pipeline, run_script
 from chatsse.resume import keys
 from chatsse.resume.follow import Follower, read_meta
 from chatsse.resume.live import may_follow
@@ -171,7 +171,7 @@ class RedisStore:
     async def _renew_forever(self) -> None:
         while not self._closing:
             with contextlib.suppress(*FAILURES):  # the writer counts Redis's absence; followers judge the lease
-                async with self.client.pipeline(transaction=False) as pipe:  # reset however it ends
+                async with pipeline(self.client) as pipe:
                     pipe.set(self.lease, 1, px=LEASE_MS)
                     pipe.set(self.was, 1, ex=WAS_SECONDS)
                     await pipe.execute()
@@ -211,7 +211,7 @@ class RedisStore:
 
     async def _write(self, items: list[tuple[str, tuple[Any, ...]]]) -> bool:
         """Send `items` in one round trip; False if Redis failed them (they may be sent again as they are)."""
-        async with self.client.pipeline(transaction=False) as pipe:  # reset however it ends
+        async with pipeline(self.client) as pipe:
             appended: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
             for kind, args in items:
                 if kind == "append":
