@@ -126,3 +126,19 @@ def test_a_chat_id_is_its_callers_own(
             assert word in first and ({"alpha", "bravo"} - {word}).pop() not in first
         simulator.release("alpha")
         simulator.release("bravo")
+
+
+def test_a_reply_kept_longer_than_the_live_lifetime_keeps_its_events_as_long(
+    make_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    """A reply whose last events and end reach Redis in one writer cycle: its events live as long as its meta
+    (CHATSSE_RESUME_SECONDS), not the 600 s of a reply still being written."""
+    from chatsse.resume import keys
+
+    gateway = make_gateway(redis_url=redis_server.url, resume_seconds=900)
+    response = httpx.post(gateway.url + STREAM, json={"message": "echo:short and done"})
+    stream_id = response.headers["x-chatsse-stream"]
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert wait_until(lambda: client.hget(keys.meta(stream_id), "ended") == b"1", timeout=10)
+        events, meta = client.ttl(keys.events(stream_id)), client.ttl(keys.meta(stream_id))
+    assert 890 < events <= 901 and 890 < meta <= 901

@@ -213,6 +213,7 @@ class RedisStore:
         """Send `items` in one round trip; False if Redis failed them (they may be sent again as they are)."""
         async with pipeline(self.client) as pipe:
             appended: dict[str, tuple[list[tuple[int, bytes]], int]] = {}
+            ended: list[tuple[str, float]] = []
             for kind, args in items:
                 if kind == "append":
                     stream_id, events, first_seq = args
@@ -224,12 +225,14 @@ class RedisStore:
                     chat_id, stream_id, seconds = args
                     pipe.set(keys.chat(chat_id), stream_id, ex=LIVE_TTL_SECONDS + int(seconds) + 1)
                 elif kind == "ended":
-                    self._queue_ended(pipe, *args)
+                    ended.append(args)
             by_slot: dict[str, dict[str, tuple[list[tuple[int, bytes]], int]]] = {}
             for stream_id, appends in appended.items():
                 by_slot.setdefault(keys.tag(stream_id) if self.cluster else "", {})[stream_id] = appends
             for streams in by_slot.values():
                 await self._queue_appends(pipe, streams)
+            for args in ended:  # after the appends: a reply's end sets its keys' last lifetime, not the append script
+                self._queue_ended(pipe, *args)
             if not pipe:  # a flush with nothing left to write
                 return True
             try:
