@@ -96,26 +96,22 @@ def test_codex_cli_through_the_gateway(node_modules: Path, make_gateway: Gateway
         f'base_url = "{gateway.url}/v1"\nenv_key = "CHATSSE_CALLER_KEY"\nwire_api = "responses"\n'
     )  # nothing but the gateway on 127.0.0.1: no update check, no analytics
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CODEX_HOME": str(home)}
-    result = subprocess.run(
-        [str(node_modules / ".bin" / "codex"), "exec", "--skip-git-repo-check", "echo:Hello from Codex 😀"],
-        cwd=tmp_path,
-        env={**env, "CHATSSE_CALLER_KEY": "codex-caller"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def codex(prompt: str, key: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(node_modules / ".bin" / "codex"), "exec", "--skip-git-repo-check", prompt],
+            cwd=tmp_path,
+            env={**env, "CHATSSE_CALLER_KEY": key},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    result = codex("echo:Hello from Codex 😀", "codex-caller")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "Hello from Codex 😀"
-    refused = subprocess.run(
-        [str(node_modules / ".bin" / "codex"), "exec", "--skip-git-repo-check", "echo:no key"],
-        cwd=tmp_path,
-        env={**env, "CHATSSE_CALLER_KEY": "wrong"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    refused = codex("echo:no key", "wrong")
     assert refused.returncode != 0 and "401" in refused.stderr
 
 
