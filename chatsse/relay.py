@@ -14,9 +14,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.background import BackgroundTask
+from starlette.responses import JSONResponse, Response
 
 from chatsse.callers.identity import Caller, current_caller
 from chatsse.callers.ledger import Ledger, rate_headers, refusal, usage_body
@@ -29,6 +30,7 @@ from chatsse.resume import StreamKeeper
 from chatsse.schema import ChatRequest
 from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
+from chatsse.server.response import STREAM_HEADERS, RelayResponse
 from chatsse.settings import Settings
 from chatsse.tracing import provider_name
 from chatsse.upstreams import UpstreamReply, Upstreams
@@ -44,6 +46,26 @@ class Opened:
     headers: dict[str, str]
     stream_id: str | None = None  # with resume on: the id clients resume it by
     background: BackgroundTask | None = None
+
+    async def answer(self, framing: Framing, stream: bool, ping_seconds: float) -> Response:
+        """The reply as a stream framed by `framing`, or (not streamed) the whole object it collects."""
+        if stream:
+            headers = {**STREAM_HEADERS, **self.headers}
+            return RelayResponse(self.events, framing, headers, ping_seconds, self.background)
+        try:
+            result, status = await framing.collect(self.events)
+        finally:
+            if self.background is not None:
+                await self.background()
+        return JSONResponse(result, status_code=status, headers=self.headers)
+
+
+class Framing(Protocol):
+    """A face's encoding of a reply: each batch as bytes, or the whole reply as one JSON object and its status."""
+
+    def __call__(self, batch: Batch) -> bytes: ...
+
+    async def collect(self, events: AsyncIterator[Batch]) -> tuple[dict[str, Any], int]: ...
 
 
 class ChatRelay:

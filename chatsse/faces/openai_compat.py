@@ -13,7 +13,6 @@ from chatsse.faces.openai_chunks import Completion
 from chatsse.relay import ChatRelay
 from chatsse.schema import load_json
 from chatsse.server.body import read_media_body
-from chatsse.server.response import STREAM_HEADERS, RelayResponse
 
 
 class OpenAIFace:
@@ -33,13 +32,4 @@ class OpenAIFace:
         body = load_json(await read_media_body(request, settings))
         chat, stream, include_usage = parse_completion(body, self.relay.models)
         opened = await self.relay.open(chat)
-        completion = Completion(chat.model, include_usage)
-        if stream:
-            headers = {**STREAM_HEADERS, **opened.headers}
-            return RelayResponse(opened.events, completion, headers, settings.ping_seconds, opened.background)
-        try:
-            result, status = await completion.collect(opened.events)
-        finally:
-            if opened.background is not None:
-                await opened.background()
-        return JSONResponse(result, status_code=status, headers=opened.headers)
+        return await opened.answer(Completion(chat.model, include_usage), stream, settings.ping_seconds)

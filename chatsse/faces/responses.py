@@ -9,14 +9,14 @@ import dataclasses
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from chatsse.errors import StoredResponseNotFound
 from chatsse.relay import ChatRelay
 from chatsse.responses import ResponseStream, parse_responses
 from chatsse.schema import load_json
 from chatsse.server.body import read_media_body
-from chatsse.server.response import STREAM_HEADERS, RelayResponse
+from chatsse.server.response import STREAM_HEADERS
 
 # The query parameters a stored response's calls take, passed on as given.
 STORED_QUERY = ("stream", "starting_after", "include", "include_obfuscation", "after", "before", "limit", "order")
@@ -43,16 +43,7 @@ class ResponsesFace:
                 raise StoredResponseNotFound(param="previous_response_id")
             chat = dataclasses.replace(chat, pinned=upstream)
         opened = await self.relay.open(chat)
-        stream = ResponseStream(chat.model, parsed.body)
-        if parsed.stream:
-            headers = {**STREAM_HEADERS, **opened.headers}
-            return RelayResponse(opened.events, stream, headers, settings.ping_seconds, opened.background)
-        try:
-            result, status = await stream.collect(opened.events)
-        finally:
-            if opened.background is not None:
-                await opened.background()
-        return JSONResponse(result, status_code=status, headers=opened.headers)
+        return await opened.answer(ResponseStream(chat.model, parsed.body), parsed.stream, settings.ping_seconds)
 
     async def retrieve(self, request: Request) -> Response:
         """`GET /v1/responses/{id}` (with `?stream=true&starting_after=N`, a background response's events), and
