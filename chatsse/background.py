@@ -35,17 +35,17 @@ class Supervised:
         return self.task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 await self.work()
                 return
             except Exception:
+                if loop.time() - began > MOST_BACKOFF_SECONDS:
+                    self.failures_in_a_row = 0  # it ran well for a while: this is a new burst, not the same one
                 self.failures_in_a_row += 1
                 log.exception("background task %s failed; starting it again", self.name)
                 self.failed(self.name)
             backoff = min(MOST_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2 ** (self.failures_in_a_row - 1))
             await asyncio.sleep(backoff)
-
-    def succeeded(self) -> None:
-        """The work did a round of its job: a later failure starts the backoff over."""
-        self.failures_in_a_row = 0
