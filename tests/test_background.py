@@ -38,6 +38,8 @@ def test_a_stop_listener_that_raises_is_started_again_and_counted(
     for gateway in (reader, other):
         assert wait_until(lambda g=gateway: failures + "1.0" in httpx.get(g.url + "/metrics").text, timeout=10)
     assert any("redis-stops failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    with redis.Redis.from_url(redis_server.url) as client:  # both listening again, started by their supervisors
+        assert wait_until(lambda: client.pubsub_numsub(STOP_CHANNEL) == [(STOP_CHANNEL.encode(), 2)], timeout=10)
     # Started again: a stop asked of one process still reaches the one reading the reply.
     with httpx.Client(timeout=30) as client:
         message = {"message": f"echo:{WORDS}[sim: hold_after=2 hold=supervised]"}
