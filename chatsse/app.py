@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> Starlette:
         from chatsse.ratelimit.redis import RedisRateLimiter
         from chatsse.redis import FAILURES, connect, probe
         from chatsse.resume.redis import RedisStore
+        from chatsse.resume.writer import WriteCounts
 
         cluster = settings.redis_cluster
         if cluster is None:  # `chatsse serve` asked once already, and set it
@@ -77,8 +78,20 @@ def create_app(settings: Settings) -> Starlette:
                 log.warning("CHATSSE_REDIS_URL does not answer (%s): taking it for a single Redis", type(exc).__name__)
                 cluster = False
         client = connect(settings.redis_url, cluster, settings.redis_ca_file)
+        counts = WriteCounts(
+            metrics.redis_failures.inc,
+            metrics.resume_writes_refused.inc,
+            metrics.resume_events_shed.inc,
+            metrics.resume_queue_bytes.set,
+        )
         remote = RedisStore(
-            client, settings.upstream_timeout, metrics.redis_failures.inc, cluster, metrics.background_failed
+            client,
+            settings.upstream_timeout,
+            counts,
+            cluster,
+            metrics.background_failed,
+            settings.resume_key_seconds,
+            settings.resume_queue_bytes,
         )
         if settings.rate_limit:
             limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)

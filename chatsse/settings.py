@@ -118,6 +118,12 @@ class Settings:
     resume_max_bytes: int = _env(
         1024 * 1024, "CHATSSE_RESUME_MAX_BYTES", int, lambda v: v >= 1024, "a whole number of bytes >= 1024"
     )
+    resume_key_seconds: int = _env(
+        600, "CHATSSE_RESUME_KEY_SECONDS", int, lambda v: v >= 3, "a whole number of seconds >= 3"
+    )
+    resume_queue_bytes: int = _env(
+        32 * 1024 * 1024, "CHATSSE_RESUME_QUEUE_BYTES", int, lambda v: v >= 1024, "a whole number of bytes >= 1024"
+    )
     # Not in repr: the URL may hold a password.
     redis_url: str | None = _env(
         None, "CHATSSE_REDIS_URL", str, _redis_url, "a URL such as redis://localhost:6379/0", repr=False

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from chatsse.resume.keys import STOP_CHANNEL
 from chatsse.simulator import Simulator
 from tests.conftest import API_KEY, DEPLOYMENT
 from tests.helpers import STREAM, kinds, metric, text_of
@@ -81,6 +82,15 @@ def payloads(events: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(e.data) for e in events]
 
 
+def stop_listeners(cluster: RedisClusterNodes) -> int:
+    """The sharded subscribers to the stop channel, over the cluster's nodes."""
+    total = 0
+    for port in cluster.processes:
+        with cluster.client(port) as node:
+            total += node.execute_command("PUBSUB", "SHARDNUMSUB", STOP_CHANNEL)[1]
+    return total
+
+
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return Tls.make(tmp_path_factory.mktemp("tls"))
@@ -105,6 +115,8 @@ def test_replies_stops_and_quotas_are_shared_through_a_tls_cluster(
                     )
                     assert text_of(payloads(before + after)) == WORDS and kinds(payloads(after))[-1] == "done"
                 stream_id, _ = start_and_cut(client, first.url, f"echo:{WORDS}[sim: hold_after=3 hold=stop]", 1)
+                # Both stop listeners subscribed (each retries a second after a cluster that was not ready for it).
+                assert wait_until(lambda: stop_listeners(cluster) == 2, timeout=10)
                 stopped = client.delete(f"{second.url}{STREAM}/{stream_id}", headers=KEY)
                 assert stopped.status_code == 204  # heard by the first process, through sharded pub/sub
                 ended = follow(client, second.url, stream_id, f"{stream_id}.1")

@@ -1,6 +1,7 @@
 """Following a kept reply on Redis, from any worker or instance: the events after a sequence, then the live rest to
 its last event; or what became of it: `stream_lost` when its reader's lease lapsed (twice, a second apart),
-`resume_gap` when events it has not had are gone, `resume_unavailable` after 5 s of Redis failing."""
+`resume_gap` when events it has not had are gone (trimmed, or never written: `writer.py`), `resume_unavailable`
+after 5 s of Redis failing."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class Follower:
                 await self.client.set(keys.followed(stream_id), 1, ex=max(1, int(seconds)))
                 found: Any = await self.client.xread({key: last}, block=BLOCK_MS, count=1000)
                 if not found:
-                    kept, alive = await self._reader_alive(stream_id)
+                    standing = await self._standing(stream_id)
             except FAILURES:
                 # A blip or a cluster failing over: the reply goes on, and its reader writes what it could not.
                 now = time.monotonic()
@@ -100,9 +101,9 @@ class Follower:
             failing_since = None
             if not found:
                 idle += BLOCK_MS / 1000
-                misses = 0 if alive else misses + 1
-                if not kept:
-                    yield _failed(StreamNotFound())
+                misses = 0 if standing == "read" else misses + 1
+                if standing in ("gone", "gap"):  # expired; or ended having lost events this follower waits for
+                    yield _failed(StreamNotFound() if standing == "gone" else ResumeGap())
                     return
                 if misses >= LOST_AFTER_MISSES:
                     yield _failed(StreamLost())
@@ -147,20 +148,21 @@ class Follower:
                 continue
             await asyncio.sleep(0.25)
 
-    async def _reader_alive(self, stream_id: str) -> tuple[bool, bool]:
-        """Whether the stream is still kept, and whether someone can still finish it: its reader holds its lease.
-        A reply marked ended whose last event a follower never got (its reader was stopped mid-write) has no one."""
+    async def _standing(self, stream_id: str) -> str:
+        """What became of a stream a follower waits on: "gone" (expired), "gap" (it ended, but its reader could not
+        write all its events), "read" (its reader holds its lease: someone can still finish it), or "orphaned" (its
+        reader's lease lapsed, or it ended with a last event this follower never got: stopped mid-write)."""
         async with pipeline(self.client) as pipe:
             pipe.exists(keys.events(stream_id), keys.meta(stream_id))
-            pipe.hmget(keys.meta(stream_id), "ended", "reader")
-            kept, (ended, reader) = await pipe.execute()
+            pipe.hmget(keys.meta(stream_id), "ended", "reader", "gap")
+            kept, (ended, reader, gap) = await pipe.execute()
         if not kept:
-            return False, False
+            return "gone"
         if ended == b"1":
-            return True, False
-        if not reader:
-            return True, True
-        return True, bool(await self.client.exists(keys.lease(stream_id, reader.decode())))
+            return "gap" if gap == b"1" else "orphaned"
+        if not reader or await self.client.exists(keys.lease(stream_id, reader.decode())):
+            return "read"
+        return "orphaned"
 
 
 async def _lost() -> AsyncIterator[Batch]:

@@ -62,6 +62,19 @@ class Metrics:
         self.redis_failures = Counter(
             "chatsse_redis_failures", "Redis calls that failed (writes held back, checks failed open).", registry=r
         )
+        self.resume_writes_refused = Counter(
+            "chatsse_resume_writes_refused",
+            "Kept-reply writes Redis refused (out of memory, a wrong type): not sent again.",
+            registry=r,
+        )
+        self.resume_events_shed = Counter(
+            "chatsse_resume_events_shed",
+            "Kept-reply events not written to Redis: its write queue was full (CHATSSE_RESUME_QUEUE_BYTES).",
+            registry=r,
+        )
+        self.resume_queue_bytes = Gauge(
+            "chatsse_resume_queue_bytes", "Bytes of kept-reply events waiting for Redis.", registry=r, **live
+        )
         self.ttft = Histogram(
             "chatsse_time_to_first_token_seconds",
             "Request start to first upstream token.",
