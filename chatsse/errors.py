@@ -26,6 +26,7 @@
     ├── Draining                      503     draining
     ├── ServerShutdown                503     server_shutdown
     ├── RequestTimeout                408     request_timeout       (a slow body; slow headers: server/protocol.py)
+    ├── ClientLeft                    499     client_closed_request (before its reply's first token; nobody reads it)
     ├── HeadersTooLarge               431     headers_too_large
     ├── StreamNotFound                404     stream_not_found
     ├── ResumeGap                     410     resume_gap
@@ -148,18 +149,12 @@ class RateLimited(ChatSSEError):
 
 class UpstreamAuthFailed(ChatSSEError):
     status_code, code = 502, "upstream_auth_failed"
-    default_message = (
-        "Azure OpenAI rejected the gateway's credentials. The operator should check AZURE_OPENAI_API_KEY "
-        "and that AZURE_OPENAI_ENDPOINT is the resource the key belongs to."
-    )
+    default_message = "Azure OpenAI rejected the gateway's credentials: check AZURE_OPENAI_API_KEY and the endpoint."
 
 
 class UpstreamNotFound(ChatSSEError):
     status_code, code = 502, "upstream_not_found"
-    default_message = (
-        "Azure OpenAI has no such deployment or api-version. The operator should check "
-        "AZURE_OPENAI_DEPLOYMENT_NAME, AZURE_OPENAI_API_VERSION and AZURE_OPENAI_ENDPOINT."
-    )
+    default_message = "Azure OpenAI has no such deployment: check AZURE_OPENAI_DEPLOYMENT_NAME and the api-version."
 
 
 class UpstreamRejected(ChatSSEError):
@@ -243,6 +238,11 @@ class RequestTimeout(ChatSSEError):
     default_message = "The request body arrived too slowly (CHATSSE_BODY_TIMEOUT)."
 
 
+class ClientLeft(ChatSSEError):
+    status_code, code = 499, "client_closed_request"
+    default_message = "The client closed the connection before the reply started; its upstream request was closed."
+
+
 class HeadersTooLarge(ChatSSEError):
     status_code, code = 431, "headers_too_large"
     default_message = "The request headers are too large (CHATSSE_MAX_HEADER_BYTES)."
@@ -296,5 +296,4 @@ class QuotaExceeded(ChatSSEError):
     default_message = "This caller has used its token quota for the period. Retry-After says when it resets."
 
 
-class InternalError(ChatSSEError):
-    pass
+class InternalError(ChatSSEError): ...

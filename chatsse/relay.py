@@ -7,6 +7,7 @@ first token; failures before it raise, to become HTTP errors), and frames the ty
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from chatsse.callers.identity import Caller, current_caller
 from chatsse.callers.ledger import Ledger, rate_headers, refusal, usage_body
@@ -28,6 +30,7 @@ from chatsse.record import current_record
 from chatsse.responses.stored import StoredResponses
 from chatsse.resume import StreamKeeper
 from chatsse.schema import ChatRequest
+from chatsse.server.departure import unless_client_leaves
 from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
 from chatsse.server.response import STREAM_HEADERS, RelayResponse
@@ -95,13 +98,22 @@ class ChatRelay:
         allowed = caller.config.models if caller is not None and caller.config is not None else None
         return self.models if allowed is None else [model for model in self.models if model in allowed]
 
-    async def open(self, chat: ChatRequest, chat_id: str | None = None) -> Opened:
+    async def open(self, chat: ChatRequest, receive: Receive, chat_id: str | None = None) -> Opened:
         """Admit the caller, open the upstream and read to the first token; `chat_id` names a useChat chat, for its
-        resume route. The reply's tokens are charged to the caller when it ends, however it ends."""
+        resume route. The reply's tokens are charged to the caller when it ends, however it ends. A client that
+        leaves before the first token (`receive` says so) has the upstream request closed and its slot given back
+        at once (ClientLeft, 499)."""
+        return await unless_client_leaves(receive, self._open(chat, chat_id))
+
+    async def _open(self, chat: ChatRequest, chat_id: str | None) -> Opened:
         caller = current_caller.get() or Caller("-")
         chat = self._within_caller_limits(chat, caller)
         reply_id = os.urandom(8).hex()
-        standing = await self.ledger.admit(caller, reply_id)
+        try:
+            standing = await self.ledger.admit(caller, reply_id)
+        except asyncio.CancelledError:  # its client left: an open-reply slot it may hold goes now, not in 15 min
+            await self.ledger.charge(caller, reply_id, 0)
+            raise
         if not standing.admitted and caller.config is not None:
             raise self._refused(caller, refusal(caller.config, standing))
         try:

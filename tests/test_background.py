@@ -144,3 +144,24 @@ def test_a_reply_kept_longer_than_the_live_lifetime_keeps_its_events_as_long(
         assert wait_until(lambda: client.hget(keys.meta(stream_id), "ended") == b"1", timeout=10)
         events, meta = client.ttl(keys.events(stream_id)), client.ttl(keys.meta(stream_id))
     assert 890 < events <= 901 and 890 < meta <= 901
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in the process", "on Redis"])
+def test_a_client_that_leaves_before_the_first_token_gives_its_slot_back_at_once(
+    make_gateway: GatewayFactory, redis_server: RedisServer, simulator: Simulator, shared: bool
+) -> None:
+    """A caller with one open reply whose client gave up on a slow first token may ask again at once: the upstream
+    request is closed and the slot given back, not held until the first token (or the lease's 15 minutes)."""
+    tables = CallerTables((CallerConfig(name="one", key_sha256=key_sha256(KEY), max_streams=1),))
+    shared_state = {"redis_url": redis_server.url} if shared else {}
+    gateway = make_gateway(callers=tables, upstream_timeout=90, **shared_state)  # the first token would be waited for
+    auth = {"authorization": f"Bearer {KEY}"}
+    with httpx.Client(timeout=30, headers=auth) as client:
+        slow = {"message": "echo:thinking long[sim: first_delay=60]"}
+        with contextlib.suppress(httpx.ReadTimeout):  # the client gives up before any byte of the reply
+            client.post(gateway.url + STREAM, json=slow, timeout=httpx.Timeout(30, read=1))
+        assert wait_until(lambda: simulator.open_connections == 0, timeout=10)  # the upstream request was closed
+        again = client.post(gateway.url + STREAM, json={"message": "echo:my turn"})
+        assert again.status_code == 200 and '"content":"my"' in again.text
+        scrape = client.get(gateway.url + "/metrics").text
+    assert 'chatsse_requests_total{route="/api/v1/chat/stream",status="499"} 1.0' in scrape

@@ -145,6 +145,12 @@ class RedisLedger:
     async def charge(self, caller: Caller, reply_id: str, tokens: int) -> None:
         if caller.config is None:
             return
+        unsent = next((a for a in self._admissions if a.reply_id == reply_id), None)
+        if unsent is not None:  # its admission was cancelled before it was sent: there is no slot to give back
+            self._admissions.remove(unsent)
+            unsent.standing.cancel()
+            if not tokens:
+                return
         charges = self._charges.setdefault(caller.identity, _Charges(caller))
         charges.tokens += tokens
         charges.replies.append(reply_id)

@@ -51,7 +51,7 @@ class NativeFace:
             body = await read_json_body(request, self.settings.max_body_bytes, self.settings.body_timeout)
             chat = parse_chat_body(body, self.relay.models)
             prefix = b""
-        opened = await self.relay.open(chat)
+        opened = await self.relay.open(chat, request.receive)
         frame = NativeFrames(opened.stream_id, prefix)
         headers = {**STREAM_HEADERS, **opened.headers}
         return RelayResponse(opened.events, frame, headers, self.settings.ping_seconds, opened.background)

@@ -31,5 +31,5 @@ class OpenAIFace:
         settings = self.settings
         body = load_json(await read_media_body(request, settings))
         chat, stream, include_usage = parse_completion(body, self.relay.models)
-        opened = await self.relay.open(chat)
+        opened = await self.relay.open(chat, request.receive)
         return await opened.answer(Completion(chat.model, include_usage), stream, settings.ping_seconds)

@@ -42,7 +42,7 @@ class ResponsesFace:
             if upstream is None:
                 raise StoredResponseNotFound(param="previous_response_id")
             chat = dataclasses.replace(chat, pinned=upstream)
-        opened = await self.relay.open(chat)
+        opened = await self.relay.open(chat, request.receive)
         return await opened.answer(ResponseStream(chat.model, parsed.body), parsed.stream, settings.ping_seconds)
 
     async def retrieve(self, request: Request) -> Response:

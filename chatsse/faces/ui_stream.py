@@ -46,7 +46,7 @@ class UIStreamFace:
         settings = self.settings
         body = load_json(await read_media_body(request, settings))
         chat, chat_id, message_id = self._parse(body)
-        opened = await self.relay.open(chat, chat_id=chat_id)
+        opened = await self.relay.open(chat, request.receive, chat_id=chat_id)
         frame = UIFrames(message_id or _message_id(opened.stream_id))
         headers = {**HEADERS, **opened.headers}
         return RelayResponse(opened.events, frame, headers, self.settings.ping_seconds, opened.background)

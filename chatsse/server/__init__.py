@@ -5,6 +5,7 @@ observe.py     request ids, one log line per request, Prometheus metrics
 genai_metrics.py  the GenAI conventions' histograms, under their Prometheus names
 access.py      caller keys, the per-caller rate limit, a bound on header size
 body.py        reading a request body and query within their limits
+departure.py   a client that leaves before its reply's first token: what waits on its behalf is cancelled
 response.py    the streaming response: one task per stream, batches framed by the face
 lifecycle.py   the cap on open streams, their count, and the drain on SIGTERM
 memory.py      memory given back after a peak of streams (a collection and malloc_trim)
