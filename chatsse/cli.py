@@ -110,6 +110,7 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             # A backstop behind chatsse's own drain (CHATSSE_DRAIN_SECONDS), which ends streams itself.
             timeout_graceful_shutdown=int(settings.drain_seconds) + 10,
             http=GuardedHttpProtocol,  # uvicorn's httptools protocol, with a header deadline and a connection cap
+            ws="none",  # no WebSocket route: nothing of a WebSocket library is loaded (or warns)
         )
 
 

@@ -54,6 +54,8 @@ class Receiver:
     spans: list[Span] = field(default_factory=list)
     requests: int = 0
     content_types: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's, lower-cased names
+    refusals: list[int] = field(default_factory=list)  # statuses to answer the next requests with, in turn
 
     def wait_for(self, count: int, timeout: float = 10.0, **match: Any) -> list[Span]:
         """At least `count` spans whose fields equal `match` (a safety-net wait: the exporter sends in batches)."""
@@ -76,6 +78,13 @@ def otlp_receiver() -> Iterator[Receiver]:
                 body = gzip.decompress(body)
             receiver.requests += 1
             receiver.content_types.append(self.headers.get("content-type", ""))
+            receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
+            if receiver.refusals:
+                self.send_response(receiver.refusals.pop(0))
+                self.send_header("retry-after", "0")  # honoured: the retry comes at once
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             if self.path != "/v1/traces":
                 self.send_response(404)
                 self.end_headers()

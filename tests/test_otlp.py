@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from chatsse.tracing import TracingConfig
 from chatsse.tracing.otlp import encode_spans
+from tests.otlp_receiver import otlp_receiver
 
 UNENCODABLE: Any = object()  # neither encoder can encode it: both leave the attribute out and log
 text = st.text(max_size=12)
@@ -112,14 +114,65 @@ def test_an_attribute_neither_can_encode_is_left_out_and_logged(caplog: pytest.L
     assert "Failed to encode key bad" in caplog.text and "Failed to encode key also" in caplog.text
 
 
-def test_the_sdks_otlp_exporter_uses_it_once_tracing_is_on() -> None:
+def test_tracing_exports_with_its_own_exporter_and_leaves_the_sdks_alone() -> None:
+    from opentelemetry.exporter.otlp.proto.common import trace_encoder
+
+    from chatsse.tracing.exporter import OtlpHttpExporter
     from chatsse.tracing.otel import OtelTracing
 
     tracing = OtelTracing(TracingConfig(endpoint="http://127.0.0.1:9/v1/traces"))
     try:
-        exporter_module = sys.modules["opentelemetry.exporter.otlp.proto.http.trace_exporter"]
-        # If an SDK release stops calling a module-level `encode_spans`, this fails: its exporter would still work,
-        # with its own, slower encoder.
-        assert exporter_module.encode_spans is encode_spans
+        assert isinstance(tracing.exporter, OtlpHttpExporter)
+        assert trace_encoder.encode_spans is sdk_encode_spans  # nothing of the SDK's replaced
+        assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" not in sys.modules
     finally:
         tracing.processor.shutdown()  # type: ignore[no-untyped-call]
+
+
+def test_the_exporter_retries_what_the_specification_calls_retryable_and_sends_the_headers_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from chatsse.tracing.exporter import OtlpHttpExporter
+
+    span = ReadableSpan("retried", SpanContext(1, 2, is_remote=False))
+    with otlp_receiver() as receiver:
+        receiver.refusals = [503, 429]
+        exporter = OtlpHttpExporter(receiver.url, {"api-key": "collector-key"}, timeout=5, compression="gzip")
+        try:
+            assert exporter.export([span]) is SpanExportResult.SUCCESS
+            assert receiver.requests == 3 and [s.name for s in receiver.spans] == ["retried"]
+            sent = receiver.headers[-1]
+            assert sent["api-key"] == "collector-key" and sent["content-encoding"] == "gzip"
+            assert sent["content-type"] == "application/x-protobuf"
+
+            receiver.refusals = [400, 400]  # not retryable: one try per batch, one log line for the outage
+            with caplog.at_level(logging.WARNING, logger="chatsse"):
+                results = [exporter.export([span]), exporter.export([span])]
+                assert exporter.export([span]) is SpanExportResult.SUCCESS  # the collector is back
+        finally:
+            exporter.shutdown()
+    assert results == [SpanExportResult.FAILURE] * 2 and receiver.requests == 6
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "traces: 1 spans not exported (HTTP 400); streams are unaffected",
+        "traces: the collector takes spans again",
+    ]
+    assert "collector-key" not in caplog.text
+
+
+def test_the_exporter_gives_up_within_its_timeout_and_at_shutdown() -> None:
+    import threading
+    import time
+
+    from chatsse.tracing.exporter import OtlpHttpExporter
+
+    exporter = OtlpHttpExporter("http://127.0.0.1:9/v1/traces", timeout=30)  # nothing listens: refused, retried
+    span = ReadableSpan("lost", SpanContext(1, 2, is_remote=False))
+    results: list[SpanExportResult] = []
+    worker = threading.Thread(target=lambda: results.append(exporter.export([span])))
+    began = time.monotonic()
+    worker.start()
+    time.sleep(0.3)  # in its first backoff
+    exporter.shutdown()
+    worker.join(10)
+    assert results == [SpanExportResult.FAILURE] and time.monotonic() - began < 5  # not the 30 s timeout

@@ -255,6 +255,10 @@ def test_the_standard_settings_turn_tracing_on() -> None:
             "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
             "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4096",
             "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "100",  # the span-specific limit wins
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "4000",  # the traces-only setting wins
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": __file__,
         },
         env_file=None,
     ).tracing
@@ -268,6 +272,9 @@ def test_the_standard_settings_turn_tracing_on() -> None:
         batch={"schedule_delay_millis": 1000},
         capture_content=True,
         value_length_limit=4096,
+        timeout=4.0,
+        compression="gzip",
+        certificate=__file__,
     )
     assert "se cret" not in repr(on)  # a collector's key never reaches a log
     traces = {**base, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/custom"}
@@ -287,6 +294,9 @@ def test_an_unusable_tracing_setting_is_refused_with_the_others() -> None:
         "OTEL_TRACES_SAMPLER_ARG": "2",
         "OTEL_BSP_MAX_QUEUE_SIZE": "lots",
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "0",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "soon",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "brotli",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/ca.pem",
         "CHATSSE_MAX_STREAMS": "-1",
     }
     with pytest.raises(ConfigError) as caught:
@@ -299,6 +309,9 @@ def test_an_unusable_tracing_setting_is_refused_with_the_others() -> None:
         "OTEL_TRACES_SAMPLER_ARG",
         "OTEL_BSP_MAX_QUEUE_SIZE",
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
         "CHATSSE_MAX_STREAMS",
     ):
         assert name in message

@@ -4,7 +4,8 @@ standard OTEL_* settings ask for them.
 config.py   whether tracing is on and how: OTEL_* from the environment and .env, checked (pure)
 base.py     Tracing: the hooks the gateway calls, as no-ops (tracing off: nothing of OpenTelemetry is loaded)
 otel.py     the same hooks on the OpenTelemetry SDK and its OTLP exporter (imported only when tracing is on)
-otlp.py     the OTLP encoding of spans: the SDK's output at a third of its cost, handed to its exporters
+otlp.py     the OTLP encoding of spans: the SDK's output at a quarter of its cost
+exporter.py chatsse's own OTLP/HTTP exporter: that encoding, sent with httpx and retried (the SDK's left alone)
 """
 
 from chatsse.tracing.base import NO_ATTEMPT, NO_TRACING, AttemptSpan, ServerSpan, Tracing, current_server, provider_name

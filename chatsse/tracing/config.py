@@ -8,6 +8,7 @@ OTEL_SDK_DISABLED=true. The rest follows the OpenTelemetry specification's names
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -47,6 +48,9 @@ class TracingConfig:
     capture_content: bool = False  # prompt and reply text in spans: off, as the GenAI conventions ask
     value_length_limit: int | None = None  # the longest a string attribute may be (None: no limit, as specified)
     azure_monitor: str = field(default="", repr=False)  # an Application Insights connection string: export there
+    timeout: float = 10.0  # seconds an export may take, its retries included
+    compression: str = ""  # "gzip", or none
+    certificate: str | None = None  # a CA file for an https collector the system does not trust
 
 
 def _pairs(raw: str) -> dict[str, str]:
@@ -115,6 +119,20 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
         return None
 
     batch = {argument: n for variable, argument in BATCH.items() if (n := whole(variable)) is not None}
+
+    def exporter(traces_only: str, general: str) -> tuple[str, str]:
+        """An exporter setting: the traces-only variable wins over the general one (variable, value)."""
+        return (traces_only, get(traces_only)) if get(traces_only) else (general, get(general))
+
+    timeout_name, timeout_ms = exporter("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+    if timeout_ms and not (timeout_ms.isdigit() and int(timeout_ms) > 0):
+        problems.append(f"{timeout_name}={timeout_ms!r} is not valid: expected a whole number of milliseconds > 0")
+    compression_name, compression = exporter("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
+    if compression.lower() not in ("", "gzip", "none"):
+        problems.append(f"{compression_name}={compression!r} is not valid: expected gzip or none")
+    certificate_name, certificate = exporter("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")
+    if certificate and not os.path.isfile(certificate):
+        problems.append(f"{certificate_name}={certificate!r} is not valid: expected the path of a PEM file")
     value_length_limit = next((whole(variable) for variable in VALUE_LIMITS if get(variable)), None)
     resource = _pairs(get("OTEL_RESOURCE_ATTRIBUTES"))
     return TracingConfig(
@@ -129,4 +147,7 @@ def tracing_config(env: Mapping[str, str], problems: list[str]) -> TracingConfig
         capture_content=get(CAPTURE).lower() == "true",
         value_length_limit=value_length_limit,
         azure_monitor=azure_monitor,
+        timeout=int(timeout_ms) / 1000 if timeout_ms.isdigit() and int(timeout_ms) > 0 else 10.0,
+        compression="gzip" if compression.lower() == "gzip" else "",
+        certificate=certificate or None,
     )

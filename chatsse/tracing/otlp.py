@@ -4,8 +4,7 @@ same opentelemetry-proto messages, at a quarter of its cost.
 Why: the SDK's encoder builds each attribute as two messages from keyword arguments, about 100 us a span on the
 machine bench/REPORT.md measures, which was most of what tracing cost a short reply. Filling the request in place
 (`add()` and field assignment) costs about 25. `tests/test_otlp.py` checks that both encoders produce the same
-message for any spans, and `use_in_exporters` hands this one to the SDK's OTLP exporters, whose transport,
-retries, compression and limits stay theirs.
+message for any spans. chatsse's own exporter (`exporter.py`) sends it; the SDK's exporters keep their own.
 """
 
 from __future__ import annotations
@@ -31,11 +30,6 @@ KINDS = {
     SpanKind.CONSUMER: Span.SPAN_KIND_CONSUMER,
 }
 HAS_IS_REMOTE, IS_REMOTE = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-# The modules whose exporter calls `encode_spans` (a module-level name, so the exporter finds the one set here).
-EXPORTER_MODULES = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-)
 
 
 def _value(target: AnyValue, value: Any) -> None:
@@ -161,20 +155,3 @@ def _scope_spans(resource_spans: ResourceSpans, scope: InstrumentationScope | No
         if scope.schema_url:
             added.schema_url = scope.schema_url
     return added
-
-
-def use_in_exporters() -> list[str]:
-    """Hand this encoder to the SDK's OTLP span exporters that are loaded and still call the SDK's own; the names
-    of the modules that now use it. An SDK that no longer calls `encode_spans` keeps its own encoder (slower,
-    not wrong)."""
-    import sys
-
-    from opentelemetry.exporter.otlp.proto.common import trace_encoder
-
-    used = []
-    for name in EXPORTER_MODULES:
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "encode_spans", None) in (trace_encoder.encode_spans, encode_spans):
-            module.encode_spans = encode_spans  # type: ignore[attr-defined]
-            used.append(name)
-    return used
