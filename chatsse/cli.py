@@ -9,6 +9,7 @@ import copy
 import ipaddress
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from chatsse import __version__, terminal
 from chatsse.app import serving_app
 from chatsse.callers.config import new_key
 from chatsse.preflight import CHECKED_MARK, ready_settings
+from chatsse.server.lifecycle import hand_over
 from chatsse.server.protocol import GuardedHttpProtocol
 from chatsse.simulator import Simulator
 
@@ -97,8 +99,7 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         # the checks were made here, once.
         os.environ[CHECKED_MARK] = "1"
     with _metrics_shared_by(workers):
-        uvicorn.run(
-            "chatsse.app:factory" if workers > 1 else serving_app(settings),
+        options: dict[str, Any] = dict(
             factory=workers > 1,
             host=host,
             port=port,
@@ -112,6 +113,18 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             http=GuardedHttpProtocol,  # uvicorn's httptools protocol, with a header deadline and a connection cap
             ws="none",  # no WebSocket route: nothing of a WebSocket library is loaded (or warns)
         )
+        if workers > 1:  # uvicorn's workers: each one's drain ends by calling uvicorn's own SIGTERM handler
+            uvicorn.run("chatsse.app:factory", **options)
+        else:  # one process: its server is handed to the drain, which asks it to exit (and the process exits 0)
+            DrainingServer(uvicorn.Config(serving_app(settings), **options)).run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, handed to the drain of the app it runs, which asks it to exit once the streams are done."""
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        hand_over(self)
+        super().run(sockets)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
 from chatsse.server.response import STREAM_HEADERS, RelayResponse
 from chatsse.settings import Settings
-from chatsse.tracing import provider_name
+from chatsse.tracing import current_server, provider_name
 from chatsse.upstreams import UpstreamReply, Upstreams
 
 log = logging.getLogger("chatsse")
@@ -135,7 +135,7 @@ class ChatRelay:
             reply.on_stop = partial(self._cancel_background, reply)
         await settlement.remember_response()  # chainable as soon as it streams
         if self.keeper is not None:
-            stream = self.keeper.keep(reply, self.owner(), chat_id)
+            stream = self.keeper.keep(reply, self.owner(), chat_id, current_server.get().origin)
             events = self.keeper.follow_local(stream, 0)
             return Opened(events, {**headers, "X-Chatsse-Stream": stream.id}, stream.id)
         # sse-starlette skips the generator's `finally` when the client leaves before its first event
@@ -146,7 +146,9 @@ class ChatRelay:
         """A kept reply's events after sequence `after`, here or on Redis; 404, 410 or 503 before any event."""
         if self.keeper is None:
             raise StreamNotFound("Replies are not kept on this gateway (CHATSSE_RESUME_SECONDS is 0).")
-        return await self.keeper.follow(stream_id, self.owner(), after)
+        followed = await self.keeper.follow(stream_id, self.owner(), after)
+        current_server.get().follows(followed.origin)  # this request's trace links to the one that started it
+        return followed.events
 
     async def stop(self, stream_id: str) -> None:
         """End a kept reply now, for the caller that started it (404 for anyone else, as for resume)."""

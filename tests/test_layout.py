@@ -213,3 +213,15 @@ print("opentelemetry" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.split() == ["False", "False", "True"]
+
+
+def test_tracing_and_the_upstreams_and_resume_do_not_know_each_other_both_ways() -> None:
+    """The upstreams hand tracing small values (Target, Outcome), and the relay links a resumed reply's trace: tracing
+    names no upstream or translator, and kept replies name no tracing."""
+    known = set(modules())
+    for name, path in modules().items():
+        targets = imports(path, known, at_import_time_only=False)
+        if name.startswith("tracing"):
+            assert not {t for t in targets if t.startswith(("upstreams", "chunks"))}, name
+        if name.startswith("resume"):
+            assert not {t for t in targets if t.startswith("tracing")}, name

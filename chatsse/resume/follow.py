@@ -16,8 +16,7 @@ from chatsse.errors import ChatSSEError, ResumeGap, ResumeUnavailable, StreamLos
 from chatsse.events import ENDINGS, Batch, Failed, from_payload
 from chatsse.redis import BLOCK_MS, FAILURES, Client, pipeline
 from chatsse.resume import keys
-from chatsse.resume.live import may_follow
-from chatsse.tracing import current_server
+from chatsse.resume.live import Followed, may_follow
 
 FRESH_SECONDS = 10  # a stream this young with no trace on Redis may still be in its reader's first write
 LOST_AFTER_MISSES = 2  # consecutive checks, BLOCK_MS apart, that found the reader's lease gone
@@ -61,23 +60,23 @@ class Follower:
             return None
         return str(stream_id)
 
-    async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> AsyncIterator[Batch]:
+    async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> Followed:
         """Check the stream (404, 410, 503 before any byte), then follow it from Redis."""
         try:
             meta = await read_meta(self.client, stream_id)
             if not meta:
                 if await self._reader_died(stream_id):
-                    return _lost()  # its reader died before it wrote the reply's start: the same as dying later
+                    return Followed(_lost(), None)  # its reader died before it wrote the reply's start
                 meta = await self.client.hgetall(keys.meta(stream_id))
             if not meta or not may_follow(meta.get(b"owner", b"").decode(), owner):
                 raise StreamNotFound()
-            current_server.get().follows(meta.get(b"origin", b"").decode() or None)  # its trace links to the reply's
+            origin = meta.get(b"origin", b"").decode() or None
             oldest: Any = await self.client.xrange(keys.events(stream_id), count=1)
         except FAILURES:
             raise ResumeUnavailable(retry_after=1) from None
         if oldest and int(oldest[0][0].split(b"-")[1]) > after + 1:
             raise ResumeGap()
-        return self._tail(stream_id, after, seconds)
+        return Followed(self._tail(stream_id, after, seconds), origin)
 
     async def _tail(self, stream_id: str, after: int, seconds: float) -> AsyncIterator[Batch]:
         key, idle, misses = keys.events(stream_id), 0.0, 0

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 
 from chatsse.errors import ResumeGap, ServerShutdown, StreamNotFound
 from chatsse.events import Batch, Failed
-from chatsse.resume.live import LiveStream, may_follow, new_stream_id
+from chatsse.resume.live import Followed, LiveStream, may_follow, new_stream_id
 from chatsse.server.lifecycle import StreamRegistry
 from chatsse.server.observe import Metrics
-from chatsse.tracing import current_server
 from chatsse.upstreams import UpstreamReply
 
 if TYPE_CHECKING:
@@ -53,12 +52,15 @@ class StreamKeeper:
         """Streams whose reply is still being read with no client following it."""
         return sum(1 for s in self.streams.values() if not s.followers and not s.ended)
 
-    def keep(self, reply: UpstreamReply, owner: str | None, chat_id: str | None = None) -> LiveStream:
-        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat."""
+    def keep(
+        self, reply: UpstreamReply, owner: str | None, chat_id: str | None = None, origin: str | None = None
+    ) -> LiveStream:
+        """Read `reply` into a new stream from now on, whoever follows it; `chat_id` names a useChat chat, `origin`
+        the request that started it (its trace's ids, for its followers' traces to link to)."""
         stream_id = self.remote.new_stream_id() if self.remote is not None else new_stream_id()
         stream = LiveStream(stream_id, owner, self.max_bytes)
         stream.upstream = reply.upstream
-        stream.origin = current_server.get().origin
+        stream.origin = origin
         self.streams[stream.id] = stream
         if chat_id is not None:
             chat = chat_key(chat_id, owner)
@@ -128,7 +130,7 @@ class StreamKeeper:
             return None
         return await self.remote.active_stream_of_chat(chat, owner)
 
-    async def follow(self, stream_id: str, owner: str | None, after: int) -> AsyncIterator[Batch]:
+    async def follow(self, stream_id: str, owner: str | None, after: int) -> Followed:
         """The events after `after`, from this process or from Redis; refuses (404, 410, 503) before the first byte."""
         stream = self.find(stream_id, owner)
         if stream is not None:
@@ -136,17 +138,16 @@ class StreamKeeper:
                 self.metrics.resume_gaps.inc()
                 raise ResumeGap()
             self.metrics.resumes.inc()
-            current_server.get().follows(stream.origin)
-            return self.follow_local(stream, after)
+            return Followed(self.follow_local(stream, after), stream.origin)
         if self.remote is None:
             raise StreamNotFound()
         try:
-            events = await self.remote.follow(stream_id, owner, after, self.seconds)
+            followed = await self.remote.follow(stream_id, owner, after, self.seconds)
         except ResumeGap:
             self.metrics.resume_gaps.inc()
             raise
         self.metrics.resumes.inc()
-        return events
+        return followed
 
     async def follow_local(self, stream: LiveStream, after: int) -> AsyncIterator[Batch]:
         self._attach(stream)

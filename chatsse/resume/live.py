@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from chatsse.errors import ResumeGap
 from chatsse.events import ENDINGS, Batch, Event, Failed
@@ -36,6 +37,14 @@ def may_follow(owner: str | None, asker: str | None) -> bool:
     """Who may follow a kept reply: the caller that started it (with caller keys off, both are None: anyone with
     its id). The one rule for replies kept here and on Redis."""
     return (owner or "") == (asker or "")
+
+
+class Followed(NamedTuple):
+    """A kept reply a client follows: its events after the client's last, and the request that started it (its
+    trace's "<trace id>-<span id>", which the follower's trace links to)."""
+
+    events: AsyncIterator[Batch]
+    origin: str | None
 
 
 class LiveStream:

@@ -22,17 +22,16 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from chatsse.background import Supervised
 from chatsse.errors import ResumeUnavailable
-from chatsse.events import Batch
 from chatsse.redis import FAILURES, Client, pipeline
 from chatsse.resume import keys
 from chatsse.resume.follow import Follower, read_meta
-from chatsse.resume.live import may_follow
+from chatsse.resume.live import Followed, may_follow
 from chatsse.resume.writer import WriteCounts, Writer
 
 KEY_SECONDS = 600  # a reply's keys live this long past their last renewal (CHATSSE_RESUME_KEY_SECONDS)
@@ -173,5 +172,5 @@ class RedisStore:
     async def active_stream_of_chat(self, chat_id: str, owner: str | None) -> str | None:
         return await self.follower.active_stream_of_chat(chat_id, owner)
 
-    async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> AsyncIterator[Batch]:
+    async def follow(self, stream_id: str, owner: str | None, after: int, seconds: float) -> Followed:
         return await self.follower.follow(stream_id, owner, after, seconds)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from chatsse.errors import Draining, TooManyStreams
 from chatsse.upstreams import UpstreamReply
@@ -73,9 +73,22 @@ class StreamRegistry:
             await asyncio.sleep(0.02)  # let the farewell events go out
 
 
+class Exiting(Protocol):
+    should_exit: bool  # uvicorn.Server's: serving ends, as after a signal, but the process exits 0
+
+
+_server: list[Exiting] = []  # the server of this process, handed over by `chatsse serve` (cli.py)
+
+
+def hand_over(server: Exiting) -> None:
+    """The server running this process's app: after a drain, it is asked to exit."""
+    _server[:] = [server]
+
+
 class DrainOnSigterm:
-    """Replaces uvicorn's SIGTERM handler while the app runs: drain first, then ask uvicorn to exit normally
-    (setting `should_exit` directly, so uvicorn does not re-raise the signal and the process exits 0)."""
+    """Replaces uvicorn's SIGTERM handler while the app runs: drain first, then ask the server handed over to exit
+    (its `should_exit`: uvicorn then does not re-raise the signal and the process exits 0). Under a server that was
+    not handed over (`uvicorn chatsse.app:factory`), its own handler is called after the drain."""
 
     def __init__(self, registry: StreamRegistry, seconds: float) -> None:
         self.registry = registry
@@ -102,8 +115,7 @@ class DrainOnSigterm:
 
     async def _drain_then_exit(self) -> None:
         await self.registry.drain(self.seconds)
-        server = getattr(self.previous, "__self__", None)  # uvicorn's Server, whose handle_exit we replaced
-        if server is not None and hasattr(server, "should_exit"):
-            server.should_exit = True
+        if _server:
+            _server[0].should_exit = True
         elif callable(self.previous):
             self.previous(signal.SIGTERM, None)

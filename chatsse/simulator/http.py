@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -67,8 +67,9 @@ class Connection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (a TCP server's), though not an asyncio.Transport subclass on uvloop, which an older
+        # uvicorn makes every new loop in the process use.
+        self.transport = cast(asyncio.Transport, transport)
         self.simulator.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -8,14 +8,26 @@ otlp.py     the OTLP encoding of spans: the SDK's output at a quarter of its cos
 exporter.py chatsse's own OTLP/HTTP exporter: that encoding, sent with httpx and retried (the SDK's left alone)
 """
 
-from chatsse.tracing.base import NO_ATTEMPT, NO_TRACING, AttemptSpan, ServerSpan, Tracing, current_server, provider_name
+from chatsse.tracing.base import (
+    NO_ATTEMPT,
+    NO_TRACING,
+    AttemptSpan,
+    Outcome,
+    ServerSpan,
+    Target,
+    Tracing,
+    current_server,
+    provider_name,
+)
 from chatsse.tracing.config import TracingConfig
 
 __all__ = [
     "NO_ATTEMPT",
     "NO_TRACING",
     "AttemptSpan",
+    "Outcome",
     "ServerSpan",
+    "Target",
     "Tracing",
     "TracingConfig",
     "current_server",

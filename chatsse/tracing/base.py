@@ -3,23 +3,46 @@
 
     Tracing.server(scope)              the SERVER span of one HTTP request; ServerSpan.finish at its end
     ServerSpan.follows(origin)         a resumed reply's request: linked to the request that started the reply
-    Tracing.attempt(upstream, chat)    the CLIENT span of one upstream attempt, and the headers that carry it
-    AttemptSpan.failed / .finished     its end: an error, or the reply's model, id, finish reasons and usage
+    Tracing.attempt(target, chat)      the CLIENT span of one upstream attempt, and the headers that carry it
+    AttemptSpan.failed / .finished     its end: an error, or the reply's Outcome (model, id, finish reason, usage)
+
+Tracing imports nothing of the upstreams: the failover hands it a `Target`, and a reply's end an `Outcome`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatsse.record import RequestRecord
 
 if TYPE_CHECKING:
-    from chatsse.chunks import ChunkTranslator
     from chatsse.events import Event
     from chatsse.schema import ChatRequest
-    from chatsse.upstreams.config import UpstreamConfig
+
+
+@dataclass(frozen=True)
+class Target:
+    """The upstream of an attempt, as its span names it."""
+
+    name: str
+    endpoint: str
+    deployment: str
+    api: str  # azure, azure-v1 or openai
+    max_tokens: int | None = None  # the upstream's own cap
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a reply ended, as its attempt's span records it."""
+
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reason: str | None = None
+    usage: Mapping[str, Any] | None = None
+    failure_code: str | None = None  # the error that ended it, if one did
 
 
 def provider_name(api: str) -> str:
@@ -61,7 +84,7 @@ class AttemptSpan:
         """The attempt failed before the first token, with this error code (the failover tries the next, in a
         sibling span)."""
 
-    def finished(self, translator: ChunkTranslator) -> None:
+    def finished(self, outcome: Outcome) -> None:
         """The reply ended, however it ended."""
 
 
@@ -77,7 +100,7 @@ class Tracing:
     def server(self, scope: Mapping[str, Any], record: RequestRecord) -> ServerSpan:
         return NO_SERVER
 
-    def attempt(self, upstream: UpstreamConfig, request: ChatRequest, number: int) -> AttemptSpan:
+    def attempt(self, target: Target, request: ChatRequest, number: int) -> AttemptSpan:
         return NO_ATTEMPT
 
     async def shutdown(self) -> None:

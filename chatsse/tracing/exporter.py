@@ -1,6 +1,6 @@
-"""chatsse's own OTLP/HTTP span exporter: `otlp.py`'s encoder, POSTed with httpx, retried as the OTLP specification
-asks (429, 502, 503, 504 and lost connections, backing off, honouring Retry-After, within the timeout). It replaces
-nothing in the SDK's modules: another OTLP exporter in the same process keeps its own encoder."""
+"""Where spans go, and chatsse's own OTLP/HTTP span exporter: `otlp.py`'s encoder, POSTed with httpx, retried as
+the OTLP specification asks (429, 502, 503, 504 and lost connections, backing off, honouring Retry-After, within the
+timeout). It replaces nothing in the SDK's modules: another OTLP exporter in the process keeps its own encoder."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from chatsse import __version__
+from chatsse.tracing.config import TracingConfig
 from chatsse.tracing.otlp import encode_spans
 
 log = logging.getLogger("chatsse")
@@ -90,3 +91,27 @@ def _retry_after(response: httpx.Response, backoff: float) -> float:
         return max(0.0, float(response.headers.get("retry-after", "")))
     except ValueError:
         return backoff
+
+
+def exporter_for(config: TracingConfig) -> SpanExporter:
+    """Where spans go: Application Insights, an OTLP/gRPC collector (the SDK's exporters), or chatsse's own."""
+    if config.azure_monitor:
+        from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
+
+        monitor: SpanExporter = AzureMonitorTraceExporter(connection_string=config.azure_monitor)
+        return monitor
+    headers = config.headers or None
+    if config.protocol == "grpc":
+        from grpc import Compression
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        insecure = config.endpoint.startswith("http:")
+        exporter: SpanExporter = GrpcExporter(
+            endpoint=config.endpoint,
+            headers=headers,
+            insecure=insecure,
+            timeout=config.timeout,
+            compression=Compression.Gzip if config.compression else None,
+        )
+        return exporter
+    return OtlpHttpExporter(config.endpoint, headers, config.timeout, config.compression, config.certificate)

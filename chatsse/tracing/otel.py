@@ -24,22 +24,29 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from chatsse import __version__
-from chatsse.chunks import ChunkTranslator
 from chatsse.events import Content
 from chatsse.events import Event as ReplyEvent
 from chatsse.record import RequestRecord
 from chatsse.schema import ChatRequest
-from chatsse.tracing.base import NO_ATTEMPT, AttemptSpan, ServerSpan, Tracing, current_server, provider_name
+from chatsse.tracing.base import (
+    NO_ATTEMPT,
+    AttemptSpan,
+    Outcome,
+    ServerSpan,
+    Target,
+    Tracing,
+    current_server,
+    provider_name,
+)
 from chatsse.tracing.config import TracingConfig
-from chatsse.tracing.exporter import OtlpHttpExporter
-from chatsse.upstreams.config import UpstreamConfig
+from chatsse.tracing.exporter import exporter_for
 
 PROPAGATOR = TraceContextTextMapPropagator()
 CONTEXT_HEADERS = (b"traceparent", b"tracestate")
@@ -60,29 +67,6 @@ def _sampler(config: TracingConfig) -> sampling.Sampler:
     }[config.sampler]
 
 
-def _exporter(config: TracingConfig) -> SpanExporter:
-    if config.azure_monitor:
-        from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
-
-        monitor: SpanExporter = AzureMonitorTraceExporter(connection_string=config.azure_monitor)
-        return monitor
-    headers = config.headers or None
-    if config.protocol == "grpc":
-        from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        insecure = config.endpoint.startswith("http:")
-        exporter: SpanExporter = GrpcExporter(
-            endpoint=config.endpoint,
-            headers=headers,
-            insecure=insecure,
-            timeout=config.timeout,
-            compression=Compression.Gzip if config.compression else None,
-        )
-        return exporter
-    return OtlpHttpExporter(config.endpoint, headers, config.timeout, config.compression, config.certificate)
-
-
 class OtelTracing(Tracing):
     enabled = True
 
@@ -93,7 +77,7 @@ class OtelTracing(Tracing):
         self.sampler = _sampler(config)
         self.ids = RandomIdGenerator()
         batch = config.batch
-        self.exporter = _exporter(config)
+        self.exporter = exporter_for(config)
         self.processor = BatchSpanProcessor(
             self.exporter,
             max_queue_size=batch.get("max_queue_size"),
@@ -127,9 +111,9 @@ class OtelTracing(Tracing):
             attributes.update(sampled.attributes)
         return _Server(self, _Span(name, SpanKind.SERVER, ids, parent, attributes))
 
-    def attempt(self, upstream: UpstreamConfig, request: ChatRequest, number: int) -> AttemptSpan:
+    def attempt(self, target: Target, request: ChatRequest, number: int) -> AttemptSpan:
         parent = current_server.get().context  # the request's SERVER span: its trace and sampling decision
-        return _Attempt(self, parent, upstream, request, number) if parent is not None else NO_ATTEMPT
+        return _Attempt(self, parent, target, request, number) if parent is not None else NO_ATTEMPT
 
     def end(self, span: _Span, status: Status) -> None:
         """`span` is over: to the exporter, if its trace is sampled."""
@@ -205,7 +189,7 @@ class _Attempt(AttemptSpan):
     enabled = True
 
     def __init__(
-        self, tracing: OtelTracing, parent: SpanContext, upstream: UpstreamConfig, request: ChatRequest, number: int
+        self, tracing: OtelTracing, parent: SpanContext, upstream: Target, request: ChatRequest, number: int
     ) -> None:
         host, port = _address(upstream.endpoint)
         attributes: dict[str, Any] = {
@@ -259,17 +243,17 @@ class _Attempt(AttemptSpan):
         self.span.attributes["error.type"] = code
         self._end(Status(StatusCode.ERROR, code))
 
-    def finished(self, translator: ChunkTranslator) -> None:
+    def finished(self, outcome: Outcome) -> None:
         if self.ended:  # a reply's end is reached by more than one path
             return
         attributes = self.span.attributes
-        if translator.response_model:
-            attributes["gen_ai.response.model"] = translator.response_model
-        if translator.response_id:
-            attributes["gen_ai.response.id"] = translator.response_id
-        if translator.finish_reason:
-            attributes["gen_ai.response.finish_reasons"] = (translator.finish_reason,)
-        usage = translator.usage or {}
+        if outcome.response_model:
+            attributes["gen_ai.response.model"] = outcome.response_model
+        if outcome.response_id:
+            attributes["gen_ai.response.id"] = outcome.response_id
+        if outcome.finish_reason:
+            attributes["gen_ai.response.finish_reasons"] = (outcome.finish_reason,)
+        usage = outcome.usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
             attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"] = prompt, completion
@@ -278,12 +262,12 @@ class _Attempt(AttemptSpan):
                 attributes["chatsse.output_tokens_per_second"] = completion / generating
         if self.capture:
             parts = [{"type": "text", "content": "".join(self.texts)}]
-            message = {"role": "assistant", "parts": parts, "finish_reason": translator.finish_reason or ""}
+            message = {"role": "assistant", "parts": parts, "finish_reason": outcome.finish_reason or ""}
             attributes["gen_ai.output.messages"] = orjson.dumps([message]).decode()
-        failure = translator.failure
+        failure = outcome.failure_code
         if failure is not None:
-            attributes["error.type"] = failure.code
-        self._end(Status(StatusCode.ERROR, failure.code) if failure is not None else UNSET)
+            attributes["error.type"] = failure
+        self._end(Status(StatusCode.ERROR, failure) if failure is not None else UNSET)
 
     def _end(self, status: Status) -> None:
         if not self.ended:

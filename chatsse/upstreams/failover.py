@@ -24,7 +24,7 @@ from chatsse.errors import (
 )
 from chatsse.record import RequestRecord, current_record
 from chatsse.schema import ChatRequest
-from chatsse.tracing import NO_TRACING, Tracing
+from chatsse.tracing import NO_TRACING, Target, Tracing
 from chatsse.upstreams.auth import EntraTokens, credential_problem
 from chatsse.upstreams.client import UpstreamClient, new_http_client
 from chatsse.upstreams.config import UpstreamConfig
@@ -145,7 +145,8 @@ class Upstreams:
             attempts.trying(upstream.name)
             if record is not None:
                 record.retries = attempts.made - 1
-            span = self.tracing.attempt(upstream, request, attempts.made)  # failover: sibling attempts
+            target = Target(upstream.name, upstream.endpoint, upstream.deployment, upstream.api, upstream.max_tokens)
+            span = self.tracing.attempt(target, request, attempts.made)  # failover: sibling attempts
             began = time.monotonic()
             try:
                 reply = await self.client.attempt(upstream, request, span)

@@ -14,7 +14,7 @@ from chatsse.errors import ServerShutdown
 from chatsse.events import Batch, Done, Event, Failed
 from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
-from chatsse.tracing import NO_ATTEMPT, AttemptSpan
+from chatsse.tracing import NO_ATTEMPT, AttemptSpan, Outcome
 from chatsse.upstreams.failures import from_transport_error
 
 log = logging.getLogger("chatsse.upstream")
@@ -139,7 +139,17 @@ class UpstreamReply:
 
     async def end(self) -> None:
         """End the attempt's span and run `on_end`, if they have not run yet."""
-        self.trace.finished(self.translator)
+        translator = self.translator
+        failure = translator.failure
+        self.trace.finished(
+            Outcome(
+                translator.response_model,
+                translator.response_id,
+                translator.finish_reason,
+                translator.usage,
+                failure.code if failure is not None else None,
+            )
+        )
         on_end, self.on_end = self.on_end, None
         if on_end is not None:
             await on_end()
