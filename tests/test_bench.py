@@ -33,10 +33,12 @@ def test_quick_benchmark_completes_and_accounts_for_every_token(tmp_path: Path) 
     for run in runs:
         assert run["incomplete"] == 0 and run["errors"] == []
         assert run["chunks"] == run["expected_chunks"] > 0
-        assert run["chunks_per_s"] > 0 and run["ttft_p50_ms"] >= 0
+        # Figures that can be wrong: a first token on the loopback within seconds, a throughput that is a rate.
+        assert run["chunks"] / 120 < run["chunks_per_s"] and 0 < run["ttft_p50_ms"] < 5000
         if run["target"] == "chatsse":
-            # CPU time comes in 10 ms ticks: a quick W2 can take less than one, so only the sum must be positive.
-            assert run["gateway_cpu_s"] >= 0 and run["peak_rss_mb"] > 10
+            # CPU time comes in 10 ms ticks: a quick W2 can take less than one, so only the sum must be positive;
+            # each is below the wall time the whole quick run may take.
+            assert 0 <= run["gateway_cpu_s"] < 120 and 10 < run["peak_rss_mb"] < 2000
     assert sum(run.get("gateway_cpu_s", 0) for run in runs) > 0
     # The at-scale workloads (#12), small: every stream complete, and the figures the report quotes are there.
     scale = {(r["target"], r["workload"]): r for r in report["scale"]}
@@ -66,7 +68,7 @@ def test_rounds_against_one_process_report_drift_figures_and_the_floors_run(tmp_
     floors = {r["target"]: r for r in report["runs"]}
     for name in ("stack-floor", "asgi-floor"):
         assert floors[name]["chunks"] == floors[name]["expected_chunks"] > 0 and floors[name]["incomplete"] == 0
-        assert floors[name]["cpu_s_per_1k_chunks"] >= 0 and floors[name]["peak_rss_mb"] > 10
+        assert 0 <= floors[name]["cpu_s_per_1k_chunks"] < 5 and 10 < floors[name]["peak_rss_mb"] < 2000
     rounds = report["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     for row in rounds:
@@ -75,8 +77,8 @@ def test_rounds_against_one_process_report_drift_figures_and_the_floors_run(tmp_
         # The probe's reading comes from inside the gateway: it tracks objects and saw its own types.
         assert row["gc_tracked"] > 1000 and sum(row["gc_by_generation"]) > 0
         assert row["gc_types"] and 0 < sum(row["gc_types"].values()) <= row["gc_tracked"]
-        assert row["gc_longest_pause_ms"] >= 0 and math.isfinite(row["slow_ttft_p99_added_ms"])
-        assert math.isfinite(row["w1_ttft_p99_added_ms"]) and row["w1_cpu_s_per_1k_chunks"] >= 0
+        assert 0 <= row["gc_longest_pause_ms"] < 5000 and math.isfinite(row["slow_ttft_p99_added_ms"])
+        assert math.isfinite(row["w1_ttft_p99_added_ms"]) and 0 <= row["w1_cpu_s_per_1k_chunks"] < 5
     # After the last round, a full collection: what the process keeps is less than what it tracked.
     assert 0 < rounds[-1]["kept_objects"] <= rounds[-1]["gc_tracked"] + 1000
     assert "## Rounds (#23)" in (tmp_path / "quick.md").read_text()

@@ -3,6 +3,7 @@ circuits, weights, and what the client, the log line, /health and /metrics say a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -91,19 +92,28 @@ async def test_a_failing_upstream_opens_a_circuit_that_grows_then_closes(fleet: 
             assert response.status_code == 200 and kinds(events)[-1] == "done"
             return response.headers["x-chatsse-upstream"]
 
+        async def resting() -> bool:
+            return "primary" in (await client.get(gateway.url + "/health")).json()["resting_upstreams"]
+
+        async def rests_for() -> float:
+            """How long primary's circuit stays open from now (polled, not slept through)."""
+            began = time.monotonic()
+            while await resting():
+                await asyncio.sleep(0.02)
+            return time.monotonic() - began
+
         for _ in range(3):
             assert await served_by() == "backup"  # primary failed: a third failure of three opens its circuit
-        assert await served_by() == "backup"  # for 0.5 s, so it is not even tried
+        assert await resting() and await served_by() == "backup"  # for 0.5 s, so it is not even tried
         assert fleet.counts() == {"primary": 3, "backup": 4}
-        time.sleep(0.6)
+        assert await rests_for() < 0.6 + 5  # it closes (a slow machine may poll late)
         for _ in range(3):
             assert await served_by() == "backup"  # tried again, failed again three times: open for 1 s now
         assert fleet.counts()["primary"] == 6
-        time.sleep(0.6)
-        assert await served_by() == "backup"  # still resting: the rest grew
-        assert fleet.counts()["primary"] == 6
+        assert await served_by() == "backup" and fleet.counts()["primary"] == 6  # still resting: not tried
         primary.always = ""  # it recovers
-        time.sleep(0.5)
+        # The rest grew: the first was 0.5 s in all, so from here it could not last 0.6 s unless it grew (to 1 s).
+        assert await rests_for() > 0.6
         assert await served_by() == "primary"
         assert await served_by() == "primary"
 
