@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -91,9 +92,13 @@ def fleet() -> Iterator[Fleet]:
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """tests/node's packages, installed from its package-lock.json when any is missing."""
-    if not all((NODE / "node_modules" / package).is_dir() for package in NODE_PACKAGES):
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE, check=True, capture_output=True, timeout=300)
+    """tests/node's packages, installed from its package-lock.json when any is missing (by one pytest-xdist worker
+    at a time: the others wait on the lock, then find them there)."""
+    with open(NODE / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((NODE / "node_modules" / package).is_dir() for package in NODE_PACKAGES):
+            command = ["npm", "ci", "--no-audit", "--no-fund"]
+            subprocess.run(command, cwd=NODE, check=True, capture_output=True, timeout=300)
     return NODE / "node_modules"
 
 

@@ -31,6 +31,9 @@ from tests.nginx import Nginx
 from tests.redis_server import RedisClusterNodes
 from tests.servers import CHATSSE, GatewayProcess, chatsse_serve, clean_env
 
+# The heaviest tests take the same pytest-xdist worker, one after the other: each wants the machine.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 NAMES = ("a", "b", "c")
 CALLERS = (
     '[[caller]]\nname = "load"\nkey_env = "LOAD_KEY"\nrequests_per_minute = 40\n\n'

@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from chatsse.simulator import Simulator
 from tests.servers import chatsse_serve, wait_until
+
+# The heaviest tests take the same pytest-xdist worker, one after the other: each wants the machine.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 STREAMS = 300
 BODY = {"message": "[sim: tokens=30 delay=0.05 first_delay=0.5]"}

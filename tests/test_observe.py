@@ -88,7 +88,8 @@ async def test_metrics_count_requests_streams_errors_retries_and_disconnects(
         await chat(client, gateway.url, {"message": "hi [sim: status=500]"})
         payload = {"message": "echo:held open[sim: hold_after=1 hold=metrics]"}
         async with aconnect_sse(client, "POST", gateway.url + STREAM, json=payload) as source:
-            await anext(source.aiter_sse())
+            events = source.aiter_sse()  # held in a name: a dropped iterator is finalized, closing the stream
+            await anext(events)
             during = (await client.get(gateway.url + "/metrics")).text
         # The gateway saw the client go (it closed the upstream) before the rest is released: else, on a busy
         # machine, the reply could finish before the disconnect is noticed.

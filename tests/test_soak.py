@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The heaviest tests take the same pytest-xdist worker, one after the other: each wants the machine.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 SOAK = Path(__file__).parent.parent / "bench" / "soak.py"
 
 
