@@ -40,8 +40,8 @@ async def test_stream_cap_refuses_at_once_with_retry_after(make_gateway: Gateway
             # Held in names: an event iterator dropped after its first event is finalized, which closes its
             # response, and the gateway would rightly count that stream as gone.
             held = [first.aiter_sse(), second.aiter_sse()]
-            for events in held:
-                await anext(events)
+            for stream in held:
+                await anext(stream)
             started = time.monotonic()
             refused = await client.post(gateway.url + STREAM, json={"message": "echo:third"})
             assert time.monotonic() - started < 2  # at once, not queued
