@@ -28,6 +28,8 @@ class RequestRecord:
     prompt_tokens: int | None = None  # the reply's tokens, as charged to the caller
     completion_tokens: int | None = None
     tokens_estimated: bool = False  # the upstream sent no usage: counted from the text
+    cost_micros: int | None = None  # what the reply cost, in micro-units of `currency` (its model has a [[price]])
+    currency: str | None = None
     error_code: str | None = None
     client_disconnected: bool = False
     exception: str | None = None  # the type of an unexpected exception (a bug), never its text

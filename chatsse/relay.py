@@ -246,11 +246,18 @@ class _Settlement:
         else:
             counted.labels(self.caller.label, self.chat.model, "prompt").inc(tokens.prompt)
             counted.labels(self.caller.label, self.chat.model, "completion").inc(tokens.completion)
+        upstream = self.relay.upstreams.by_name[self.reply.upstream]
+        prices = self.relay.settings.prices
+        price = prices.find(translator.response_model, upstream.price) if prices else None
+        cost = price.cost(tokens.prompt, tokens.cached, tokens.completion) if price is not None else None
+        if price is not None and cost is not None:  # estimated with the tokens, when they are
+            self.relay.metrics.cost.labels(self.caller.label, price.model, prices.currency).inc(cost)
         record = self.record
         if record is not None:
             record.prompt_tokens, record.completion_tokens = tokens.prompt, tokens.completion
             record.tokens_estimated = tokens.estimated
-        upstream = self.relay.upstreams.by_name[self.reply.upstream]
+            if cost is not None:
+                record.cost_micros, record.currency = cost, prices.currency
         self.relay.metrics.genai.observe(
             provider_name(upstream.api),
             upstream.deployment,

@@ -11,6 +11,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from chatsse.callers.config import CallerTables, callers_from, quota_problem
+from chatsse.prices import Prices, prices_from, unknown_price_names
 from chatsse.tracing.config import TracingConfig, tracing_config
 from chatsse.upstreams.config import (
     DEFAULT_API_VERSION,
@@ -100,6 +101,7 @@ class Settings:
     web_ui: bool = _env(True, "CHATSSE_WEB_UI", _boolean, _any, "true or false")
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # CHATSSE_API_KEYS and CHATSSE_API_KEYS_FILE
     callers: CallerTables = CallerTables()  # the [[caller]] tables and [anonymous] of CHATSSE_CONFIG
+    prices: Prices = Prices()  # the [[price]] tables of CHATSSE_CONFIG: what a reply costs
     tracing: TracingConfig | None = None  # from the standard OTEL_* settings; None: off
     rate_limit: tuple[int, float] | None = _env(None, "CHATSSE_RATE_LIMIT", _rate, lambda v: v[0] > 0, "like 60/minute")
     max_streams: int = _env(0, "CHATSSE_MAX_STREAMS", int, lambda v: v >= 0, "a whole number >= 0 (0: no cap)")
@@ -209,16 +211,17 @@ def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[s
     return (upstream,)
 
 
-TOP_LEVEL = ("upstream", "caller", "anonymous", "quotas_in_memory")
+TOP_LEVEL = ("upstream", "caller", "anonymous", "quotas_in_memory", "price")
 
 
 def _config_file(
     env: Mapping[str, str], problems: list[str], missing: list[str]
-) -> tuple[tuple[UpstreamConfig, ...], CallerTables]:
-    """The upstreams (from CHATSSE_CONFIG, or the AZURE_OPENAI_* settings) and the callers (from CHATSSE_CONFIG)."""
+) -> tuple[tuple[UpstreamConfig, ...], CallerTables, Prices]:
+    """The upstreams (from CHATSSE_CONFIG, or the AZURE_OPENAI_* settings), the callers and the prices (from
+    CHATSSE_CONFIG)."""
     path = env.get("CHATSSE_CONFIG", "").strip()
     if not path:
-        return _azure_upstream(env, problems, missing), CallerTables()
+        return _azure_upstream(env, problems, missing), CallerTables(), Prices()
     if env.get("AZURE_OPENAI_ENDPOINT", "").strip():
         problems.append("set CHATSSE_CONFIG (a file of upstreams) or AZURE_OPENAI_ENDPOINT (one upstream), not both")
     try:
@@ -226,15 +229,15 @@ def _config_file(
             document = tomllib.load(file)
     except OSError as exc:
         problems.append(f"CHATSSE_CONFIG={path!r} cannot be read ({exc.strerror})")
-        return (), CallerTables()
+        return (), CallerTables(), Prices()
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{path}: not valid TOML ({exc})")
-        return (), CallerTables()
+        return (), CallerTables(), Prices()
     unknown = sorted(set(document) - set(TOP_LEVEL))
     if unknown:
         problems.append(
-            f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected [[upstream]] and [[caller]] tables, "
-            "[anonymous] and quotas_in_memory"
+            f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected [[upstream]], [[caller]] and [[price]] "
+            "tables, [anonymous] and quotas_in_memory"
         )
     upstreams = upstreams_from(document, path, env, problems)
     models = list(dict.fromkeys(upstream.model for upstream in upstreams))
@@ -242,14 +245,18 @@ def _config_file(
     problem = quota_problem(callers, path, env.get("CHATSSE_REDIS_URL", "").strip() or None)
     if problem:
         problems.append(problem)
-    return upstreams, callers
+    prices = prices_from(document, path, problems)
+    named = {f"{path}: [[upstream]] {u.name!r}": u.price for u in upstreams if u.price is not None}
+    problems += unknown_price_names(named, prices)
+    return upstreams, callers, prices
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
     problems: list[str] = []
     missing: list[str] = []
-    upstreams, callers = _config_file(env, problems, missing)
+    upstreams, callers, prices = _config_file(env, problems, missing)
     values: dict[str, Any] = {"upstreams": upstreams, "callers": callers, "api_keys": _api_keys(env, problems)}
+    values["prices"] = prices
     values["tracing"] = tracing_config(env, problems)
     for setting in fields(Settings):
         if "env" not in setting.metadata:

@@ -19,7 +19,7 @@ README = (ROOT / "README.md").read_text()
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
     ["record", "sse", "errors", "events", "schema", "completion_request", "chunks", "responses"],  # pure: no I/O
-    ["upstreams.config", "callers.config", "tracing.config", "settings"],  # configuration
+    ["upstreams.config", "callers.config", "tracing.config", "prices", "settings"],  # configuration
     # backends: upstreams, callers' counts, Redis, traces, which upstream made a stored response
     ["upstreams", "callers", "ratelimit", "redis", "tracing", "responses.stored", "background"],
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle

@@ -101,6 +101,12 @@ class Metrics:
         self.memory_returns = Counter(
             "chatsse_memory_returns", "Heap collections and trims after a peak of streams.", registry=r
         )
+        self.cost = Counter(
+            "chatsse_cost_micros",
+            "What replies cost, in micro-units of the [[price]] tables' currency, by caller and priced model.",
+            ["caller", "model", "currency"],
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "chatsse_upstream_requests",
             "Upstream attempts by upstream and outcome.",

@@ -97,12 +97,16 @@ class Frames:
         filters = {**SAFE, "violence": {"filtered": True, "severity": "medium"}} if reason == "content_filter" else {}
         return self._chunk({}, reason, filters, choice)
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        usage = {
+    def usage(self, prompt_tokens: int, completion_tokens: int, cached: int = 0, reasoning: int = 0) -> bytes:
+        usage: dict[str, Any] = {
             "completion_tokens": completion_tokens,
             "prompt_tokens": prompt_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        if cached:  # as Azure reports a prompt cache hit
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        if reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
         return self._event(
             {
                 "choices": [],

@@ -11,6 +11,8 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     delay=S             seconds between content chunks (absolute schedule, no drift); first_delay=S before the first
     tokens=N            reply with N filler tokens instead of the derived text
     reasoning=N         first stream N "thinking" tokens in delta.reasoning_content, as vLLM, Ollama and DeepSeek do
+                        (the usage counts them in completion_tokens_details.reasoning_tokens)
+    cached=N            the usage says N of the prompt's tokens came from the cache (prompt_tokens_details)
     cut_after=N         drop the connection after N content chunks (no [DONE], no final HTTP chunk)
     malformed_after=N   send a broken JSON chunk after N content chunks
     error_after=N       send an in-stream `{"error": ...}` after N content chunks, then end without [DONE]
@@ -117,6 +119,7 @@ class Scenario:
     first_delay: float = 0.0
     tokens: int = 0
     reasoning: int = 0
+    cached: int = 0
     cut_after: int = -1
     malformed_after: int = -1
     error_after: int = -1

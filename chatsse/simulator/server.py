@@ -251,7 +251,9 @@ class Simulator:
         tail = b"".join(frames.finish(reply.finish, choice) for choice in range(len(reply.texts) or 1))
         if frames.include_usage:
             prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
-            tail += frames.usage(prompt_tokens, len(pieces))
+            cached = min(scenario.cached, prompt_tokens)
+            completion = len(pieces) + scenario.reasoning  # reasoning tokens are billed as completion tokens
+            tail += frames.usage(prompt_tokens, completion, cached, scenario.reasoning)
         if not scenario.no_done:
             tail += Frames.DONE
         await conn.send(tail, scenario.split)

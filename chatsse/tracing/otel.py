@@ -177,6 +177,8 @@ class _Server(ServerSpan):
         attributes["http.route"], attributes["http.response.status_code"] = record.route, record.status
         if record.caller != "-":
             attributes["chatsse.caller"] = record.caller  # its name, or a key's harmless id: never the key
+        if record.cost_micros is not None:
+            attributes["chatsse.cost_micros"], attributes["chatsse.currency"] = record.cost_micros, record.currency
         error = record.error_code or record.exception
         if error:
             attributes["error.type"] = error

@@ -33,6 +33,7 @@ class UpstreamConfig:
     max_tokens: int | None = None  # the operator's cap on a reply's tokens
     reasoning: bool = False  # relay the model's reasoning text (reasoning_content), where the upstream sends it
     protocol: str = "chat"  # the API it speaks: chat completions, or the Responses API
+    price: str | None = None  # the [[price]] row of its replies, where their `model` field is generic
 
 
 def responses_problem(api: str, api_version: str) -> str | None:
@@ -62,6 +63,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "max_tokens": (int, "a whole number > 0"),
     "reasoning": (bool, "true or false"),
     "protocol": (str, "one of " + ", ".join(PROTOCOLS)),
+    "price": (str, "the model of a [[price]] row"),
 }
 _REQUIRED = ("name", "endpoint", "deployment")
 
@@ -161,4 +163,5 @@ def _upstream(table: dict[str, Any], where: str, env: Mapping[str, str], problem
         max_tokens=table.get("max_tokens"),
         reasoning=table.get("reasoning", False),
         protocol=protocol,
+        price=table.get("price"),
     )
