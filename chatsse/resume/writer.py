@@ -182,7 +182,9 @@ class Writer:
 
     def _forget(self, items: list[Item], lost: bool = False) -> None:
         for kind, args in items:
-            if kind == "append":
+            if kind == "ended":  # its end went out (or never will): marked `gap` if it had to be
+                self._shed.discard(args[0])
+            elif kind == "append":
                 stream_id, events, _ = args
                 self.queued_bytes -= sum(len(payload) for _, payload in events)
                 if lost:
@@ -231,7 +233,6 @@ class Writer:
         lost = self._count_refusals(results, scripts)
         ended_now = lost & {stream_id for stream_id, _ in ended}
         if ended_now:  # refused in the cycle that ended them: their ends went out without the mark
-            self._shed -= ended_now
             async with pipeline(self.client) as pipe:
                 for stream_id in ended_now:
                     pipe.hset(keys.meta(stream_id), "gap", 1)
@@ -292,9 +293,7 @@ class Writer:
         await run_script(pipe, self._append_script, stream_keys, args, self.cluster)
 
     def _queue_ended(self, pipe: Any, stream_id: str, seconds: float) -> None:
-        meta = keys.meta(stream_id)
-        lost = stream_id in self._shed
-        self._shed.discard(stream_id)
-        pipe.hset(meta, mapping={"ended": 1, "gap": 1} if lost else {"ended": 1})
+        meta = keys.meta(stream_id)  # `_shed` keeps it until the write is over: a retried end is marked again
+        pipe.hset(meta, mapping={"ended": 1, "gap": 1} if stream_id in self._shed else {"ended": 1})
         for key in (keys.events(stream_id), meta):
             pipe.expire(key, int(seconds) + 1)

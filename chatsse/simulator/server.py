@@ -1,9 +1,8 @@
 """The built-in Azure OpenAI simulator: a real HTTP/1.1 server speaking Azure's streaming wire format.
 
-It is written on asyncio's Protocol rather than a web framework so that it controls every byte
-(chunked framing, abrupt cuts, silence) and knows the moment the gateway hangs up. It records each
-request it received and when its connection closed, for tests; `--demo` and benchmarks use it too.
-"""
+It is written on asyncio's Protocol rather than a web framework so that it controls every byte (chunked framing,
+abrupt cuts, silence) and knows the moment the gateway hangs up. It records each request it received and when its
+connection closed, for tests; `--demo` and benchmarks use it too."""
 
 from __future__ import annotations
 
@@ -251,8 +250,7 @@ class Simulator:
         tail = b"".join(frames.finish(reply.finish, choice) for choice in range(len(reply.texts) or 1))
         if frames.include_usage:
             prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in messages if isinstance(m, dict))
-            cached = min(scenario.cached, prompt_tokens)
-            completion = len(pieces) + scenario.reasoning  # reasoning tokens are billed as completion tokens
+            cached, completion = min(scenario.cached, prompt_tokens), len(pieces) + scenario.reasoning  # as billed
             tail += frames.usage(prompt_tokens, completion, cached, scenario.reasoning)
         if not scenario.no_done:
             tail += Frames.DONE
