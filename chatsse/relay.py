@@ -101,8 +101,8 @@ class ChatRelay:
     async def open(self, chat: ChatRequest, receive: Receive, chat_id: str | None = None) -> Opened:
         """Admit the caller, open the upstream and read to the first token; `chat_id` names a useChat chat, for its
         resume route. The reply's tokens are charged to the caller when it ends, however it ends. A client that
-        leaves before the first token (`receive` says so) has the upstream request closed and its slot given back
-        at once (ClientLeft, 499)."""
+        leaves before the first token (`receive` says so; watched from 0.25 s on) has the upstream request closed and
+        its slot given back (ClientLeft, 499): it could not resume a reply it has no id of yet."""
         return await unless_client_leaves(receive, self._open(chat, chat_id))
 
     async def _open(self, chat: ChatRequest, chat_id: str | None) -> Opened:
