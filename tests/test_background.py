@@ -33,7 +33,10 @@ def test_a_stop_listener_that_raises_is_started_again_and_counted(
     reader = make_gateway(redis_url=redis_server.url, resume_seconds=30)
     other = make_gateway(redis_url=redis_server.url, resume_seconds=30)
     with redis.Redis.from_url(redis_server.url) as client:
-        assert wait_until(lambda: client.publish(STOP_CHANNEL, b"\xff\xfe not text") == 2, timeout=10)
+        # Both listening first: a message sent while one is still subscribing would kill the other alone, and each
+        # kill lengthens its backoff.
+        assert wait_until(lambda: client.pubsub_numsub(STOP_CHANNEL) == [(STOP_CHANNEL.encode(), 2)], timeout=10)
+        assert client.publish(STOP_CHANNEL, b"\xff\xfe not text") == 2
     failures = 'chatsse_background_failures_total{task="redis-stops"} '
     for gateway in (reader, other):
         assert wait_until(lambda g=gateway: failures + "1.0" in httpx.get(g.url + "/metrics").text, timeout=10)
