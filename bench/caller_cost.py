@@ -8,13 +8,14 @@ charging them, for a caller with every limit set, with the counters in memory an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import subprocess
 import time
 
 from chatsse.callers import Caller, CallerConfig
-from chatsse.callers.ledger import Ledger, rate_headers
+from chatsse.callers.ledger import Ledger, Spend, rate_headers
 from chatsse.callers.memory import MemoryLedger
 from chatsse.callers.redis import RedisLedger
 from chatsse.callers.tokens import count_tokens
@@ -30,17 +31,30 @@ LIMITS = CallerConfig(
     max_tokens=10**5,
 )
 CALLER = Caller("ip:127.0.0.1", "anonymous", LIMITS)
+# A keyed caller with a budget in a team with its own budget and quota (#32): two counters charged per reply.
+TEAM = Caller(
+    "team:benchers",
+    "benchers",
+    CallerConfig(name="benchers", budget=10**15, budget_period="month", token_quota=10**14, quota_period="month"),
+)
+BUDGETED = Caller(
+    "bench",
+    "bench",
+    dataclasses.replace(LIMITS, name="bench", budget=10**15, budget_period="month", team="benchers"),
+    keyed=True,
+    team=TEAM,
+)
 PROMPT = [{"role": "user", "content": "bench tokens=5 delay=0"}]
 CLIENTS, REQUESTS = 32, 6400
 
 
-async def measure(ledger: Ledger) -> float:
+async def measure(ledger: Ledger, caller: Caller = CALLER) -> float:
     async def client(count: int) -> None:
         for _ in range(count):
             reply_id = os.urandom(8).hex()
-            rate_headers(await ledger.admit(CALLER, reply_id))
+            rate_headers(await ledger.admit(caller, reply_id))
             tokens = count_tokens({"prompt_tokens": 4, "completion_tokens": 5}, PROMPT, 10)
-            await ledger.charge(CALLER, reply_id, tokens.total)
+            await ledger.charge(caller, reply_id, Spend(tokens.prompt, tokens.cached, tokens.completion, 60))
 
     await asyncio.gather(*(client(10) for _ in range(CLIENTS)))  # warm up
     started = time.process_time()
@@ -60,10 +74,14 @@ def main() -> None:
         time.sleep(0.5)
         memory = asyncio.run(measure(MemoryLedger()))
         on_redis = asyncio.run(measure(RedisLedger(connect(f"redis://127.0.0.1:{port}/0"), lambda: None)))
+        team_memory = asyncio.run(measure(MemoryLedger(), BUDGETED))
+        team_redis = asyncio.run(measure(RedisLedger(connect(f"redis://127.0.0.1:{port}/0"), lambda: None), BUDGETED))
     finally:
         server.kill()
     print(f"in memory: {memory * 1e6:.0f} us of CPU per request")
     print(f"on Redis:  {on_redis * 1e6:.0f} us of CPU per request (this process; Redis's own not counted)")
+    print(f"a caller and its team, with budgets, in memory: {team_memory * 1e6:.0f} us of CPU per request")
+    print(f"a caller and its team, with budgets, on Redis:  {team_redis * 1e6:.0f} us of CPU per request")
 
 
 if __name__ == "__main__":

@@ -218,12 +218,14 @@ class Target:
     body: str  # with {message}
     done_marker: bytes
     token: bytes = TOKEN.encode()  # what counts one token in the bytes a client reads
+    bearer: str | None = None  # a caller key, sent as `authorization: Bearer`
 
     def request(self, message: str) -> bytes:
         body = self.body.replace("{message}", message).encode()
+        auth = f"authorization: Bearer {self.bearer}\r\n" if self.bearer else ""
         return (
             f"POST {self.path} HTTP/1.1\r\nhost: 127.0.0.1:{self.port}\r\ncontent-type: application/json\r\n"
-            f"api-key: bench\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            f"api-key: bench\r\n{auth}content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         ).encode() + body
 
 

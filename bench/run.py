@@ -13,7 +13,8 @@
     python bench/run.py --resume --cluster --workloads W1 --reps 5 --no-peer --no-workers2 --out bench/results/cluster
                                    # + resume on: in the process, on one Redis, on a 3-primary Redis Cluster
     python bench/run.py --callers --workloads W1 --scale --scale-targets direct chatsse callers callers-redis \
-        --no-peer --no-workers2 --out bench/results/callers   # + a caller with every limit, in memory and on Redis
+        --no-peer --no-workers2 --out bench/results/callers   # + a caller with every limit, in memory and on Redis,
+                                                              # and a keyed caller and its team with budgets (Redis)
     python bench/run.py --rounds 10 --floors --baseline REV --workloads W1 --scale --short-only \
         --scale-targets chatsse baseline stack-floor asgi-floor --scale-reps 3 --no-peer --no-workers2 \
         --out bench/results/drift   # #23: 10 rounds of W1, SLOW, SHORT in one process (x3), + the two floors
@@ -204,6 +205,7 @@ class Gateway:
         probe: Path | None = None,
     ) -> None:
         self.name, self.port, self.probe = name, free_port(), probe
+        self.bearer = (extra_env or {}).get("BENCH_CALLER_KEY")  # its clients are that [[caller]]
         env = gateway_env(upstream_port, self.port, WEB_CONCURRENCY=str(workers), **(extra_env or {}))
         if name == "peer" or name in FLOORS:
             python, module = (ensure_peer(), "peer_app:app") if name == "peer" else (Path(sys.executable), FLOORS[name])
@@ -243,7 +245,7 @@ class Gateway:
 
     def target(self) -> Target:
         marker = b'"done": true' if self.name == "peer" else b'"done":true'
-        return Target(self.name, self.port, "/api/v1/chat/stream", CHAT_BODY, marker)
+        return Target(self.name, self.port, "/api/v1/chat/stream", CHAT_BODY, marker, bearer=self.bearer)
 
     def face_target(self, face: str) -> Target:
         path, body, marker, token = FACES[face]
@@ -360,6 +362,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         limited = {"CHATSSE_CONFIG": str(config), "BENCH_KEY": "bench", "AZURE_OPENAI_ENDPOINT": ""}
         extra_env["callers"] = limited
         extra_env["callers-redis"] = {**limited, "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+        # A keyed caller in a team, both with budgets in money (priced replies) besides the caller's other limits.
+        names.append("budgets-redis")
+        budgets = args.out / "budgets.toml"
+        budgets.write_text(
+            f'[[upstream]]\nname = "bench"\nendpoint = "http://127.0.0.1:{upstream_port}"\ndeployment = "bench"\n'
+            'api_key_env = "BENCH_KEY"\nprice = "gpt-4o"\n\n[[price]]\nmodel = "gpt-4o"\ninput = 2.5\noutput = 10\n\n'
+            '[[caller]]\nname = "bench"\nkey_env = "BENCH_CALLER_KEY"\nrequests_per_minute = 100000000\n'
+            "tokens_per_minute = 100000000000\nmax_streams = 1000000\nbudget = 1000000000\n"
+            'budget_period = "month"\nalert_at = [0.5]\n\n[[team]]\nname = "benchers"\nmembers = ["bench"]\n'
+            'budget = 1000000000\nbudget_period = "month"\ntoken_quota = 100000000000000\nquota_period = "month"\n'
+        )
+        extra_env["budgets-redis"] = {
+            **limited,
+            "CHATSSE_CONFIG": str(budgets),
+            "BENCH_CALLER_KEY": "bench-caller-key",
+            "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        }
     if args.resume:
         # Resume on: replies kept in the process, and kept on Redis too.
         names += ["resume", "resume-redis"]

@@ -19,10 +19,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatsse import __version__
+from chatsse.background import Supervised
+from chatsse.callers.alerts import Alerts, in_memory
 from chatsse.callers.identity import current_caller
 from chatsse.callers.ledger import RATE_HEADERS, Ledger
 from chatsse.callers.memory import MemoryLedger
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
+from chatsse.faces.admin import AdminFace
 from chatsse.faces.native import NativeFace
 from chatsse.faces.openai_compat import OpenAIFace
 from chatsse.faces.responses import ResponsesFace
@@ -59,12 +62,18 @@ def create_app(settings: Settings) -> Starlette:
     upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds, tracing)
     metrics = Metrics()
     remote = None
-    ledger: Ledger = MemoryLedger()
+    alerts = Alerts(
+        settings.alert_webhook,
+        settings.prices.currency,
+        in_memory(),
+        lambda result: metrics.alerts.labels(result).inc(),
+    )
+    ledger: Ledger = MemoryLedger(on_spent=alerts.spent)
     stored = StoredResponses()
     limiter: RateLimiter | None = MemoryRateLimiter(*settings.rate_limit) if settings.rate_limit else None
     if settings.redis_url:
         # Only with Redis: a gateway without it never loads redis-py.
-        from chatsse.callers.redis import RedisLedger
+        from chatsse.callers.redis import RedisLedger, once_on_redis
         from chatsse.ratelimit.redis import RedisRateLimiter
         from chatsse.redis import FAILURES, connect, probe
         from chatsse.resume.redis import RedisStore
@@ -96,14 +105,25 @@ def create_app(settings: Settings) -> Starlette:
         if settings.rate_limit:
             limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
         ledger = RedisLedger(
-            client, metrics.redis_failures.inc, cluster, metrics.background_failed, metrics.admissions_unchecked.inc
+            client,
+            metrics.redis_failures.inc,
+            cluster,
+            metrics.background_failed,
+            metrics.admissions_unchecked.inc,
+            alerts.spent,
         )
+        alerts.once = once_on_redis(client)
         stored = RedisStoredResponses(client)
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
     relay = ChatRelay(settings, streams, upstreams, keeper, ledger, metrics, stored)
     native, ui, openai, responses = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay), ResponsesFace(relay)
+    admin = AdminFace(relay)
+    alerting = Supervised("budget-alerts", alerts.run, metrics.background_failed)
+    alerted = any(
+        c.alert_at for c in (*settings.callers.callers, settings.callers.anonymous, *settings.callers.teams) if c
+    )
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
     memory = MemoryReturn(streams, metrics.memory_returns.inc, background_failed=metrics.background_failed)
@@ -115,9 +135,13 @@ def create_app(settings: Settings) -> Starlette:
                 remote.start(keeper.stop_here if keeper is not None else None)
             drain.install()
             memory.start()
+            if alerted:
+                alerting.start()
             try:
                 yield
             finally:
+                if alerting.task is not None:
+                    alerting.task.cancel()
                 await memory.stop()
                 drain.uninstall()
                 if keeper is not None:
@@ -145,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/chat/stream/{stream_id}", native.stop, methods=["DELETE"]),
         Route("/api/v1/models", models, methods=["GET"]),
         Route("/api/v1/usage", native.usage, methods=["GET"]),
+        Route("/api/v1/admin/usage", admin.usage, methods=["GET"]),
         Route("/api/v1/chat/ui", ui.chat, methods=["POST"]),
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.resume, methods=["GET"]),
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.stop, methods=["DELETE"]),

@@ -1,5 +1,5 @@
 """The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn; `chatsse chat` talks to one;
-`chatsse keys new NAME` makes a caller key."""
+`chatsse keys new NAME` makes a caller key; `chatsse usage` prints a running gateway's spend report."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from chatsse import __version__, terminal
 from chatsse.app import serving_app
 from chatsse.callers.config import new_key
+from chatsse.callers.report import REPORT_PERIODS, as_table
 from chatsse.preflight import CHECKED_MARK, ready_settings
 from chatsse.server.lifecycle import hand_over
 from chatsse.server.protocol import GuardedHttpProtocol
@@ -55,6 +57,15 @@ def main(argv: list[str] | None = None) -> None:
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     new = key_commands.add_parser("new", help="print a new random key once, and the [[caller]] table that admits it")
     new.add_argument("name", help="the caller's name (in logs, metrics and /api/v1/usage)")
+    usage = commands.add_parser(
+        "usage",
+        help="print every caller's and team's spend in this period",
+        description="Print a running gateway's spend report (GET /api/v1/admin/usage) as a table. The admin key is "
+        "read from $CHATSSE_ADMIN_KEY.",
+    )
+    usage.add_argument("--period", choices=REPORT_PERIODS, default="month", help="the current day, week or month")
+    usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    usage.add_argument("--url", default=os.environ.get("CHATSSE_URL", "http://127.0.0.1:8000"), help="the gateway")
     args = parser.parse_args(argv)
     if args.command == "serve":
         _serve(args.host, args.port, args.workers, args.demo)
@@ -62,6 +73,28 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(terminal.run(args.url, args.message))
     elif args.command == "keys":
         print(new_key(args.name), end="")
+    elif args.command == "usage":
+        raise SystemExit(_usage(args.url, args.period, args.csv, os.environ.get("CHATSSE_ADMIN_KEY", "")))
+
+
+def _usage(url: str, period: str, as_csv: bool, key: str) -> int:
+    headers = {"Accept": "text/csv" if as_csv else "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        answer = httpx.get(f"{url.rstrip('/')}/api/v1/admin/usage", params={"period": period}, headers=headers)
+    except httpx.HTTPError as exc:
+        print(f"chatsse usage: cannot reach {url} ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    if not answer.is_success:
+        try:
+            message = answer.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = answer.text[:200]
+        print(f"chatsse usage: {answer.status_code}: {message}", file=sys.stderr)
+        return 1
+    print(answer.text if as_csv else as_table(answer.json()), end="")
+    return 0
 
 
 def _serve(host: str, port: int, workers: int, demo: bool) -> None:

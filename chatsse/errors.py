@@ -36,6 +36,8 @@
     ├── StoredResponseNotFound        404     response_not_found    (a Responses API id this caller does not have)
     ├── ModelNotAllowed               403     model_not_allowed     (a caller's `models`)
     ├── QuotaExceeded                 403     quota_exceeded        (a caller's token_quota; Retry-After: the reset)
+    ├── BudgetExceeded                403     budget_exceeded       (a caller's or team's budget; Retry-After: reset)
+    ├── AdminOnly                     403     admin_only            (the spend report, for admin keys only)
     ├── TooManyConnections            503     too_many_connections  (written by server/protocol.py, before any request)
     └── InternalError                 500     internal_error
 
@@ -294,6 +296,16 @@ class ModelNotAllowed(ChatSSEError):
 class QuotaExceeded(ChatSSEError):
     status_code, code = 403, "quota_exceeded"
     default_message = "This caller has used its token quota for the period. Retry-After says when it resets."
+
+
+class BudgetExceeded(ChatSSEError):
+    status_code, code = 403, "budget_exceeded"
+    default_message = "This caller has spent its budget for the period. Retry-After says when it resets."
+
+
+class AdminOnly(ChatSSEError):
+    status_code, code = 403, "admin_only"
+    default_message = "Only an admin key (CHATSSE_ADMIN_KEYS, or a caller with admin = true) may read this."
 
 
 class InternalError(ChatSSEError): ...

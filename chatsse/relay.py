@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
 from chatsse.callers.identity import Caller, current_caller
-from chatsse.callers.ledger import Ledger, rate_headers, refusal, usage_body
+from chatsse.callers.ledger import Ledger, Spend, rate_headers, refusal, usage_body
 from chatsse.callers.tokens import count_tokens
 from chatsse.errors import ChatSSEError, ModelNotAllowed, StreamNotFound
 from chatsse.events import Batch
@@ -107,19 +107,19 @@ class ChatRelay:
 
     async def _open(self, chat: ChatRequest, chat_id: str | None) -> Opened:
         caller = current_caller.get() or Caller("-")
-        chat = self._within_caller_limits(chat, caller)
+        chat = await self._within_caller_limits(chat, caller)
         reply_id = os.urandom(8).hex()
         try:
             standing = await self.ledger.admit(caller, reply_id)
         except asyncio.CancelledError:  # its client left: an open-reply slot it may hold goes now, not in 15 min
-            await self.ledger.charge(caller, reply_id, 0)
+            await self.ledger.charge(caller, reply_id)
             raise
         if not standing.admitted and caller.config is not None:
-            raise self._refused(caller, refusal(caller.config, standing))
+            raise await self._refused(caller, refusal(caller, standing))
         try:
             self.streams.admit()
         except ChatSSEError:  # full or draining: the caller's reply never opened
-            await self.ledger.charge(caller, reply_id, 0)
+            await self.ledger.charge(caller, reply_id)
             raise
         reply = None
         try:
@@ -127,7 +127,7 @@ class ChatRelay:
         finally:
             self.streams.opened(reply)
             if reply is None:
-                await self.ledger.charge(caller, reply_id, 0)  # nothing was read: it no longer counts as open
+                await self.ledger.charge(caller, reply_id)  # nothing was read: it no longer counts as open
         headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
         settlement = _Settlement(self, reply, caller, reply_id, chat)
         reply.on_end = settlement
@@ -158,7 +158,8 @@ class ChatRelay:
     async def usage(self) -> dict[str, Any]:
         """The calling caller's limits as they stand (`GET /api/v1/usage`)."""
         caller = current_caller.get() or Caller("-")
-        return usage_body(caller, await self.ledger.standing(caller), time.time())
+        currency = self.settings.prices.currency
+        return usage_body(caller, await self.ledger.standing(caller), time.time(), currency)
 
     async def stream_of_chat(self, chat_id: str) -> str | None:
         """The kept reply of a useChat chat that is still being produced, if there is one this caller may follow."""
@@ -171,19 +172,20 @@ class ChatRelay:
         caller = current_caller.get()
         return caller.identity if caller is not None and caller.keyed else None
 
-    def _within_caller_limits(self, chat: ChatRequest, caller: Caller) -> ChatRequest:
+    async def _within_caller_limits(self, chat: ChatRequest, caller: Caller) -> ChatRequest:
         config = caller.config
         if config is None:
             return chat
         if config.models is not None and chat.model not in config.models:
-            raise self._refused(caller, ModelNotAllowed())
+            raise await self._refused(caller, ModelNotAllowed())
         if config.max_tokens is not None:
             wanted = chat.params.get("max_tokens", config.max_tokens)
             chat = dataclasses.replace(chat, params={**chat.params, "max_tokens": min(wanted, config.max_tokens)})
         return chat
 
-    def _refused(self, caller: Caller, error: ChatSSEError) -> ChatSSEError:
+    async def _refused(self, caller: Caller, error: ChatSSEError) -> ChatSSEError:
         self.metrics.refusals.labels(caller.label, error.code).inc()
+        await self.ledger.refused(caller, error.code)
         return error
 
     async def _cancel_background(self, reply: UpstreamReply) -> None:
@@ -236,8 +238,13 @@ class _Settlement:
         await self.remember_response()
         translator = self.reply.translator
         tokens = count_tokens(translator.usage, self.chat.messages, translator.relayed_chars)
+        upstream = self.relay.upstreams.by_name[self.reply.upstream]
+        prices = self.relay.settings.prices
+        price = prices.of_reply(translator.response_model, upstream) if prices else None
+        cost = price.cost(tokens.prompt, tokens.cached, tokens.completion) if price is not None else None
         try:
-            await self.relay.ledger.charge(self.caller, self.reply_id, tokens.total)
+            spend = Spend(tokens.prompt, tokens.cached, tokens.completion, cost or 0)
+            await self.relay.ledger.charge(self.caller, self.reply_id, spend)
         except Exception:  # a charge that could not be made must not break the reply's end
             log.exception("charging %s's tokens failed", self.caller.identity)
         counted = self.relay.metrics.tokens
@@ -246,10 +253,6 @@ class _Settlement:
         else:
             counted.labels(self.caller.label, self.chat.model, "prompt").inc(tokens.prompt)
             counted.labels(self.caller.label, self.chat.model, "completion").inc(tokens.completion)
-        upstream = self.relay.upstreams.by_name[self.reply.upstream]
-        prices = self.relay.settings.prices
-        price = prices.find(translator.response_model, upstream.price) if prices else None
-        cost = price.cost(tokens.prompt, tokens.cached, tokens.completion) if price is not None else None
         if price is not None and cost is not None:  # estimated with the tokens, when they are
             self.relay.metrics.cost.labels(self.caller.label, price.model, prices.currency).inc(cost)
         record = self.record

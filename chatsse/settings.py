@@ -11,7 +11,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from chatsse.callers.config import CallerTables, callers_from, quota_problem
-from chatsse.prices import Prices, prices_from, unknown_price_names
+from chatsse.prices import Prices, prices_from, unknown_price_names, unpriced_budgets
 from chatsse.tracing.config import TracingConfig, tracing_config
 from chatsse.upstreams.config import (
     DEFAULT_API_VERSION,
@@ -76,6 +76,10 @@ def _any(value: object) -> bool:
     return True
 
 
+def _http_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
 SECONDS = (float, lambda v: v >= 0, "a number of seconds >= 0")
 POSITIVE_SECONDS = (float, lambda v: v > 0, "a number of seconds > 0")
 
@@ -100,6 +104,11 @@ class Settings:
     )
     web_ui: bool = _env(True, "CHATSSE_WEB_UI", _boolean, _any, "true or false")
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # CHATSSE_API_KEYS and CHATSSE_API_KEYS_FILE
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)  # CHATSSE_ADMIN_KEYS: they read the spend report
+    # Not in repr: a Slack or Teams webhook URL is a secret.
+    alert_webhook: str | None = _env(
+        None, "CHATSSE_ALERT_WEBHOOK", str, _http_url, "an http:// or https:// URL", repr=False
+    )
     callers: CallerTables = CallerTables()  # the [[caller]] tables and [anonymous] of CHATSSE_CONFIG
     prices: Prices = Prices()  # the [[price]] tables of CHATSSE_CONFIG: what a reply costs
     tracing: TracingConfig | None = None  # from the standard OTEL_* settings; None: off
@@ -211,7 +220,7 @@ def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[s
     return (upstream,)
 
 
-TOP_LEVEL = ("upstream", "caller", "anonymous", "quotas_in_memory", "price")
+TOP_LEVEL = ("upstream", "caller", "anonymous", "quotas_in_memory", "price", "prices", "team")
 
 
 def _config_file(
@@ -236,8 +245,8 @@ def _config_file(
     unknown = sorted(set(document) - set(TOP_LEVEL))
     if unknown:
         problems.append(
-            f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected [[upstream]], [[caller]] and [[price]] "
-            "tables, [anonymous] and quotas_in_memory"
+            f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected [[upstream]], [[caller]], [[team]] and "
+            "[[price]] tables, [anonymous], prices and quotas_in_memory"
         )
     upstreams = upstreams_from(document, path, env, problems)
     models = list(dict.fromkeys(upstream.model for upstream in upstreams))
@@ -248,6 +257,7 @@ def _config_file(
     prices = prices_from(document, path, problems)
     named = {f"{path}: [[upstream]] {u.name!r}": u.price for u in upstreams if u.price is not None}
     problems += unknown_price_names(named, prices)
+    problems += unpriced_budgets(callers, upstreams, prices, path)
     return upstreams, callers, prices
 
 
@@ -256,6 +266,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
     missing: list[str] = []
     upstreams, callers, prices = _config_file(env, problems, missing)
     values: dict[str, Any] = {"upstreams": upstreams, "callers": callers, "api_keys": _api_keys(env, problems)}
+    values["admin_keys"] = tuple(k.strip() for k in env.get("CHATSSE_ADMIN_KEYS", "").split(",") if k.strip())
     values["prices"] = prices
     values["tracing"] = tracing_config(env, problems)
     for setting in fields(Settings):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatsse.callers import Caller, CallerConfig
+from chatsse.callers.ledger import Spend
 from chatsse.callers.memory import MemoryLedger
 
 
@@ -48,7 +49,7 @@ def test_a_million_addresses_leave_the_ledger_bounded_and_admission_time_flat() 
             caller = Caller(f"ip:10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", config=ANONYMOUS)
             standing = await memory.admit(caller, "r")
             assert standing.admitted
-            await memory.charge(caller, "r", 3)
+            await memory.charge(caller, "r", Spend(prompt=3))
             clocks.mono += 0.001
             clocks.wall += 0.036  # a quota hour is 100,000 requests
             most = max(most, len(memory.buckets))
@@ -95,7 +96,7 @@ def test_a_bucket_in_debt_is_not_forgotten_until_it_has_refilled() -> None:
 
     async def run() -> None:
         assert (await memory.admit(heavy, "r")).admitted
-        await memory.charge(heavy, "r", 1000)  # ten minutes' worth over its limit
+        await memory.charge(heavy, "r", Spend(prompt=1000))  # ten minutes' worth over its limit
         for n in range(50):  # two minutes of other callers, each sweeping the oldest entries
             clocks.mono += 2.4
             other = Caller(f"ip:{n}", config=ANONYMOUS)
@@ -113,7 +114,7 @@ def test_quota_periods_follow_the_wall_clock() -> None:
 
     async def run() -> None:
         assert (await memory.admit(caller, "r")).admitted
-        await memory.charge(caller, "r", 10)
+        await memory.charge(caller, "r", Spend(prompt=10))
         assert not (await memory.admit(caller, "s")).admitted
         clocks.mono += 7200  # monotonic time says nothing about calendar hours
         assert not (await memory.admit(caller, "s")).admitted

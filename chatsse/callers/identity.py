@@ -18,6 +18,8 @@ class Caller:
     label: str = ANONYMOUS
     config: CallerConfig | None = None  # its limits; None: none
     keyed: bool = False  # it presented a key: only it may follow or stop its kept replies
+    team: Caller | None = None  # its [[team]], whose quota and budget its members share (identity `team:<name>`)
+    admin: bool = False  # it may read every caller's spend (CHATSSE_ADMIN_KEYS, or a caller with admin = true)
 
 
 current_caller: ContextVar[Caller | None] = ContextVar("chatsse_caller", default=None)

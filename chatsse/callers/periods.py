@@ -1,8 +1,11 @@
-"""Quota periods: UTC calendar hours, days, weeks (from Monday) and months (pure)."""
+"""Quota and budget periods: UTC calendar hours, days, weeks (from Monday) and months (pure)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
+DAY = 86400
+REPORT_DAYS = 32  # the spend report's counters are kept per day this long: a month's, whatever the month
 
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:
@@ -22,3 +25,10 @@ def period_bounds(period: str, now: float) -> tuple[float, float]:
     else:
         raise ValueError(period)
     return start.timestamp(), end.timestamp()
+
+
+def days_of(period: str, now: float) -> list[float]:
+    """The starts of the UTC days of the `period` ("day", "week", "month") holding `now`, up to today's."""
+    start, _ = period_bounds(period, now)
+    today, _ = period_bounds("day", now)
+    return [start + DAY * n for n in range(round((today - start) / DAY) + 1)]

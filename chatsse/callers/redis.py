@@ -1,94 +1,49 @@
-"""Callers' counters on Redis, shared by every worker and instance: the rules of `ledger.py` as two Lua scripts,
-one call to admit a request and one to charge its reply, on Redis's clock.
+"""Callers' counters on Redis, shared by every worker and instance: the rules of `ledger.py` as a Lua script, one
+call to admit a request and one to charge its reply, on Redis's clock.
 
-A caller's keys share the hash tag `{c:<identity>}` (one Redis Cluster slot per caller): `...:rpm` and `...:tpm`
-(bucket level and when, expiring once full again), `...:q:<period start>` (tokens used, expiring at the period's
-end) and `...:open` (open replies with their lease ends). Charges are sent as a group commit: those that come
-while one call is under way go together in the next, one script call per caller, in one round trip. If Redis is
-lost, requests are let through, as the rate limit does, and the failures counted.
+A caller's keys share the hash tag `{c:<identity>}` (one Redis Cluster slot per caller), a team's `{c:team:<name>}`:
+`...:rpm` and `...:tpm` (bucket level and when, expiring once full again), `...:q:<period start>` (tokens used) and
+`...:b:<period start>` (cost, micro-units), each expiring at its period's end, and `...:open` (open replies with
+their lease ends). A request of a team's member is admitted with its team's standing read in the same round trip;
+its reply is charged to both. Charges are sent as a group commit: those that come while one call is under way go
+together in the next, one script call per caller or team, in one round trip, with the spend report's counters
+(`chatsse:{r:<row>}:<day start>`, a hash per UTC day). If Redis is lost, requests are let through, as the rate
+limit does, and the failures counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatsse.callers.config import CallerConfig
+from chatsse.callers.alerts import Once
 from chatsse.callers.identity import Caller
-from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
-from chatsse.callers.periods import period_bounds
+from chatsse.callers.ledger import NOTHING, Spend, SpentHook, Standing, report_row
+from chatsse.callers.periods import DAY, REPORT_DAYS
+from chatsse.callers.scripts import COUNT, SCRIPT, call, day_key, period_now, standing_of, text
 from chatsse.redis import FAILURES, Client, Reachability, pipeline, run_script
 
 log = logging.getLogger("chatsse")
 ADMISSION_WAIT_SECONDS = 1.0  # the longest a request waits for its caller's limits (or its charge) on Redis
 
-# KEYS: rpm, tpm, quota, open. ARGV: mode (admit | peek | charge), the limits ("rpm tpm quota max_streams lease",
-# 0 where not set), the quota period's end (unix s), reply id (charge: the ids of the replies charged,
-# comma-separated), tokens. Few arguments: redis-py's cost of a call grows with them. Returns (as strings)
-# admitted, now, rpm level, tpm level, quota used, open replies.
-_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local mode, reply, tokens, quota_end = ARGV[1], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[3])
-local limits = {}
-for n in string.gmatch(ARGV[2], '%S+') do limits[#limits + 1] = tonumber(n) end
-local rpm, tpm, quota, max_streams, lease = limits[1], limits[2], limits[3], limits[4], limits[5]
-local function level(key, limit)
-  if limit == 0 then return 0 end
-  local state = redis.call('HMGET', key, 'l', 'w')
-  local l, w = tonumber(state[1]), tonumber(state[2])
-  if l == nil then return limit end
-  return math.min(limit, l + (now - w) * limit / 60)
-end
-local function store(key, limit, value)
-  redis.call('HSET', key, 'l', tostring(value), 'w', tostring(now))
-  redis.call('EXPIRE', key, math.ceil((limit - value) / (limit / 60)) + 60)
-end
-local r, k = level(KEYS[1], rpm), level(KEYS[2], tpm)
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-local open = 0
-if max_streams > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-  open = redis.call('ZCARD', KEYS[4])
-end
-local admitted = 0
-if mode == 'charge' then
-  for id in string.gmatch(reply, '[^,]+') do redis.call('ZREM', KEYS[4], id) end
-  if tpm > 0 then k = k - tokens; store(KEYS[2], tpm, k) end
-  if quota > 0 then
-    used = redis.call('INCRBY', KEYS[3], tokens)
-    redis.call('EXPIREAT', KEYS[3], math.ceil(quota_end))
-  end
-elseif (rpm == 0 or r >= 1) and (tpm == 0 or k > 0) and (quota == 0 or used < quota)
-    and (max_streams == 0 or open < max_streams) then
-  admitted = 1
-  if mode == 'admit' then
-    if rpm > 0 then r = r - 1; store(KEYS[1], rpm, r) end
-    if max_streams > 0 then
-      redis.call('ZADD', KEYS[4], now + lease, reply)
-      redis.call('EXPIRE', KEYS[4], math.ceil(lease))
-      open = open + 1
-    end
-  end
-end
-return {tostring(admitted), tostring(now), tostring(r), tostring(k), tostring(used), tostring(open)}
-"""
-
 
 @dataclass
 class _Charges:
-    """A caller's charges waiting for the next call."""
+    """A caller's (or team's) charges waiting for the next call."""
 
-    caller: Caller
-    tokens: int = 0
+    who: Caller
+    spend: Counter[str] = field(default_factory=Counter)  # requests, prompt, cached, completion, cost
     replies: list[str] = field(default_factory=list)
     waiting: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.spend["prompt"] + self.spend["completion"]
 
 
 @dataclass
@@ -96,11 +51,6 @@ class _Admission:
     caller: Caller
     reply_id: str
     standing: asyncio.Future[Standing]
-
-    @property
-    def config(self) -> CallerConfig:
-        assert self.caller.config is not None, "only a caller with limits is admitted on Redis"
-        return self.caller.config
 
 
 class RedisLedger:
@@ -111,12 +61,15 @@ class RedisLedger:
         cluster: bool = False,
         background_failed: Callable[[str], None] = lambda name: None,
         unchecked: Callable[[], None] = lambda: None,
+        on_spent: SpentHook = lambda who, before, after, start, end: None,
     ) -> None:
         self.background_failed = background_failed  # the sender raised (counted; what waited on it goes on)
         self.unchecked = unchecked  # an admission that waited its longest and was let through
+        self.on_spent = on_spent
         self.client = client
         self.cluster = cluster
-        self.script = client.register_script(_SCRIPT)
+        self.script = client.register_script(SCRIPT)
+        self.count_script = client.register_script(COUNT)
         self.reachability = Reachability(
             "caller limits: Redis unreachable (%s); letting requests through",
             "caller limits: Redis is back",
@@ -124,6 +77,7 @@ class RedisLedger:
         )
         self._charges: dict[str, _Charges] = {}
         self._admissions: list[_Admission] = []
+        self._refusals: Counter[tuple[str, str]] = Counter()  # (report row, code)
         self._sending: asyncio.Task[None] | None = None
 
     async def admit(self, caller: Caller, reply_id: str) -> Standing:
@@ -142,20 +96,17 @@ class RedisLedger:
             )
             return Standing(admitted=True)
 
-    async def charge(self, caller: Caller, reply_id: str, tokens: int) -> None:
+    async def charge(self, caller: Caller, reply_id: str, spend: Spend = NOTHING) -> None:
         if caller.config is None:
             return
         unsent = next((a for a in self._admissions if a.reply_id == reply_id), None)
         if unsent is not None:  # its admission was cancelled before it was sent: there is no slot to give back
             self._admissions.remove(unsent)
             unsent.standing.cancel()
-            if not tokens:
+            if spend == NOTHING:
                 return
-        charges = self._charges.setdefault(caller.identity, _Charges(caller))
-        charges.tokens += tokens
-        charges.replies.append(reply_id)
         charged = asyncio.get_running_loop().create_future()
-        charges.waiting.append(charged)
+        self._add_charge(caller, reply_id, spend).waiting.append(charged)
         self._send_soon()
         # A reply's end waits for its charge (so the next request sees it), but no longer than an admission would:
         # past that it is made when Redis answers.
@@ -163,14 +114,45 @@ class RedisLedger:
             await asyncio.wait_for(asyncio.shield(charged), ADMISSION_WAIT_SECONDS)
 
     async def standing(self, caller: Caller) -> Standing:
-        config = caller.config
-        if config is None:
+        if caller.config is None:
             return Standing(admitted=True)
         try:
-            return _standing(config, await self.script(**_call("peek", caller, "", 0)))
+            standing = standing_of(caller.config, await self.script(**call("peek", caller, "")))
+            if caller.team is not None and caller.team.config is not None:
+                standing.team = standing_of(caller.team.config, await self.script(**call("peek", caller.team, "")))
+            return standing
         except FAILURES as exc:
             self.reachability.failed(exc)
             return Standing(admitted=True)
+
+    async def refused(self, caller: Caller, code: str) -> None:
+        if caller.config is not None:
+            self._refusals[report_row(caller), code] += 1
+            self._send_soon()
+
+    async def days(self, rows: list[str], starts: list[float]) -> dict[str, dict[str, int]]:
+        async with pipeline(self.client) as pipe:
+            for row in rows:
+                for start in starts:
+                    pipe.hgetall(day_key(row, start))
+            answers = await pipe.execute()
+        summed: dict[str, Counter[str]] = {row: Counter() for row in rows}
+        for index, answer in enumerate(answers):
+            summed[rows[index // len(starts)]].update({text(k): int(v) for k, v in answer.items()})
+        return {row: dict(counters) for row, counters in summed.items()}
+
+    def _add_charge(self, who: Caller, reply_id: str | None, spend: Spend) -> _Charges:
+        """Put a reply's spend with what goes in the next call for `who`, and for its team."""
+        charges = self._charges.setdefault(who.identity, _Charges(who))
+        if reply_id is not None:
+            charges.replies.append(reply_id)
+        if spend != NOTHING:
+            charges.spend.update(
+                requests=1, prompt=spend.prompt, cached=spend.cached, completion=spend.completion, cost=spend.cost
+            )
+            if who.team is not None:
+                self._add_charge(who.team, None, spend)
+        return charges
 
     def _send_soon(self) -> None:
         if self._sending is None or self._sending.done():
@@ -178,19 +160,17 @@ class RedisLedger:
 
     async def _send(self) -> None:
         """Everything asked while the last call was under way, in one round trip: the charges first (they happened
-        first), one script call per caller, then each admission. Whatever happens, everyone waiting is answered:
-        with Redis lost, or when something nobody expected is raised (logged and counted), admissions are let
-        through and charges dropped."""
-        while self._charges or self._admissions:
+        first), one script call per caller or team, then each admission (and its team's standing). Whatever
+        happens, everyone waiting is answered: with Redis lost, or when something nobody expected is raised (logged
+        and counted), admissions are let through and charges dropped."""
+        while self._charges or self._admissions or self._refusals:
             charges, self._charges = self._charges, {}
             admissions, self._admissions = self._admissions, []
-            results: list[Any] = [None] * (len(charges) + len(admissions))
+            refusals, self._refusals = self._refusals, Counter()
             try:
-                results = await self._round(charges, admissions)
-                standings = [
-                    Standing(admitted=True) if result is None else _standing(admission.config, result)
-                    for admission, result in zip(admissions, results[len(charges) :], strict=True)
-                ]
+                results = await self._round(list(charges.values()), admissions, refusals)
+                standings = [self._admitted(a, results) for a in admissions]
+                self._tell_spent(list(charges.values()), results)
             except Exception:
                 log.exception("background task caller-limits failed; letting its requests through")
                 self.background_failed("caller-limits")
@@ -203,69 +183,77 @@ class RedisLedger:
                 if not admission.standing.done():
                     admission.standing.set_result(standing)
 
-    async def _round(self, charges: dict[str, _Charges], admissions: list[_Admission]) -> list[Any]:
-        """One pipeline of the script's calls; a None result for each when Redis failed them."""
+    def _admitted(self, admission: _Admission, results: dict[Any, Any]) -> Standing:
+        """An admission's standing from its round's results; one its team refused gives its open slot back."""
+        caller, result = admission.caller, results.get(id(admission))
+        if result is None:
+            return Standing(admitted=True)
+        assert caller.config is not None
+        standing = standing_of(caller.config, result)
+        team_result = results.get((id(admission), "team"))
+        if caller.team is not None and caller.team.config is not None and team_result is not None:
+            standing.team = standing_of(caller.team.config, team_result)
+            if standing.admitted and not standing.team.admitted:
+                standing.admitted = False
+                self._add_charge(caller, admission.reply_id, NOTHING)  # sent by the loop's next round
+        return standing
+
+    def _tell_spent(self, charges: list[_Charges], results: dict[Any, Any]) -> None:
+        for charge in charges:
+            config, result = charge.who.config, results.get(id(charge))
+            if config is None or result is None or not config.budget or not charge.spend["cost"]:
+                continue
+            after = int(float(result[6]))
+            start, end = period_now(config.budget_period or "month")
+            self.on_spent(charge.who, after - charge.spend["cost"], after, start, end)
+
+    async def _round(
+        self, charges: list[_Charges], admissions: list[_Admission], refusals: Counter[tuple[str, str]]
+    ) -> dict[Any, Any]:
+        """One pipeline of the script's calls: each one's result by what asked it (none when Redis failed them)."""
+        asked: list[Any] = []
+        day, day_end = period_now("day")
+        expires = int(day_end) + REPORT_DAYS * DAY
         async with pipeline(self.client) as pipe:
-            for charge in charges.values():
-                call = _call("charge", charge.caller, ",".join(charge.replies), charge.tokens)
-                await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)
+            for charge in charges:
+                asked_of = call("charge", charge.who, ",".join(charge.replies), charge.tokens, charge.spend["cost"])
+                await run_script(pipe, self.script, asked_of["keys"], asked_of["args"], self.cluster)
+                asked.append(id(charge))
+                if charge.spend:
+                    counts = [x for item in charge.spend.items() for x in item]
+                    key = day_key(report_row(charge.who), day)
+                    await run_script(pipe, self.count_script, [key], [expires, *counts], self.cluster)
+                    asked.append(None)
+            for (row, code), times in refusals.items():
+                await run_script(
+                    pipe, self.count_script, [day_key(row, day)], [expires, f"refused:{code}", times], self.cluster
+                )
+                asked.append(None)
             for admission in admissions:
-                call = _call("admit", admission.caller, admission.reply_id, 0)
-                await run_script(pipe, self.script, call["keys"], call["args"], self.cluster)
+                asked_of = call("admit", admission.caller, admission.reply_id)
+                await run_script(pipe, self.script, asked_of["keys"], asked_of["args"], self.cluster)
+                asked.append(id(admission))
+                if admission.caller.team is not None:
+                    asked_of = call("peek", admission.caller.team, "")
+                    await run_script(pipe, self.script, asked_of["keys"], asked_of["args"], self.cluster)
+                    asked.append((id(admission), "team"))
             try:
-                results: list[Any] = await pipe.execute()
+                answers: list[Any] = await pipe.execute()
             except FAILURES as exc:
                 self.reachability.failed(exc)
-                return [None] * (len(charges) + len(admissions))
+                return {}
             self.reachability.answered()
-            return results
+            return {key: answer for key, answer in zip(asked, answers, strict=True) if key is not None}
 
 
-def _call(mode: str, caller: Caller, reply_id: str, tokens: int) -> dict[str, Any]:
-    """The script's keys and arguments for one call about `caller`."""
-    config = caller.config
-    assert config is not None
-    quota_end, quota_key = 0, "-"
-    if config.token_quota and config.quota_period:
-        # The period from this clock; Redis's own decides the rest. They agree but within a period's edge.
-        start, end = _period(config.quota_period)
-        quota_end, quota_key = int(end), f"q:{start:.0f}"
-    tag = "chatsse:{c:" + caller.identity + "}:"
-    return {
-        "keys": [tag + "rpm", tag + "tpm", tag + quota_key, tag + "open"],
-        "args": [mode, _limits(config), quota_end, reply_id, tokens],
-    }
+def once_on_redis(client: Client) -> Once:
+    """Once per key across every instance: a SET NX that lives a day past the period. With Redis lost, an alert is
+    sent (a duplicate is better than none)."""
 
+    async def once(key: str, until: float) -> bool:
+        try:
+            return bool(await client.set(key, "1", nx=True, exat=int(until) + DAY))
+        except FAILURES:
+            return True
 
-@functools.cache
-def _limits(config: CallerConfig) -> str:
-    numbers = (config.requests_per_minute, config.tokens_per_minute, config.token_quota, config.max_streams)
-    return " ".join(str(n or 0) for n in numbers) + f" {STREAM_LEASE_SECONDS:.0f}"
-
-
-_periods: dict[str, tuple[float, float]] = {}
-
-
-def _period(period: str) -> tuple[float, float]:
-    """This clock's current quota period, computed again only when it ends."""
-    now = time.time()
-    bounds = _periods.get(period)
-    if bounds is None or not bounds[0] <= now < bounds[1]:
-        bounds = _periods[period] = period_bounds(period, now)
-    return bounds
-
-
-def _standing(config: CallerConfig, result: list[Any]) -> Standing:
-    admitted, now, rpm_level, tpm_level, used, open_streams = (float(v) for v in result)
-    standing = Standing(admitted=bool(admitted), open_streams=int(open_streams))
-    if config.requests_per_minute:
-        limit = config.requests_per_minute
-        standing.requests = Level(limit, rpm_level, (limit - rpm_level) / (limit / 60))
-    if config.tokens_per_minute:
-        limit = config.tokens_per_minute
-        standing.tokens = Level(limit, tpm_level, (limit - tpm_level) / (limit / 60))
-    if config.token_quota and config.quota_period:
-        standing.quota = Level(
-            config.token_quota, config.token_quota - used, max(0.0, _period(config.quota_period)[1] - now)
-        )
-    return standing
+    return once

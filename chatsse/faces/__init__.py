@@ -7,4 +7,5 @@
     openai_compat.py   OpenAI's chat completions: /v1/chat/completions, /v1/models
     openai_chunks.py   a reply as OpenAI's chunks (every choice, tool call, refusal), or one chat.completion
     responses.py       OpenAI's Responses API: /v1/responses (streamed or not) and a stored response's own calls
+    admin.py           the operators' face: the spend report, /api/v1/admin/usage (JSON or CSV)
 """

@@ -16,6 +16,7 @@ from chatsse.record import current_record
 from chatsse.settings import Settings
 
 PROTECTED = ("/api/", "/v1/", "/metrics")
+ADMIN = "/api/v1/admin/"
 
 
 def key_id(key: str) -> str:
@@ -33,10 +34,19 @@ class AccessMiddleware:
         self.keys = [
             (key_sha256(key).encode(), Caller(key_id(key), key_id(key), None, keyed=True)) for key in settings.api_keys
         ]
+        teams = {team.name: Caller(f"team:{team.name}", team.name, team) for team in settings.callers.teams}
         self.keys += [
-            (config.key_sha256.encode(), Caller(config.name, config.name, config, keyed=True))
+            (
+                config.key_sha256.encode(),
+                Caller(config.name, config.name, config, True, teams.get(config.team or ""), config.admin),
+            )
             for config in settings.callers.callers
             if config.key_sha256
+        ]
+        # Admin keys read the spend report, and nothing else: elsewhere they are unknown keys.
+        self.admin_keys = [
+            (key_sha256(key).encode(), Caller("admin:" + key_id(key)[4:], "admin", keyed=True, admin=True))
+            for key in settings.admin_keys
         ]
         self.anonymous = settings.callers.anonymous
         self.max_header_bytes = settings.max_header_bytes
@@ -77,16 +87,17 @@ class AccessMiddleware:
         client = scope.get("client")
         anonymous = Caller(f"ip:{client[0]}" if client else "ip:unknown", ANONYMOUS, self.anonymous)
         path = scope["path"]
-        if not self.keys or not path.startswith(PROTECTED):
+        if not (self.keys or self.admin_keys and path.startswith(ADMIN)) or not path.startswith(PROTECTED):
             return anonymous
         given = _presented_key(scope)
         if given is None:
-            if self.anonymous is not None and path.startswith(("/api/", "/v1/")):
+            if self.anonymous is not None and path.startswith(("/api/", "/v1/")) and not path.startswith(ADMIN):
                 return anonymous
             raise Unauthorized()
         digest = hashlib.sha256(given).hexdigest().encode()
         matched = None
-        for key, caller in self.keys:
+        keys = self.keys + self.admin_keys if path.startswith(ADMIN) else self.keys
+        for key, caller in keys:
             # Compare with every key, always: the time taken says nothing about which one (or how much) matched.
             if hmac.compare_digest(digest, key):
                 matched = caller

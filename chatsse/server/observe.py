@@ -107,6 +107,13 @@ class Metrics:
             ["caller", "model", "currency"],
             registry=r,
         )
+        self.alerts = Counter(
+            "chatsse_alerts",
+            "Budget alerts by result: sent, failed (after its retries), logged (no CHATSSE_ALERT_WEBHOOK), dropped "
+            "(the queue was full), duplicate (another instance sent it).",
+            ["result"],
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "chatsse_upstream_requests",
             "Upstream attempts by upstream and outcome.",
