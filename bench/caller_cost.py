@@ -72,10 +72,11 @@ def main() -> None:
     )
     try:
         time.sleep(0.5)
+        url = f"redis://127.0.0.1:{port}/0"
         memory = asyncio.run(measure(MemoryLedger()))
-        on_redis = asyncio.run(measure(RedisLedger(connect(f"redis://127.0.0.1:{port}/0"), lambda: None)))
+        on_redis = asyncio.run(measure(RedisLedger(connect(url, False), lambda: None)))
         team_memory = asyncio.run(measure(MemoryLedger(), BUDGETED))
-        team_redis = asyncio.run(measure(RedisLedger(connect(f"redis://127.0.0.1:{port}/0"), lambda: None), BUDGETED))
+        team_redis = asyncio.run(measure(RedisLedger(connect(url, False), lambda: None), BUDGETED))
     finally:
         server.kill()
     print(f"in memory: {memory * 1e6:.0f} us of CPU per request")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -18,8 +20,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatsse import __version__
 from chatsse.background import Supervised
+from chatsse.callers.alerts import DRAIN_SECONDS as ALERT_DRAIN_SECONDS
 from chatsse.callers.alerts import Alerts, in_memory
 from chatsse.callers.identity import current_caller
 from chatsse.callers.ledger import RATE_HEADERS, Ledger
@@ -36,10 +38,12 @@ from chatsse.relay import ChatRelay
 from chatsse.responses.stored import RedisStoredResponses, StoredResponses
 from chatsse.resume import StreamKeeper
 from chatsse.server import protocol
-from chatsse.server.access import AccessMiddleware
+from chatsse.server.access import AccessMiddleware, Keyring
+from chatsse.server.health import Health
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
 from chatsse.server.memory import MemoryReturn
 from chatsse.server.observe import Metrics, ObserveMiddleware
+from chatsse.server.reload import Reloader
 from chatsse.settings import Settings
 from chatsse.tracing import NO_TRACING
 from chatsse.upstreams import RetryBudget, Upstreams
@@ -62,12 +66,8 @@ def create_app(settings: Settings) -> Starlette:
     upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds, tracing)
     metrics = Metrics()
     remote = None
-    alerts = Alerts(
-        settings.alert_webhook,
-        settings.prices.currency,
-        in_memory(),
-        lambda result: metrics.alerts.labels(result).inc(),
-    )
+    alerted = metrics.alerts.labels
+    alerts = Alerts(settings.alert_webhook, settings.prices.currency, in_memory(), lambda r: alerted(r).inc())
     ledger: Ledger = MemoryLedger(on_spent=alerts.spent)
     stored = StoredResponses()
     limiter: RateLimiter | None = MemoryRateLimiter(*settings.rate_limit) if settings.rate_limit else None
@@ -120,13 +120,28 @@ def create_app(settings: Settings) -> Starlette:
     relay = ChatRelay(settings, streams, upstreams, keeper, ledger, metrics, stored)
     native, ui, openai, responses = NativeFace(relay), UIStreamFace(relay), OpenAIFace(relay), ResponsesFace(relay)
     admin = AdminFace(relay)
-    alerting = Supervised("budget-alerts", alerts.run, metrics.background_failed)
-    alerted = any(
-        c.alert_at for c in (*settings.callers.callers, settings.callers.anonymous, *settings.callers.teams) if c
-    )
+    alerting = Supervised("budget-alerts", alerts.run, metrics.background_failed)  # idle until a budget is crossed
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
     memory = MemoryReturn(streams, metrics.memory_returns.inc, background_failed=metrics.background_failed)
+
+    def background() -> list[Supervised]:
+        loops = [*(remote.supervised if remote is not None else ()), alerting, watching]
+        return [loop for loop in (*loops, memory.supervised) if loop is not None and loop.task is not None]
+
+    health = Health(streams, upstreams, background)
+    keyring = Keyring(settings)
+
+    def apply(new: Settings) -> None:
+        """A reloaded configuration, each part taking its own; requests in flight keep what they started with."""
+        upstreams.reconfigure(new.upstreams)  # first: it refuses what needs a restart
+        keyring.configure(new)
+        relay.reconfigure(new)
+        alerts.currency = new.prices.currency
+
+    reloaded = metrics.config_reloads.labels
+    reloader = Reloader(settings, apply, lambda r: reloaded(r).inc(), settings.config_check_seconds)
+    watching = Supervised("config-watch", reloader.watch, metrics.background_failed)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -135,13 +150,22 @@ def create_app(settings: Settings) -> Starlette:
                 remote.start(keeper.stop_here if keeper is not None else None)
             drain.install()
             memory.start()
-            if alerted:
-                alerting.start()
+            alerting.start()
+            if settings.config_path is not None:
+                reloader.install()
+                if settings.config_check_seconds:
+                    watching.start()
+            health.started = True
             try:
                 yield
             finally:
-                if alerting.task is not None:
-                    alerting.task.cancel()
+                await alerts.drained(ALERT_DRAIN_SECONDS)
+                reloader.uninstall()
+                for loop in (alerting, watching):
+                    if loop.task is not None:
+                        loop.task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await loop.task
                 await memory.stop()
                 drain.uninstall()
                 if keeper is not None:
@@ -150,11 +174,6 @@ def create_app(settings: Settings) -> Starlette:
                     await remote.close()
                 await tracing.shutdown()
 
-    async def health(request: Request) -> Response:
-        if streams.draining:
-            return JSONResponse({"status": "draining", "version": __version__}, status_code=503)
-        return JSONResponse({"status": "healthy", "version": __version__, "resting_upstreams": upstreams.resting()})
-
     async def models(request: Request) -> Response:
         return JSONResponse({"models": relay.models_for(current_caller.get())})
 
@@ -162,7 +181,9 @@ def create_app(settings: Settings) -> Starlette:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes: list[BaseRoute] = [
-        Route("/health", health, methods=["GET"]),
+        Route("/health", health.health, methods=["GET"]),
+        Route("/health/live", health.live, methods=["GET"]),
+        Route("/health/ready", health.ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/api/v1/chat/stream", native.stream, methods=["GET", "POST"]),
         Route("/api/v1/chat/stream/{stream_id}", native.resume, methods=["GET"]),
@@ -206,7 +227,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_headers=["*"],
                 expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream", "X-Chatsse-Stream", *RATE_HEADERS],
             ),
-            Middleware(AccessMiddleware, settings=settings, limiter=limiter),
+            Middleware(AccessMiddleware, settings=settings, limiter=limiter, keyring=keyring),
         ],
         exception_handlers={
             ChatSSEError: _render_error,

@@ -1,5 +1,5 @@
 """The `chatsse` command: `chatsse serve [--demo]` runs the gateway under uvicorn; `chatsse chat` talks to one;
-`chatsse keys new NAME` makes a caller key; `chatsse usage` prints a running gateway's spend report."""
+the operators' commands (`keys new|rotate`, `reload`, `usage`) are in operate.py."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ import copy
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.supervisors.multiprocess import Multiprocess
 
-from chatsse import __version__, terminal
+from chatsse import __version__, operate, terminal
 from chatsse.app import serving_app
-from chatsse.callers.config import new_key
-from chatsse.callers.report import REPORT_PERIODS, as_table
+from chatsse.callers.keys import OVERLAP_DAYS, new_key
+from chatsse.callers.report import REPORT_PERIODS
 from chatsse.preflight import CHECKED_MARK, ready_settings
 from chatsse.server.lifecycle import hand_over
 from chatsse.server.protocol import GuardedHttpProtocol
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     new = key_commands.add_parser("new", help="print a new random key once, and the [[caller]] table that admits it")
     new.add_argument("name", help="the caller's name (in logs, metrics and /api/v1/usage)")
+    rotate = key_commands.add_parser(
+        "rotate", help="print a new key for a caller of $CHATSSE_CONFIG, and the key line where old and new overlap"
+    )
+    rotate.add_argument("name", help="the [[caller]]'s name")
+    rotate.add_argument("--days", type=float, default=OVERLAP_DAYS, help="how long the old key goes on working")
     usage = commands.add_parser(
         "usage",
         help="print every caller's and team's spend in this period",
@@ -66,35 +72,27 @@ def main(argv: list[str] | None = None) -> None:
     usage.add_argument("--period", choices=REPORT_PERIODS, default="month", help="the current day, week or month")
     usage.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     usage.add_argument("--url", default=os.environ.get("CHATSSE_URL", "http://127.0.0.1:8000"), help="the gateway")
+    reload = commands.add_parser(
+        "reload",
+        help="reload the CHATSSE_CONFIG file of running gateways (SIGHUP)",
+        description="Send SIGHUP to every `chatsse serve` on this machine (or to --pid), which reloads its "
+        "CHATSSE_CONFIG file in every worker; an invalid file keeps the running configuration (see its log).",
+    )
+    reload.add_argument("--pid", type=int, help="only this process")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        _serve(args.host, args.port, args.workers, args.demo)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: uvicorn has shut down; no traceback for it
+            _serve(args.host, args.port, args.workers, args.demo)
     elif args.command == "chat":
         raise SystemExit(terminal.run(args.url, args.message))
-    elif args.command == "keys":
+    elif args.command == "keys" and args.keys_command == "new":
         print(new_key(args.name), end="")
+    elif args.command == "keys":
+        raise SystemExit(operate.rotate(args.name, args.days))
+    elif args.command == "reload":
+        raise SystemExit(operate.reload(args.pid))
     elif args.command == "usage":
-        raise SystemExit(_usage(args.url, args.period, args.csv, os.environ.get("CHATSSE_ADMIN_KEY", "")))
-
-
-def _usage(url: str, period: str, as_csv: bool, key: str) -> int:
-    headers = {"Accept": "text/csv" if as_csv else "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    try:
-        answer = httpx.get(f"{url.rstrip('/')}/api/v1/admin/usage", params={"period": period}, headers=headers)
-    except httpx.HTTPError as exc:
-        print(f"chatsse usage: cannot reach {url} ({type(exc).__name__})", file=sys.stderr)
-        return 1
-    if not answer.is_success:
-        try:
-            message = answer.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = answer.text[:200]
-        print(f"chatsse usage: {answer.status_code}: {message}", file=sys.stderr)
-        return 1
-    print(answer.text if as_csv else as_table(answer.json()), end="")
-    return 0
+        raise SystemExit(operate.usage(args.url, args.period, args.csv, os.environ.get("CHATSSE_ADMIN_KEY", "")))
 
 
 def _serve(host: str, port: int, workers: int, demo: bool) -> None:
@@ -147,9 +145,21 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
             ws="none",  # no WebSocket route: nothing of a WebSocket library is loaded (or warns)
         )
         if workers > 1:  # uvicorn's workers: each one's drain ends by calling uvicorn's own SIGTERM handler
-            uvicorn.run("chatsse.app:factory", **options)
+            config = uvicorn.Config("chatsse.app:factory", **options)
+            WorkersReloading(config, sockets=[config.bind_socket()]).run()
         else:  # one process: its server is handed to the drain, which asks it to exit (and the process exits 0)
             DrainingServer(uvicorn.Config(serving_app(settings), **options)).run()
+
+
+class WorkersReloading(Multiprocess):
+    """uvicorn's worker processes, save that SIGHUP reloads the configuration in each of them (uvicorn's own
+    restarts every worker, cutting their streams): the master passes the signal on."""
+
+    def handle_hup(self) -> None:
+        for worker in self.processes:
+            if worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGHUP)
 
 
 class DrainingServer(uvicorn.Server):

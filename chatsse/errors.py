@@ -21,6 +21,7 @@
     ├── ToolCallsUnsupported          502     tool_calls_unsupported (a tool call on a face that carries text only)
     ├── UnsupportedParameter          400     unsupported_parameter (a field the upstream's api-version lacks)
     ├── Unauthorized                  401     unauthorized
+    ├── KeyExpired                    401     key_expired           (a caller key past its `expires`: use its successor)
     ├── CallerRateLimited             429     too_many_requests
     ├── TooManyStreams                503     too_many_streams      (429 when a caller's max_streams is reached)
     ├── Draining                      503     draining
@@ -213,6 +214,11 @@ class Unauthorized(ChatSSEError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="chatsse"'}
+
+
+class KeyExpired(Unauthorized):
+    status_code, code = 401, "key_expired"
+    default_message = "This caller key has expired. Use the key that replaced it."
 
 
 class CallerRateLimited(ChatSSEError):

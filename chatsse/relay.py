@@ -23,9 +23,11 @@ from starlette.types import Receive
 
 from chatsse.callers.identity import Caller, current_caller
 from chatsse.callers.ledger import Ledger, Spend, rate_headers, refusal, usage_body
+from chatsse.callers.periods import days_of
 from chatsse.callers.tokens import count_tokens
 from chatsse.errors import ChatSSEError, ModelNotAllowed, StreamNotFound
 from chatsse.events import Batch
+from chatsse.prices import MICRO
 from chatsse.record import current_record
 from chatsse.responses.stored import StoredResponses
 from chatsse.resume import StreamKeeper
@@ -93,6 +95,10 @@ class ChatRelay:
         self.models = settings.models
         self.stored = stored or StoredResponses()
 
+    def reconfigure(self, settings: Settings) -> None:
+        """A reloaded configuration: its model groups and prices for new requests (its upstreams: `Upstreams`)."""
+        self.settings, self.models = settings, settings.models
+
     def models_for(self, caller: Caller | None) -> list[str]:
         """The model groups `caller` may use."""
         allowed = caller.config.models if caller is not None and caller.config is not None else None
@@ -157,9 +163,15 @@ class ChatRelay:
 
     async def usage(self) -> dict[str, Any]:
         """The calling caller's limits as they stand (`GET /api/v1/usage`)."""
-        caller = current_caller.get() or Caller("-")
+        caller, now = current_caller.get() or Caller("-"), time.time()
         currency = self.settings.prices.currency
-        return usage_body(caller, await self.ledger.standing(caller), time.time(), currency)
+        body = usage_body(caller, await self.ledger.standing(caller), now, currency)
+        if caller.config is not None and caller.keyed:  # not anonymous callers: their row is everyone's
+            counted = (await self.ledger.days([caller.label], days_of("month", now)))[caller.label]
+            cost = counted.get("cost", 0) / MICRO if self.settings.prices else None
+            body["spend"] = {"period": "month", "requests": counted.get("requests", 0), "cost": cost}
+            body["spend"]["currency"] = currency if cost is not None else None
+        return body
 
     async def stream_of_chat(self, chat_id: str) -> str | None:
         """The kept reply of a useChat chat that is still being produced, if there is one this caller may follow."""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dotenv import dotenv_values
 
-from chatsse.callers.config import CallerTables, callers_from, quota_problem
-from chatsse.prices import Prices, prices_from, unknown_price_names, unpriced_budgets
+from chatsse.callers.config import CallerTables
+from chatsse.config_file import config_file
+from chatsse.prices import Prices
 from chatsse.tracing.config import TracingConfig, tracing_config
 from chatsse.upstreams.config import (
     DEFAULT_API_VERSION,
@@ -19,7 +20,6 @@ from chatsse.upstreams.config import (
     UpstreamConfig,
     endpoint_problem,
     responses_problem,
-    upstreams_from,
 )
 
 AUTH_MODES = ("key", "entra")
@@ -80,6 +80,7 @@ def _http_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
+SECRET_SETTINGS = ("CHATSSE_REDIS_URL", "CHATSSE_ALERT_WEBHOOK")  # never echoed, even when invalid
 SECONDS = (float, lambda v: v >= 0, "a number of seconds >= 0")
 POSITIVE_SECONDS = (float, lambda v: v > 0, "a number of seconds > 0")
 
@@ -111,6 +112,10 @@ class Settings:
     )
     callers: CallerTables = CallerTables()  # the [[caller]] tables and [anonymous] of CHATSSE_CONFIG
     prices: Prices = Prices()  # the [[price]] tables of CHATSSE_CONFIG: what a reply costs
+    config_path: str | None = None  # CHATSSE_CONFIG: the file that reloads live (`reloaded`)
+    config_check_seconds: float = _env(
+        2.0, "CHATSSE_CONFIG_CHECK_SECONDS", float, lambda v: v >= 0, "a number of seconds >= 0 (0: only SIGHUP)"
+    )
     tracing: TracingConfig | None = None  # from the standard OTEL_* settings; None: off
     rate_limit: tuple[int, float] | None = _env(None, "CHATSSE_RATE_LIMIT", _rate, lambda v: v[0] > 0, "like 60/minute")
     max_streams: int = _env(0, "CHATSSE_MAX_STREAMS", int, lambda v: v >= 0, "a whole number >= 0 (0: no cap)")
@@ -220,9 +225,6 @@ def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[s
     return (upstream,)
 
 
-TOP_LEVEL = ("upstream", "caller", "anonymous", "quotas_in_memory", "price", "prices", "team")
-
-
 def _config_file(
     env: Mapping[str, str], problems: list[str], missing: list[str]
 ) -> tuple[tuple[UpstreamConfig, ...], CallerTables, Prices]:
@@ -233,32 +235,7 @@ def _config_file(
         return _azure_upstream(env, problems, missing), CallerTables(), Prices()
     if env.get("AZURE_OPENAI_ENDPOINT", "").strip():
         problems.append("set CHATSSE_CONFIG (a file of upstreams) or AZURE_OPENAI_ENDPOINT (one upstream), not both")
-    try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except OSError as exc:
-        problems.append(f"CHATSSE_CONFIG={path!r} cannot be read ({exc.strerror})")
-        return (), CallerTables(), Prices()
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"{path}: not valid TOML ({exc})")
-        return (), CallerTables(), Prices()
-    unknown = sorted(set(document) - set(TOP_LEVEL))
-    if unknown:
-        problems.append(
-            f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected [[upstream]], [[caller]], [[team]] and "
-            "[[price]] tables, [anonymous], prices and quotas_in_memory"
-        )
-    upstreams = upstreams_from(document, path, env, problems)
-    models = list(dict.fromkeys(upstream.model for upstream in upstreams))
-    callers = callers_from(document, path, env, models, problems)
-    problem = quota_problem(callers, path, env.get("CHATSSE_REDIS_URL", "").strip() or None)
-    if problem:
-        problems.append(problem)
-    prices = prices_from(document, path, problems)
-    named = {f"{path}: [[upstream]] {u.name!r}": u.price for u in upstreams if u.price is not None}
-    problems += unknown_price_names(named, prices)
-    problems += unpriced_budgets(callers, upstreams, prices, path)
-    return upstreams, callers, prices
+    return config_file(path, env, problems)
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
@@ -266,6 +243,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
     missing: list[str] = []
     upstreams, callers, prices = _config_file(env, problems, missing)
     values: dict[str, Any] = {"upstreams": upstreams, "callers": callers, "api_keys": _api_keys(env, problems)}
+    values["config_path"] = env.get("CHATSSE_CONFIG", "").strip() or None
     values["admin_keys"] = tuple(k.strip() for k in env.get("CHATSSE_ADMIN_KEYS", "").split(",") if k.strip())
     values["prices"] = prices
     values["tracing"] = tracing_config(env, problems)
@@ -284,7 +262,19 @@ def _parse(env: Mapping[str, str]) -> Settings:
         if valid:
             values[setting.name] = value
         else:
-            problems.append(f"{name}={raw!r} is not valid: expected {rule}")
+            shown = "" if name in SECRET_SETTINGS else f"={raw!r}"  # a URL with a password or a token in it
+            problems.append(f"{name}{shown} is not valid: expected {rule}")
     if problems:
         raise ConfigError(problems, missing)
     return Settings(**values)
+
+
+def reloaded(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """`settings` with what the CHATSSE_CONFIG file says now: its upstreams, callers, teams, keys and prices, checked
+    as at start-up (ConfigError with every problem). The environment's settings stay as they started."""
+    assert settings.config_path is not None, "only a configuration file reloads"
+    problems: list[str] = []
+    upstreams, callers, prices = _config_file({**env, "CHATSSE_CONFIG": settings.config_path}, problems, [])
+    if problems:
+        raise ConfigError(problems, [])
+    return dataclasses.replace(settings, upstreams=upstreams, callers=callers, prices=prices)

@@ -3,6 +3,7 @@ counted and started again; no request waits on the caller ledger for more than a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -13,8 +14,9 @@ import httpx
 import pytest
 import redis
 
+from chatsse.background import Supervised
 from chatsse.callers import CallerConfig, CallerTables
-from chatsse.callers.config import key_sha256
+from chatsse.callers.keys import key_sha256
 from chatsse.resume.keys import STOP_CHANNEL
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
@@ -54,6 +56,48 @@ def test_a_stop_listener_that_raises_is_started_again_and_counted(
             rest = b"".join(reads).decode()
     assert rest.rstrip().endswith('data: {"done":true,"finish_reason":"stopped"}')
     simulator.release("supervised")
+
+
+def test_readiness_is_503_while_a_background_loop_keeps_failing_and_liveness_stays_200(
+    make_gateway: GatewayFactory, redis_server: RedisServer
+) -> None:
+    gateway = make_gateway(redis_url=redis_server.url, resume_seconds=30)
+    ready = httpx.get(gateway.url + "/health/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["background"]["redis-stops"] == "ok"
+    failures = 'chatsse_background_failures_total{task="redis-stops"} '
+    with redis.Redis.from_url(redis_server.url) as client:
+        for n in range(1, 4):  # the stop listener killed three times in a row, each time once it listens again
+            assert wait_until(lambda: client.pubsub_numsub(STOP_CHANNEL) == [(STOP_CHANNEL.encode(), 1)], timeout=10)
+            assert client.publish(STOP_CHANNEL, b"\xff\xfe not text") == 1
+            assert wait_until(lambda n=n: f"{failures}{n}.0" in httpx.get(gateway.url + "/metrics").text, timeout=10)
+    ready = httpx.get(gateway.url + "/health/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "failing"
+    assert ready.json()["checks"]["background"]["redis-stops"] == "failing"
+    assert httpx.get(gateway.url + "/health/live").status_code == 200
+    assert httpx.get(gateway.url + "/health").status_code == 200  # as it always was
+
+
+def test_a_failing_loop_counts_as_working_again_once_it_stays_up() -> None:
+    async def run() -> None:
+        attempts = 0
+
+        async def work() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts <= 3:
+                raise RuntimeError("not yet")
+            await asyncio.sleep(60)  # up, and quiet
+
+        loop = Supervised("flaky", work, lambda name: None, recovered_after=0.5)
+        task = loop.start()
+        while attempts < 4:
+            await asyncio.sleep(0.01)
+        assert loop.failing  # three in a row, just now
+        await asyncio.sleep(0.6)
+        assert not loop.failing
+        task.cancel()
+
+    asyncio.run(run())
 
 
 def test_an_admission_waits_at_most_a_second_then_lets_the_request_through(

@@ -21,15 +21,17 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatsse.callers import Caller, CallerConfig, CallerTables
-from chatsse.callers.ledger import Spend, usage_body
+from chatsse.callers.ledger import Ledger, Spend, usage_body
 from chatsse.callers.memory import MemoryLedger
 from chatsse.callers.periods import days_of
+from chatsse.callers.redis import RedisLedger
 from chatsse.callers.report import as_csv, spend_report
 from chatsse.prices import builtin_date, builtin_prices
+from chatsse.redis import connect
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
@@ -103,6 +105,7 @@ def test_a_spent_budget_is_refused_with_403_and_retry_after_through_the_openai_s
         "resets_at": tomorrow,
         "currency": "USD",
     }
+    assert usage["spend"] == {"period": "month", "requests": 3, "cost": 3 * REPLY_COST / 1e6, "currency": "USD"}
     scrape = httpx.get(gateway.url + "/metrics", headers=auth("app-key")).text
     assert 'chatsse_refusals_total{caller="app",reason="budget_exceeded"} 1.0' in scrape
 
@@ -171,6 +174,12 @@ def test_start_up_refuses_a_bad_budget_naming_the_file_table_and_key(
     with pytest.raises(ConfigError) as refused:
         settings_of(tmp_path, top + upstream("http://127.0.0.1:9", named) + tables, K="k")
     assert expected in str(refused.value) and str(tmp_path / "chatsse.toml") in str(refused.value)
+
+
+def test_a_bad_webhook_url_is_refused_without_echoing_its_token() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"CHATSSE_ALERT_WEBHOOK": "hooks.slack.com/services/T0/B0/s3cr3t-t0ken"}, env_file=None)
+    assert "CHATSSE_ALERT_WEBHOOK is not valid" in str(refused.value) and "s3cr3t" not in str(refused.value)
 
 
 def test_the_builtin_prices_are_dated_and_the_operators_rows_override_them(tmp_path: Path) -> None:
@@ -245,8 +254,59 @@ def test_budgets_and_the_report_turn_over_at_the_period_edge() -> None:
 
 OPS = st.lists(
     st.tuples(st.sampled_from(["open", "end"]), st.integers(0, 1), st.integers(0, 3), st.integers(0, 60)),
-    max_size=80,
+    max_size=60,
 )
+
+
+async def overdraw(ledger: Ledger, ops: list[tuple[str, int, int, int]]) -> None:
+    """Replies open and end in any order, two callers in a team, each caller's steps in a task of its own (on Redis
+    their admissions and charges share group commits); each reply costs at most 60. At the last admission the
+    spend was under the budget, and only replies open then were charged after it: no one passes its budget by more
+    than one reply per stream it had open."""
+    team = Caller("team:t", "t", CallerConfig(name="t", budget=100, budget_period="month"))
+    members = [
+        Caller(name, name, CallerConfig(name=name, budget=150, budget_period="day", team="t"), True, team)
+        for name in ("a", "b")
+    ]
+    open_replies: dict[str, Caller] = {}
+    most_open = {"a": 0, "b": 0, "t": 0}
+    spent = {"a": 0, "b": 0, "t": 0}
+
+    charged = {"a": 0, "b": 0, "t": 0}  # the charges made (their calls returned): the ledger knows them
+    budgets = {"a": 150, "b": 150, "t": 100}
+
+    async def steps(caller: Caller) -> None:
+        for n, (op, who, pick, cost) in enumerate(ops):
+            if members[who] is not caller:
+                continue
+            mine = sorted(r for r, c in open_replies.items() if c is caller)
+            if op == "open" or not mine:
+                known = dict(charged)
+                if (await ledger.admit(caller, f"{caller.label}{n}")).admitted:
+                    # never admitted once its own or its team's spend was known to have reached the budget
+                    assert known[caller.label] < budgets[caller.label] and known["t"] < budgets["t"], known
+                    open_replies[f"{caller.label}{n}"] = caller
+                    for name in (caller.label, "t"):
+                        now_open = sum(1 for c in open_replies.values() if name in (c.label, "t"))
+                        most_open[name] = max(most_open[name], now_open)
+                continue
+            reply_id = mine[pick % len(mine)]
+            spent[caller.label] += cost
+            spent["t"] += cost
+            await ledger.charge(caller, reply_id, Spend(prompt=1, cost=cost))
+            charged[caller.label] += cost
+            charged["t"] += cost
+            del open_replies[reply_id]  # open until its charge is made: until then the ledger cannot know it
+
+    await asyncio.gather(*(steps(member) for member in members))
+    assert spent["a"] < 150 + max(1, most_open["a"]) * 60
+    assert spent["b"] < 150 + max(1, most_open["b"]) * 60
+    assert spent["t"] < 100 + max(1, most_open["t"]) * 60
+    for member in members:  # and the ledger agrees with what was charged
+        standing = await ledger.standing(member)
+        assert standing.budget is not None and standing.team is not None and standing.team.budget is not None
+        assert standing.budget.limit - standing.budget.remaining == spent[member.label]
+        assert standing.team.budget.limit - standing.team.budget.remaining == spent["t"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -254,38 +314,23 @@ OPS = st.lists(
 def test_no_caller_or_team_overdraws_by_more_than_one_reply_per_open_stream(
     ops: list[tuple[str, int, int, int]],
 ) -> None:
-    """Replies open and end in any order, two callers in a team; each reply costs at most 60. At the last admission
-    the spend was under the budget, and only replies open then were charged after it."""
-    team = Caller("team:t", "t", CallerConfig(name="t", budget=200, budget_period="month"))
-    members = [
-        Caller(name, name, CallerConfig(name=name, budget=150, budget_period="day", team="t"), True, team)
-        for name in ("a", "b")
-    ]
-    ledger = MemoryLedger()
-    open_replies: dict[str, Caller] = {}
-    most_open = {"a": 0, "b": 0, "t": 0}
-    spent = {"a": 0, "b": 0, "t": 0}
+    asyncio.run(overdraw(MemoryLedger(), ops))
 
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(OPS)
+def test_no_caller_or_team_overdraws_on_redis_either(
+    redis_server: RedisServer, ops: list[tuple[str, int, int, int]]
+) -> None:
     async def run() -> None:
-        for n, (op, who, pick, cost) in enumerate(ops):
-            caller = members[who]
-            if op == "open" or not open_replies:
-                if (await ledger.admit(caller, f"r{n}")).admitted:
-                    open_replies[f"r{n}"] = caller
-                    for name in (caller.label, "t"):
-                        mine = sum(1 for c in open_replies.values() if name in (c.label, "t"))
-                        most_open[name] = max(most_open[name], mine)
-                continue
-            reply_id = sorted(open_replies)[pick % len(open_replies)]
-            owner = open_replies.pop(reply_id)
-            await ledger.charge(owner, reply_id, Spend(prompt=1, cost=cost))
-            spent[owner.label] += cost
-            spent["t"] += cost
+        client = connect(redis_server.url, False)
+        try:
+            await client.flushdb()
+            await overdraw(RedisLedger(client, lambda: None), ops)
+        finally:
+            await client.aclose()
 
     asyncio.run(run())
-    assert spent["a"] < 150 + max(1, most_open["a"]) * 60
-    assert spent["b"] < 150 + max(1, most_open["b"]) * 60
-    assert spent["t"] < 200 + max(1, most_open["t"]) * 60
 
 
 # --- two processes on a real Redis ------------------------------------------------------------------------------
@@ -359,7 +404,7 @@ def test_a_team_budget_is_shared_by_two_processes_and_alerts_once_per_threshold(
         assert len(simulator.requests) == 3
 
         usage = httpx.get(second + "/api/v1/usage", headers=auth("key-of-b")).json()
-        assert usage["budget"] is None and usage["team"]["name"] == "core"
+        assert usage["budget"] is None and usage["team"]["name"] == "core" and usage["spend"]["requests"] == 1
         assert usage["team"]["budget"]["spent"] == 3 * REPLY_COST / 1e6 and usage["team"]["budget"]["remaining"] == 0
 
         # 63 of 150 is 42%; 126 crosses 50% and 80%; 189 crosses 100%: three alerts in all, whichever instance.

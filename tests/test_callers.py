@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatsse.callers import CallerConfig, CallerTables
-from chatsse.callers.config import key_sha256
+from chatsse.callers.keys import key_sha256
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
@@ -251,7 +251,7 @@ def test_callers_in_the_config_file_and_what_start_up_refuses(tmp_path: Path) ->
         ),
         "wrong_type": ('[[caller]]\nname = "a"\nkey_env = "A"\nmax_streams = "4"\n', "max_streams = '4' is not valid"),
         "no_period": ('[[caller]]\nname = "a"\nkey_env = "A"\ntoken_quota = 5\n', "token_quota needs quota_period"),
-        "no_key": ('[[caller]]\nname = "a"\n', "needs exactly one of key_sha256 or key_env"),
+        "no_key": ('[[caller]]\nname = "a"\n', "needs key_sha256 or key_env"),
         "unknown_model": ('[[caller]]\nname = "a"\nkey_env = "A"\nmodels = ["big"]\n', "which no upstream serves"),
     }
     for name, (tables, says) in bad.items():

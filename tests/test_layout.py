@@ -19,14 +19,14 @@ README = (ROOT / "README.md").read_text()
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
     ["record", "sse", "errors", "events", "schema", "completion_request", "chunks", "responses"],  # pure: no I/O
-    ["upstreams.config", "callers.config", "tracing.config", "prices", "settings"],  # configuration
+    ["upstreams.config", "callers.config", "callers.keys", "tracing.config", "prices", "config_file", "settings"],
     # backends: upstreams, callers' counts, Redis, traces, which upstream made a stored response
     ["upstreams", "callers", "ratelimit", "redis", "tracing", "responses.stored", "background"],
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle
     ["resume"],  # kept replies
     ["relay"],  # where every face starts a reply
     ["faces"],  # the protocols clients speak
-    ["preflight", "app", "terminal", "simulator"],  # assembling and running
+    ["preflight", "app", "terminal", "operate", "simulator"],  # assembling and running
     ["cli", "__main__"],
 ]
 MAX_LINES = 300  # outside simulator/, which is a test fixture with its own wire-level detail

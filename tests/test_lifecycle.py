@@ -69,10 +69,19 @@ def test_sigterm_drains_open_streams_then_exits_0(tmp_path: Path) -> None:
             for reader in readers:
                 reader.start()
             assert wait_until(lambda: len(short) >= 1 and len(long) >= 1)
+            ready = httpx.get(url + "/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
+            background = {"memory-return": "ok", "budget-alerts": "ok"}
+            assert ready.json()["checks"] == {"started": True, "draining": False, "background": background}
 
             process.send_signal(signal.SIGTERM)
             assert wait_until(lambda: httpx.get(url + "/health").status_code == 503)
             assert httpx.get(url + "/health").json()["status"] == "draining"
+            # Readiness sends traffic away; liveness stays 200, so Kubernetes does not restart the pod mid-drain.
+            ready = httpx.get(url + "/health/ready")
+            assert ready.status_code == 503 and ready.json()["status"] == "draining"
+            assert ready.json()["checks"]["draining"] is True
+            assert httpx.get(url + "/health/live").status_code == 200
             refused = httpx.post(url + "/api/v1/chat/stream", json={"message": "echo:new"})
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
 

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from chatsse.callers import CallerConfig, CallerTables
-from chatsse.callers.config import key_sha256
+from chatsse.callers.keys import key_sha256
 from chatsse.simulator import Simulator
 from tests.conftest import GatewayFactory
 from tests.redis_server import RedisServer

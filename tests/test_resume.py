@@ -251,7 +251,7 @@ async def test_a_stopped_reply_is_charged_for_what_was_relayed(
     make_gateway: GatewayFactory, simulator: Simulator
 ) -> None:
     from chatsse.callers import CallerConfig, CallerTables
-    from chatsse.callers.config import key_sha256
+    from chatsse.callers.keys import key_sha256
 
     partner = CallerConfig(name="partner", key_sha256=key_sha256("stop-charge"), tokens_per_minute=1000)
     gateway = make_gateway(resume_seconds=30, callers=CallerTables((partner,)))

@@ -2,6 +2,7 @@
 
 config.py     the [[caller]] and [[team]] tables, [anonymous] and quotas_in_memory of the CHATSSE_CONFIG file
 identity.py   Caller: who a request comes from (and its team), found by the access middleware
+keys.py       caller keys: hashes, several per caller with expiries, `chatsse keys new|rotate`
 ledger.py     a caller's limits as they stand: admit or refuse, rate-limit headers, usage
 memory.py     the counters in this process
 redis.py      the counters on Redis, shared by every worker and instance (imported only with Redis)

@@ -20,6 +20,7 @@ log = logging.getLogger("chatsse")
 QUEUE_SIZE = 1000  # alerts waiting to be sent; past it they are dropped (and counted)
 ATTEMPTS = 4
 FIRST_BACKOFF_SECONDS = 1.0
+DRAIN_SECONDS = 3.0  # at shutdown, the most time given to alerts still queued
 POST_TIMEOUT_SECONDS = 10.0
 
 # Marks an alert as taken, once per key: True if this call took it (a Redis SET NX across instances).
@@ -70,6 +71,7 @@ class Alerts:
         self.once = once
         self.counted = counted
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_SIZE)
+        self.sending = False
 
     def spent(self, who: Caller, before: int, after: int, start: float, end: float) -> None:
         config = who.config
@@ -82,10 +84,18 @@ class Alerts:
                 except asyncio.QueueFull:
                     self.counted("dropped")
 
+    async def drained(self, seconds: float) -> None:
+        """At shutdown: a few seconds for what is queued and being sent (its threshold is taken already)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (self.queue.qsize() or self.sending) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=POST_TIMEOUT_SECONDS, follow_redirects=False) as client:
             while True:
+                self.sending = False
                 alert = await self.queue.get()
+                self.sending = True
                 if not await self.once(alert.key, alert.end):
                     self.counted("duplicate")
                     continue

@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatsse.callers.keys import CallerKey, keys_from
 from chatsse.prices import micro_units
 
 PERIODS = ("hour", "day", "week", "month")
 ANONYMOUS = "anonymous"
-_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LIMITS: dict[str, str] = {
     "requests_per_minute": "a whole number > 0",
     "tokens_per_minute": "a whole number > 0 (prompt + completion tokens)",
@@ -25,8 +22,8 @@ _LIMITS: dict[str, str] = {
 }
 _KEYS: dict[str, str] = {
     "name": "a non-empty string",
-    "key_sha256": "the hex SHA-256 of the key (chatsse keys new NAME prints it)",
-    "key_env": "the NAME of an environment variable holding the key",
+    "key_sha256": "the hex SHA-256 of the key (chatsse keys new NAME prints it), or a list of them",
+    "key_env": "the NAME of an environment variable holding the key, or a list of them",
     "models": "a list of model group names",
     "quota_period": "one of " + ", ".join(PERIODS),
     "budget": "an amount of the [[price]] rows' currency > 0, with budget_period",
@@ -44,7 +41,12 @@ class CallerConfig:
     """A caller and its limits; None: no limit of that kind."""
 
     name: str
-    key_sha256: str | None = field(default=None, repr=False)
+    key_sha256: str | None = field(default=None, repr=False)  # its one key (the first, when it has several)
+    keys: tuple[CallerKey, ...] = field(default=(), repr=False)  # every key, each with its expiry (parsed files)
+
+    def every_key(self) -> tuple[CallerKey, ...]:
+        return self.keys or ((CallerKey(self.key_sha256),) if self.key_sha256 else ())
+
     models: tuple[str, ...] | None = None  # the model groups it may use (None: all)
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
@@ -69,19 +71,6 @@ class CallerTables:
     teams: tuple[CallerConfig, ...] = ()  # a team's shared limits: token_quota and budget (with alert_at)
 
 
-def key_sha256(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_key(name: str) -> str:
-    """`chatsse keys new NAME`: a new random key, and the [[caller]] table that admits it (only its hash)."""
-    key = "cs-" + secrets.token_urlsafe(32)
-    return (
-        f"{key}\n\n# The key above is shown once: give it to {name!r} now. Add this to the CHATSSE_CONFIG file:\n"
-        f'[[caller]]\nname = "{name}"\nkey_sha256 = "{key_sha256(key)}"\n'
-    )
-
-
 def callers_from(
     document: Mapping[str, Any], path: str, env: Mapping[str, str], models: list[str], problems: list[str]
 ) -> CallerTables:
@@ -103,10 +92,10 @@ def callers_from(
             problems.append(f"{where}: name {caller.name!r} is used already; names must be unique")
         if caller.name.startswith(RESERVED_PREFIXES):
             problems.append(f"{where}: name {caller.name!r} starts with {caller.name.split(':')[0]}:, kept for chatsse")
-        if caller.key_sha256 in hashes:
+        if any(key.sha256 in hashes for key in caller.keys):
             problems.append(f"{where}: its key is another caller's key; keys must be unique")
         names.add(caller.name)
-        hashes.add(caller.key_sha256 or "")
+        hashes.update(key.sha256 for key in caller.keys)
         callers.append(caller)
     anonymous = None
     if "anonymous" in document:
@@ -192,7 +181,7 @@ def _caller(
         whole = isinstance(value, int) and not isinstance(value, bool) and value > 0
         if key in _LIMITS and key != "token_quota" and not whole:  # token_quota: with the period limits
             problems.append(f"{where}: {key} = {value!r} is not valid: expected {_LIMITS[key]}")
-        elif key in ("name", "key_sha256", "key_env") and (not isinstance(value, str) or not value.strip()):
+        elif key == "name" and (not isinstance(value, str) or not value.strip()):
             problems.append(f"{where}: {key} = {value!r} is not valid: expected {_KEYS[key]}")
     if "models" in table:
         listed = table["models"]
@@ -205,13 +194,14 @@ def _caller(
     if "admin" in table and not isinstance(table["admin"], bool):
         problems.append(f"{where}: admin = {table['admin']!r} is not valid: expected {_KEYS['admin']}")
     _check_limits({k: v for k, v in table.items() if k in _TEAM_KEYS}, where, problems)
-    key_hash = _key_hash(table, where, env, problems) if keyed else None
+    keys = keys_from(table, where, env, problems) if keyed else []
     if len(problems) > before:
         return None
     listed_models = table.get("models")
     return CallerConfig(
         name=table["name"].strip(),
-        key_sha256=key_hash,
+        key_sha256=keys[0].sha256 if keys else None,
+        keys=tuple(keys),
         models=tuple(listed_models) if listed_models is not None else None,
         requests_per_minute=table.get("requests_per_minute"),
         tokens_per_minute=table.get("tokens_per_minute"),
@@ -256,20 +246,3 @@ def _period_limits(table: Mapping[str, Any]) -> dict[str, Any]:
         "budget_period": table.get("budget_period"),
         "alert_at": tuple(sorted({float(f) for f in table.get("alert_at", ())})),
     }
-
-
-def _key_hash(table: dict[str, Any], where: str, env: Mapping[str, str], problems: list[str]) -> str | None:
-    if ("key_sha256" in table) == ("key_env" in table):
-        problems.append(f"{where}: needs exactly one of key_sha256 or key_env")
-        return None
-    if "key_env" in table:
-        key = env.get(str(table["key_env"]), "").strip()
-        if not key:
-            problems.append(f"{where}: key_env = {table['key_env']!r} names an environment variable that is not set")
-            return None
-        return key_sha256(key)
-    digest = str(table["key_sha256"]).strip().lower()
-    if not _HEX_SHA256.match(digest):
-        problems.append(f"{where}: key_sha256 is not valid: expected {_KEYS['key_sha256']}")
-        return None
-    return digest

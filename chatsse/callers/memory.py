@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from chatsse.callers.identity import Caller
 from chatsse.callers.ledger import NOTHING, STREAM_LEASE_SECONDS, Level, Spend, SpentHook, Standing, report_row
-from chatsse.callers.periods import REPORT_DAYS, period_bounds
+from chatsse.callers.periods import REPORT_DAYS, current_bounds
 
 REFILLED_AFTER_SECONDS = 60.0  # a bucket untouched this long is full again (unless in debt): it holds nothing
 FORGET_PER_UPDATE = 2  # oldest entries looked at per update: more than one, so the maps shrink when traffic falls
@@ -111,7 +111,7 @@ class MemoryLedger:
 
     def _add(self, key: str, period: str, amount: int) -> tuple[float, float, float]:
         """Count `amount` in the current `period` under `key`: what was used before, and the period's bounds."""
-        start, end = period_bounds(period, self.clock())
+        start, end = current_bounds(period, self.clock())
         began, _, used = self.quotas.get(key, (start, end, 0.0))
         before = used if began == start else 0.0
         self.quotas[key] = (start, end, before + amount)
@@ -120,12 +120,12 @@ class MemoryLedger:
 
     def _used(self, key: str, period: str, wall: float) -> tuple[float, float]:
         """Used in the current `period` under `key`, and the period's end."""
-        start, end = period_bounds(period, wall)
+        start, end = current_bounds(period, wall)
         began, _, used = self.quotas.get(key, (start, end, 0.0))
         return (used if began == start else 0.0), end
 
     def _count(self, who: Caller, **amounts: int) -> None:
-        day = period_bounds("day", self.clock())[0]
+        day = current_bounds("day", self.clock())[0]
         key = (report_row(who), day)
         if key not in self.report:  # a new day: the oldest fall out of the report's reach
             for old in [k for k in self.report if k[1] < day - REPORT_DAYS * 86400]:

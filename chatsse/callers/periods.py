@@ -27,6 +27,17 @@ def period_bounds(period: str, now: float) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
+_current: dict[str, tuple[float, float]] = {}
+
+
+def current_bounds(period: str, now: float) -> tuple[float, float]:
+    """`period_bounds`, computed again only when `now` leaves the last bounds found (a request's hot path asks)."""
+    bounds = _current.get(period)
+    if bounds is None or not bounds[0] <= now < bounds[1]:
+        bounds = _current[period] = period_bounds(period, now)
+    return bounds
+
+
 def days_of(period: str, now: float) -> list[float]:
     """The starts of the UTC days of the `period` ("day", "week", "month") holding `now`, up to today's."""
     start, _ = period_bounds(period, now)

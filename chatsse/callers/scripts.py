@@ -10,7 +10,7 @@ from typing import Any
 from chatsse.callers.config import CallerConfig
 from chatsse.callers.identity import Caller
 from chatsse.callers.ledger import STREAM_LEASE_SECONDS, Level, Standing
-from chatsse.callers.periods import period_bounds
+from chatsse.callers.periods import current_bounds
 
 # KEYS: rpm, tpm, quota, open, budget. ARGV: mode (admit | peek | charge), the limits ("rpm tpm quota max_streams
 # lease budget", 0 where not set), the quota and budget periods' ends ("quota_end budget_end", unix s), reply id
@@ -111,16 +111,9 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-_periods: dict[str, tuple[float, float]] = {}
-
-
 def period_now(period: str) -> tuple[float, float]:
-    """This clock's current period, computed again only when it ends."""
-    now = time.time()
-    bounds = _periods.get(period)
-    if bounds is None or not bounds[0] <= now < bounds[1]:
-        bounds = _periods[period] = period_bounds(period, now)
-    return bounds
+    """This clock's current period."""
+    return current_bounds(period, time.time())
 
 
 def standing_of(config: CallerConfig, result: list[Any]) -> Standing:

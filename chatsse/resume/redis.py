@@ -67,6 +67,7 @@ class RedisStore:
         self.writer = Writer(client, cluster, self.reader, key_seconds, queue_bytes, counts)
         self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.supervised: list[Supervised] = []  # its background loops, for readiness
         self._closing = False
 
     def new_stream_id(self) -> str:
@@ -77,10 +78,12 @@ class RedisStore:
     def start(self, on_stop: Callable[[str], Awaitable[object]] | None = None) -> None:
         """Start writing and renewing the lease; with `on_stop`, also hear the stops other workers are asked for."""
         failed = self.background_failed
-        self._writer = Supervised("redis-writer", self.writer.run, failed).start()
-        self._tasks.append(Supervised("redis-lease", self._renew_forever, failed).start())
+        writer = Supervised("redis-writer", self.writer.run, failed)
+        self.supervised = [writer, Supervised("redis-lease", self._renew_forever, failed)]
         if on_stop is not None:
-            self._tasks.append(Supervised("redis-stops", partial(self._hear_stops, on_stop), failed).start())
+            self.supervised.append(Supervised("redis-stops", partial(self._hear_stops, on_stop), failed))
+        self._writer = writer.start()
+        self._tasks += [loop.start() for loop in self.supervised[1:]]
 
     async def close(self) -> None:
         """Write out what is queued (the last events of the replies the drain ended), give the lease up, close."""

@@ -9,4 +9,6 @@ departure.py   a client that leaves before its reply's first token: what waits o
 response.py    the streaming response: one task per stream, batches framed by the face
 lifecycle.py   the cap on open streams, their count, and the drain on SIGTERM
 memory.py      memory given back after a peak of streams (a collection and malloc_trim)
+health.py      the probes: /health, /health/live (the process answers), /health/ready (send it traffic)
+reload.py      the configuration file reloaded live: SIGHUP, or its content changed; checked first
 """

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chatsse.callers.config import ANONYMOUS, key_sha256
+from chatsse.callers.config import ANONYMOUS
 from chatsse.callers.identity import Caller, current_caller
-from chatsse.errors import CallerRateLimited, ChatSSEError, HeadersTooLarge, Unauthorized
+from chatsse.callers.keys import key_sha256
+from chatsse.errors import CallerRateLimited, ChatSSEError, HeadersTooLarge, KeyExpired, Unauthorized
 from chatsse.ratelimit import RateLimiter
 from chatsse.record import current_record
 from chatsse.settings import Settings
@@ -24,33 +26,42 @@ def key_id(key: str) -> str:
     return "key:" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
+class Keyring:
+    """Who may call: every caller key with its caller (and its expiry), the admin keys, the [anonymous] limits.
+    `configure` builds them from settings, at start-up and again when the configuration is reloaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        # Plain keys (CHATSSE_API_KEYS) by their SHA-256, with a harmless id; named callers by theirs, each key with
+        # its expiry (a rotated key and its successor overlap).
+        keys: list[tuple[bytes, Caller, float | None]] = [
+            (key_sha256(key).encode(), Caller(key_id(key), key_id(key), None, keyed=True), None)
+            for key in settings.api_keys
+        ]
+        teams = {team.name: Caller(f"team:{team.name}", team.name, team) for team in settings.callers.teams}
+        for config in settings.callers.callers:
+            caller = Caller(config.name, config.name, config, True, teams.get(config.team or ""), config.admin)
+            keys += [(key.sha256.encode(), caller, key.expires) for key in config.every_key()]
+        # Admin keys read the spend report, and nothing else: elsewhere they are unknown keys.
+        admin_keys: list[tuple[bytes, Caller, float | None]] = [
+            (key_sha256(key).encode(), Caller("admin:" + key_id(key)[4:], "admin", keyed=True, admin=True), None)
+            for key in settings.admin_keys
+        ]
+        # One assignment: a request sees the old keys or the new ones, never half of each.
+        self.keys, self.admin_keys, self.anonymous = keys, admin_keys, settings.callers.anonymous
+
+
 class AccessMiddleware:
     """Finds who calls (`current_caller`): refuses oversized headers (431), unknown callers on API routes (401) and
     callers over CHATSSE_RATE_LIMIT (429). A caller's own limits are the relay's to apply, where the model is known."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter | None) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, limiter: RateLimiter | None, keyring: Keyring) -> None:
         self.app = app
-        # Plain keys (CHATSSE_API_KEYS) by their SHA-256, with a harmless id; named callers by theirs.
-        self.keys = [
-            (key_sha256(key).encode(), Caller(key_id(key), key_id(key), None, keyed=True)) for key in settings.api_keys
-        ]
-        teams = {team.name: Caller(f"team:{team.name}", team.name, team) for team in settings.callers.teams}
-        self.keys += [
-            (
-                config.key_sha256.encode(),
-                Caller(config.name, config.name, config, True, teams.get(config.team or ""), config.admin),
-            )
-            for config in settings.callers.callers
-            if config.key_sha256
-        ]
-        # Admin keys read the spend report, and nothing else: elsewhere they are unknown keys.
-        self.admin_keys = [
-            (key_sha256(key).encode(), Caller("admin:" + key_id(key)[4:], "admin", keyed=True, admin=True))
-            for key in settings.admin_keys
-        ]
-        self.anonymous = settings.callers.anonymous
         self.max_header_bytes = settings.max_header_bytes
         self.limiter = limiter
+        self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,26 +95,29 @@ class AccessMiddleware:
     def _caller(self, scope: Scope) -> Caller:
         """The caller whose key was presented (401 for a wrong one, and for none on API routes when keys are on
         and there is no [anonymous] table), else an anonymous caller named by its client address."""
-        client = scope.get("client")
-        anonymous = Caller(f"ip:{client[0]}" if client else "ip:unknown", ANONYMOUS, self.anonymous)
+        client, ring = scope.get("client"), self.keyring
+        anonymous = Caller(f"ip:{client[0]}" if client else "ip:unknown", ANONYMOUS, ring.anonymous)
         path = scope["path"]
-        if not (self.keys or self.admin_keys and path.startswith(ADMIN)) or not path.startswith(PROTECTED):
+        if not (ring.keys or ring.admin_keys and path.startswith(ADMIN)) or not path.startswith(PROTECTED):
             return anonymous
         given = _presented_key(scope)
         if given is None:
-            if self.anonymous is not None and path.startswith(("/api/", "/v1/")) and not path.startswith(ADMIN):
+            if ring.anonymous is not None and path.startswith(("/api/", "/v1/")) and not path.startswith(ADMIN):
                 return anonymous
             raise Unauthorized()
         digest = hashlib.sha256(given).hexdigest().encode()
-        matched = None
-        keys = self.keys + self.admin_keys if path.startswith(ADMIN) else self.keys
-        for key, caller in keys:
+        matched: tuple[Caller, float | None] | None = None
+        keys = ring.keys + ring.admin_keys if path.startswith(ADMIN) else ring.keys
+        for key, caller, expires in keys:
             # Compare with every key, always: the time taken says nothing about which one (or how much) matched.
             if hmac.compare_digest(digest, key):
-                matched = caller
+                matched = caller, expires
         if matched is None:
             raise Unauthorized("That caller key is not valid.")
-        return matched
+        caller, expires = matched
+        if expires is not None and time.time() >= expires:
+            raise KeyExpired()
+        return caller
 
 
 def _presented_key(scope: Scope) -> bytes | None:

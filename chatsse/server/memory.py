@@ -65,9 +65,11 @@ class MemoryReturn:
         self.trim = _malloc_trim()
         self.over_since: float | None = None  # when the peak was first seen over
         self.task: asyncio.Task[None] | None = None
+        self.supervised: Supervised | None = None
 
     def start(self) -> None:
-        self.task = Supervised("memory-return", self._watch, self.background_failed).start()
+        self.supervised = Supervised("memory-return", self._watch, self.background_failed)
+        self.task = self.supervised.start()
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -107,6 +107,13 @@ class Metrics:
             ["caller", "model", "currency"],
             registry=r,
         )
+        self.config_reloads = Counter(
+            "chatsse_config_reloads",
+            "Reloads of the CHATSSE_CONFIG file (SIGHUP or a change of its content), by result: applied, invalid (the "
+            "running configuration stayed), unchanged.",
+            ["result"],
+            registry=r,
+        )
         self.alerts = Counter(
             "chatsse_alerts",
             "Budget alerts by result: sent, failed (after its retries), logged (no CHATSSE_ALERT_WEBHOOK), dropped "

@@ -15,6 +15,10 @@ RESPONSES_SINCE = "2025-03-01-preview"
 DEFAULT_MODEL = "default"
 
 
+class NeedsRestart(Exception):
+    """A reloaded configuration that the running process cannot take without a restart."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class UpstreamConfig:
     """One deployment or server the gateway may send a chat to; requests choose among them by `model` group."""

@@ -27,7 +27,7 @@ from chatsse.schema import ChatRequest
 from chatsse.tracing import NO_TRACING, Target, Tracing
 from chatsse.upstreams.auth import EntraTokens, credential_problem
 from chatsse.upstreams.client import UpstreamClient, new_http_client
-from chatsse.upstreams.config import UpstreamConfig
+from chatsse.upstreams.config import NeedsRestart, UpstreamConfig
 from chatsse.upstreams.reply import UpstreamReply
 from chatsse.upstreams.router import Router
 
@@ -127,6 +127,18 @@ class Upstreams:
     def resting(self) -> list[str]:
         return self.router.resting(time.monotonic())
 
+    def reconfigure(self, upstreams: tuple[UpstreamConfig, ...]) -> None:
+        """Serve new requests from `upstreams` (a reloaded configuration): an upstream that stays keeps its rest
+        or open circuit; a removed one takes no new request, while the replies it is making finish."""
+        if any(u.entra for u in upstreams) and (self.client is None or self.client.tokens is None):
+            raise NeedsRestart("an upstream with Microsoft Entra ID, where none had it before, needs a restart")
+        router = Router(upstreams)
+        for name, cooldown in self.router.cooldowns.items():
+            if name in router.cooldowns:
+                router.cooldowns[name] = cooldown
+        self.by_name = {**self.by_name, **{upstream.name: upstream for upstream in upstreams}}  # in flight: theirs
+        self.upstreams, self.router = upstreams, router
+
     async def open(self, request: ChatRequest) -> UpstreamReply:
         """The first upstream of the group that answers with a first token; failures before it fail over."""
         assert self.client is not None, "the app lifespan did not run"
@@ -162,7 +174,7 @@ class Upstreams:
                 span.failed("cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else type(exc).__name__)
                 raise
             reply.began = began
-            router.cooldowns[upstream.name].after_success()
+            router.cooldowns[upstream.name].after_success()  # `router` as the request began: a reload leaves it
             _note(record, upstream.name, "ok")
             if record is not None:
                 record.upstream = upstream.name
@@ -179,7 +191,9 @@ class Upstreams:
         attempts.waiting(delay)
 
     def _rest(self, name: str, error: ChatSSEError, attempts: Attempts) -> None:
-        cooldown = self.router.cooldowns[name]
+        cooldown = self.router.cooldowns.get(name)
+        if cooldown is None:  # removed by a reload while this request tried it
+            return
         if isinstance(error, RateLimited):
             cooldown.after_rate_limit(error.retry_after, time.monotonic())
         elif attempts.first_failure(name):
