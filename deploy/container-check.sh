@@ -4,10 +4,11 @@
 # `.ci/run` runs this when CHATSSE_CHECK_CONTAINER=1; README "Deploying" says when it was last run.
 #
 #   sudo bash deploy/container-check.sh          # root: debootstrap, buildah and podman need it here
+#   BASE=python:3.12-slim bash deploy/container-check.sh    # where a registry is reachable
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BASE=localhost/debian-python:bookworm
+BASE=${BASE:-localhost/debian-python:bookworm}
 IMAGE=localhost/chatsse:check
 missing=()
 for tool in podman buildah debootstrap runc curl; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
@@ -16,13 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! podman image exists "$BASE"; then
+if [[ "$BASE" == localhost/debian-python:* ]] && ! podman image exists "$BASE"; then
     echo "== a base image from Debian's packages (python3, python3-venv, ca-certificates)"
     rootfs=$(mktemp -d)
     mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" \
         "${mirror:-http://deb.debian.org/debian}" >/dev/null
-    tar -C "$rootfs" -c . | podman import - "$BASE" >/dev/null
+    # This machine's trust store, in case its registries sit behind a TLS proxy with a CA of its own; pip in
+    # the build is pointed at it too. A real base image has no need of either.
+    cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+    tar -C "$rootfs" -c . | podman import --change "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt" - "$BASE" >/dev/null
     rm -rf "$rootfs"
 fi
 

@@ -83,6 +83,15 @@ def test_a_changed_file_is_reloaded_without_a_signal_and_a_bad_one_changes_nothi
     assert status(gateway.url, "key-b") == 200 and status(gateway.url, "key-a") == 401  # what ran stays
     assert reloads(gateway.url, "key-b", "applied") == 1
 
+    # A valid change elsewhere: a caller that stays keeps its counters (c spent its one request this minute).
+    path.write_text(
+        upstream(simulator.url)
+        + caller("b", "key-b", "max_streams = 3")
+        + caller("c", "key-c", "requests_per_minute = 1")
+    )
+    assert wait_until(lambda: reloads(gateway.url, "key-b", "applied") == 2, timeout=10)
+    assert status(gateway.url, "key-c") == 429
+
 
 def test_sighup_with_50_streams_open_ends_each_byte_exact_and_swaps_the_callers(
     tmp_path: Path, simulator: Simulator
