@@ -1,14 +1,19 @@
 """Turns decoded Azure chat-completion chunks into chatsse's typed events: content, reasoning, refusals, tool calls,
 finishes, done, or a failure (pure, no I/O).
 
-Azure rules this follows (see upstream-protocol.md): ignore unknown fields (`content_filter_results` among them); a
-chunk with `choices: []` only carries `usage` or `prompt_filter_results`; a choice may lack `delta`;
+Azure rules this follows (see upstream-protocol.md): ignore unknown fields; a chunk with `choices: []` only carries
+`usage` or `prompt_filter_results`; a choice may lack `delta`;
 `delta.content` may be missing, "" or null; the last non-null `finish_reason` wins (a late asynchronous content
 filter overrides `stop`); the stream must end with `[DONE]` after a finish_reason, anything else is a failure.
 
 Two modes. Plain (the native face, text only): the first choice's text, a refusal relayed as text, and a tool call
 ends the reply with `tool_calls_unsupported`, never silence. Rich (the OpenAI and useChat faces): every choice by
 its index, refusals, logprobs, tool-call pieces as they come, and each choice's own finish.
+
+Content filter results: the categories a filter hit (`"filtered": true`) in the first choice's results go on `Done`
+in both modes (a cheap look at the raw text first: almost every chunk has none). Rich mode also relays the
+prompt's results and every choice's that say something: a hit, or an asynchronous filter's annotation (it comes
+with offsets, without a delta). The all-clear results Azure puts on each token's chunk are not repeated.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from chatsse.errors import (
     UpstreamMalformed,
     UpstreamStreamError,
 )
-from chatsse.events import Content, Done, Event, Finish, Reasoning, Refusal, ToolCall
+from chatsse.events import Annotation, Content, Done, Event, Finish, Reasoning, Refusal, ToolCall
 from chatsse.sse import ServerSentEvent
 
 TOOL_FINISHES = ("tool_calls", "function_call")
@@ -44,6 +49,8 @@ class ChunkTranslator:
         self.failure: ChatSSEError | None = None
         self.response_id: str | None = None  # the upstream's id and model of the reply (for traces)
         self.response_model: str | None = None
+        self.filtered: list[str] | None = None  # the first choice's categories a content filter hit
+        self._flagged = False  # this chunk's text says "filtered":true somewhere
 
     @property
     def over(self) -> bool:
@@ -70,6 +77,7 @@ class ChunkTranslator:
             if event.event == "error" or "error" in chunk:
                 self.failure = UpstreamStreamError()
                 break
+            self._flagged = '"filtered":true' in data or '"filtered": true' in data
             self._chunk(chunk, out)
         return out
 
@@ -86,6 +94,9 @@ class ChunkTranslator:
             self.usage = usage
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list):
+            prompt = chunk.get("prompt_filter_results")
+            if self.rich and isinstance(prompt, list):
+                out.append(Annotation(prompt))
             return
         if self.rich:
             for choice in choices:
@@ -98,6 +109,8 @@ class ChunkTranslator:
         if not isinstance(choice, dict):
             self.failure = UpstreamMalformed()
             return
+        if self._flagged:
+            self._note_filtered(choice.get("content_filter_results"))
         delta = choice.get("delta")
         reason = choice.get("finish_reason")
         if isinstance(delta, dict):
@@ -141,6 +154,12 @@ class ChunkTranslator:
                 logprobs = None
         if logprobs is not None:  # logprobs with no text of their own: still the client's
             out.append(Content("", index, logprobs))
+        results = choice.get("content_filter_results")
+        if results and isinstance(results, dict) and (self._flagged or delta is None):
+            offsets = choice.get("content_filter_offsets")
+            out.append(Annotation(results, index, offsets if isinstance(offsets, dict) else None))
+            if index == 0 and self._flagged:
+                self._note_filtered(results)
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
             out.append(Finish(reason, index))
@@ -197,6 +216,12 @@ class ChunkTranslator:
             self.relayed_chars += len(thought)
             out.append(Reasoning(thought, choice))
 
+    def _note_filtered(self, results: Any) -> None:
+        if isinstance(results, dict):
+            hit = [name for name, result in results.items() if isinstance(result, dict) and result.get("filtered")]
+            if hit:
+                self.filtered = sorted({*(self.filtered or ()), *hit})
+
     def _finish(self, out: list[Event]) -> None:
         if self.finish_reason is None:
             self.failure = UpstreamDisconnected(
@@ -204,4 +229,5 @@ class ChunkTranslator:
             )
             return
         self.done = True
-        out.append(Done(self.finish_reason, self.usage))
+        filtered = self.filtered if self.finish_reason == "content_filter" else None
+        out.append(Done(self.finish_reason, self.usage, filtered))

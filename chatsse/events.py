@@ -6,7 +6,8 @@
     ToolCall(index, id, name, arguments)   a piece of a call the model asks the client to make: the first piece of a
                                            call names it (id and name), the rest carry its arguments' JSON text
     Finish(reason)                         one choice is complete (its own finish_reason)
-    Done(finish_reason, usage)             the reply is complete
+    Annotation(results, choice, offsets)   Azure's content filter results: the prompt's (choice None) or a choice's
+    Done(finish_reason, usage, filtered)   the reply is complete (`filtered`: the categories a content filter hit)
     Failed(code, message, ...)             the reply broke off; nothing follows
     Passthrough(kind, data)                an upstream's Responses API event as it came (`event:` name, `data:`
                                            text), for the /v1/responses face over an upstream speaking Responses
@@ -100,14 +101,35 @@ class Finish:
 
 
 @dataclass(slots=True)
+class Annotation:
+    """Azure's content filter results as it sent them: the prompt's `prompt_filter_results` (choice None), or a
+    choice's `content_filter_results` with its `content_filter_offsets` (an asynchronous filter's)."""
+
+    results: Any
+    choice: int | None = None
+    offsets: dict[str, Any] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        if self.choice is None:
+            return {"annotation": {"prompt_filter_results": self.results}}
+        note: dict[str, Any] = {"content_filter_results": self.results, "choice": self.choice}
+        if self.offsets is not None:
+            note["content_filter_offsets"] = self.offsets
+        return {"annotation": note}
+
+
+@dataclass(slots=True)
 class Done:
     finish_reason: str
     usage: dict[str, Any] | None = None
+    filtered: list[str] | None = None  # with finish_reason content_filter: the categories filtered
 
     def payload(self) -> dict[str, Any]:
         done: dict[str, Any] = {"done": True, "finish_reason": self.finish_reason}
         if self.usage is not None:
             done["usage"] = self.usage
+        if self.filtered is not None:
+            done["filtered"] = self.filtered
         return done
 
 
@@ -143,7 +165,7 @@ class Passthrough:
         return {"raw": self.kind, "data": self.data}
 
 
-Event = Content | Reasoning | Refusal | ToolCall | Finish | Done | Failed | Passthrough
+Event = Content | Reasoning | Refusal | ToolCall | Finish | Annotation | Done | Failed | Passthrough
 ENDINGS = (Done, Failed)
 
 
@@ -172,7 +194,12 @@ def from_payload(payload: dict[str, Any]) -> Event:
         return Finish(payload["finish"], choice)
     if "raw" in payload:
         return Passthrough(payload["raw"], payload["data"])
+    if "annotation" in payload:
+        note = payload["annotation"]
+        if "prompt_filter_results" in note:
+            return Annotation(note["prompt_filter_results"])
+        return Annotation(note["content_filter_results"], note.get("choice", 0), note.get("content_filter_offsets"))
     if "error" in payload:
         error = payload["error"]
         return Failed(error["code"], error["message"], error.get("request_id"))
-    return Done(payload["finish_reason"], payload.get("usage"))
+    return Done(payload["finish_reason"], payload.get("usage"), payload.get("filtered"))

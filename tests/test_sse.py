@@ -170,14 +170,35 @@ def test_translator_on_fixtures(name: str) -> None:
     assert text == want["text"]
     if want["saw_done"] and want["finish_reason"] and not want["error_events"]:
         assert translator.failure is None
+        filtered = {"filtered": translator.filtered} if want["finish_reason"] == "content_filter" else {}
         assert ours[-1] == {
             "done": True,
             "finish_reason": want["finish_reason"],
             **({"usage": want["usage"]} if want["usage"] else {}),
+            **filtered,
         }
     else:
         assert translator.failure is not None
         assert not any("done" in e for e in ours)
+
+
+def test_content_filter_results_name_the_categories_hit_and_rich_mode_relays_what_says_something() -> None:
+    events = SSEDecoder().decode((FIXTURES / "content_filter_midstream.sse").read_bytes())
+    plain_out = ChunkTranslator().feed(events)
+    assert plain_out[-1].payload()["filtered"] == ["protected_material_text"]
+    rich = ChunkTranslator(rich=True)
+    notes = [e.payload()["annotation"] for e in rich.feed(events) if type(e).__name__ == "Annotation"]
+    assert notes[0]["prompt_filter_results"][0]["content_filter_results"]["hate"] == {
+        "filtered": False,
+        "severity": "safe",
+    }
+    # The asynchronous filter's two annotations (no delta, with offsets); the all-clear on tokens is not repeated.
+    assert [n.get("content_filter_offsets", {}).get("check_offset") for n in notes[1:]] == [65, 65]
+    assert notes[2]["content_filter_results"] == {"protected_material_text": {"detected": True, "filtered": True}}
+    default = SSEDecoder().decode((FIXTURES / "normal.sse").read_bytes())
+    quiet = ChunkTranslator(rich=True)
+    assert sum(type(e).__name__ == "Annotation" for e in quiet.feed(default)) <= 1  # the prompt's, at most
+    assert quiet.filtered is None
 
 
 def test_translator_failure_kinds() -> None:

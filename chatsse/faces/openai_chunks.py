@@ -1,7 +1,8 @@
 """A reply's events in OpenAI's shapes: `chat.completion.chunk` events as they come (a stream's framing), or one
 `chat.completion` assembled from them. Every choice keeps its `index`; tool calls keep Azure's pieces (the first
-names the call, the rest carry its arguments); refusals, logprobs and each choice's finish are relayed; Azure's
-`content_filter_results` never are (the translator does not read them)."""
+names the call, the rest carry its arguments); refusals, logprobs and each choice's finish are relayed, and so are
+Azure's content filter results where they say something: `prompt_filter_results` in a chunk of its own (as Azure
+sends it), a choice's `content_filter_results` (and offsets) beside its delta, and both in the whole object."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatsse.events import Batch, Content, Done, Event, Failed, Finish, Passthrough, Reasoning, Refusal, ToolCall
+from chatsse.events import (
+    Annotation,
+    Batch,
+    Content,
+    Done,
+    Event,
+    Failed,
+    Finish,
+    Passthrough,
+    Reasoning,
+    Refusal,
+    ToolCall,
+)
 from chatsse.sse import DATA_DONE, encode_json_event
 
 FAILED_STATUS = {"upstream_timeout": 504, "server_shutdown": 503}
@@ -66,7 +79,8 @@ class Completion:
         if self.first:
             self.first = False
             # As OpenAI: content "" before text, null before a reply that opens with a tool call.
-            calls = bool(batch.events) and isinstance(batch.events[0], ToolCall)
+            opening = next((e for e in batch.events if not isinstance(e, Annotation)), None)
+            calls = isinstance(opening, ToolCall)
             out.append(self._chunk({"role": "assistant", "content": None if calls else ""}))
         for event in batch.events:
             if isinstance(event, Content):  # almost every event: checked first
@@ -81,11 +95,21 @@ class Completion:
                 out.append(DATA_DONE)
             elif isinstance(event, Failed):
                 out.append(encode_json_event(openai_error(event)))
+            elif isinstance(event, Annotation):
+                out.append(self._annotation(event))
             elif not isinstance(event, Passthrough):  # Responses events as they came: the /v1/responses face's only
                 if event.choice not in self.started:
                     out.append(self._start(event.choice))
                 out.append(self._other(event))
         return b"".join(out)
+
+    def _annotation(self, note: Annotation) -> bytes:
+        if note.choice is None:
+            return self._event({"choices": [], "prompt_filter_results": note.results})
+        entry = {"index": note.choice, "delta": {}, "finish_reason": None, "content_filter_results": note.results}
+        if note.offsets is not None:
+            entry["content_filter_offsets"] = note.offsets
+        return self._event({"choices": [entry]})
 
     def _start(self, choice: int) -> bytes:
         self.started.add(choice)
@@ -105,21 +129,26 @@ class Completion:
     async def collect(self, events: AsyncIterator[Batch]) -> tuple[dict[str, Any], int]:
         """The whole `chat.completion`, or OpenAI's error shape and status if the reply broke off."""
         choices: dict[int, _Choice] = {}
+        prompt: Any = None
         async for batch in events:
             for event in batch.events:
                 if isinstance(event, Failed):
                     return openai_error(event), FAILED_STATUS.get(event.code, 502)
                 if isinstance(event, Done):
-                    return self._completion(choices, event), 200
+                    return self._completion(choices, event, prompt), 200
                 if isinstance(event, Passthrough):
                     continue
-                choice = choices.get(event.choice)
+                index = event.choice
+                if index is None:  # only the prompt's filter results have no choice
+                    prompt = event.results if isinstance(event, Annotation) else None
+                    continue
+                choice = choices.get(index)
                 if choice is None:
-                    choice = choices[event.choice] = _Choice(event.choice)
+                    choice = choices[index] = _Choice(index)
                 choice.add(event)
         return openai_error(Failed("upstream_disconnected", "The reply ended early.")), 502
 
-    def _completion(self, choices: dict[int, _Choice], done: Done) -> dict[str, Any]:
+    def _completion(self, choices: dict[int, _Choice], done: Done, prompt: Any) -> dict[str, Any]:
         first = choices.setdefault(0, _Choice(0))
         first.finish_reason = first.finish_reason or done.finish_reason
         result: dict[str, Any] = {
@@ -131,6 +160,8 @@ class Completion:
         }
         if done.usage is not None:
             result["usage"] = done.usage
+        if prompt is not None:
+            result["prompt_filter_results"] = prompt
         return result
 
 
@@ -145,6 +176,7 @@ class _Choice:
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     logprobs: dict[str, list[Any]] = field(default_factory=dict)
     finish_reason: str | None = None
+    filter_results: dict[str, Any] = field(default_factory=dict)
 
     def add(self, event: Event) -> None:
         if isinstance(event, (Content, Refusal)):
@@ -161,6 +193,8 @@ class _Choice:
             call["arguments"].append(event.arguments)
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
+        elif isinstance(event, Annotation):
+            self.filter_results.update(event.results)
 
     def whole(self) -> dict[str, Any]:
         calls = [(call, "".join(call["arguments"])) for index, call in sorted(self.calls.items()) if index >= 0]
@@ -181,4 +215,7 @@ class _Choice:
         logprobs = None
         if self.logprobs:
             logprobs = {"content": self.logprobs.get("content"), "refusal": self.logprobs.get("refusal")}
-        return {"index": self.index, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
+        whole = {"index": self.index, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
+        if self.filter_results:
+            whole["content_filter_results"] = self.filter_results
+        return whole

@@ -125,7 +125,11 @@ class UIFrames:
                 metadata: dict[str, Any] = {"finishReason": event.finish_reason}
                 if event.usage is not None:
                     metadata["usage"] = event.usage
-                out.append(self._switch(None) + self._calls_available() + _chunk({"type": "finish-step"}))
+                out.append(self._switch(None) + self._calls_available())
+                if event.filtered is not None:  # what Azure's content filter hit: a data part useChat keeps
+                    metadata["filtered"] = event.filtered
+                    out.append(_chunk({"type": "data-content-filter", "data": {"filtered": event.filtered}}))
+                out.append(_chunk({"type": "finish-step"}))
                 finish = {"type": "finish", "finishReason": FINISH_REASONS.get(event.finish_reason, "other")}
                 out.append(_chunk({**finish, "messageMetadata": metadata}) + DATA_DONE)
             elif isinstance(event, Failed):

@@ -1,0 +1,66 @@
+"""Azure's content filter results relayed on every face (#34): the OpenAI face as Azure sends them (read through
+the openai SDK as Azure's v1 endpoint is, `OpenAI(base_url=...)`, in `model_extra`), the native `done` naming the
+categories filtered, and useChat's finish with a data part that names them."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.helpers import STREAM
+from tests.servers import RunningServer
+from tests.test_ui_face import UI, chunks, ui_body
+
+FILTERED = "echo:some words[sim: finish=content_filter]"
+
+
+def azure_client(gateway: RunningServer) -> openai.OpenAI:
+    # The gateway's OpenAI face, reached as Azure's own v1 endpoint is (https://<resource>.openai.azure.com/openai/v1/).
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="any", max_retries=0)
+
+
+def test_the_azure_sdk_reads_prompt_and_output_filter_results_streamed_and_whole(gateway: RunningServer) -> None:
+    client = azure_client(gateway)
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": FILTERED}]
+    stream = list(client.chat.completions.create(model="default", messages=messages, stream=True))
+    extras = [c.model_extra or {} for c in stream]
+    prompt = [extra["prompt_filter_results"] for extra in extras if extra.get("prompt_filter_results")]
+    assert len(prompt) == 1 and prompt[0][0]["content_filter_results"]["violence"]["filtered"] is False
+    output = [
+        (c.choices[0].model_extra or {})["content_filter_results"]
+        for c in stream
+        if c.choices and (c.choices[0].model_extra or {}).get("content_filter_results")
+    ]
+    assert output and output[-1]["violence"] == {"filtered": True, "severity": "medium"}
+    assert stream[-1].choices[0].finish_reason == "content_filter"
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "some words"
+
+    whole = client.chat.completions.create(model="default", messages=messages)
+    assert whole.model_extra is not None and whole.choices[0].model_extra is not None
+    assert whole.model_extra["prompt_filter_results"][0]["prompt_index"] == 0
+    assert whole.choices[0].model_extra["content_filter_results"]["violence"]["filtered"] is True
+    assert whole.choices[0].finish_reason == "content_filter" and whole.choices[0].message.content == "some words"
+
+
+def test_the_native_done_names_the_categories_filtered(gateway: RunningServer) -> None:
+    reply = httpx.post(gateway.url + STREAM, json={"message": FILTERED})
+    events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == {
+        "done": True,
+        "finish_reason": "content_filter",
+        "filtered": ["violence"],
+        "usage": events[-1]["usage"],
+    }
+    clean = httpx.post(gateway.url + STREAM, json={"message": "echo:fine"}).text
+    assert '"filtered"' not in clean
+
+
+def test_usechat_gets_a_content_filter_finish_and_a_data_part_naming_the_categories(gateway: RunningServer) -> None:
+    parts = chunks(httpx.post(gateway.url + UI, json=ui_body({"type": "text", "text": FILTERED})).text)
+    [data] = [p for p in parts if isinstance(p, dict) and p.get("type") == "data-content-filter"]
+    assert data["data"] == {"filtered": ["violence"]}
+    assert parts[-2]["finishReason"] == "content-filter" and parts[-2]["messageMetadata"]["filtered"] == ["violence"]
