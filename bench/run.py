@@ -15,6 +15,8 @@
     python bench/run.py --callers --workloads W1 --scale --scale-targets direct chatsse callers callers-redis \
         --no-peer --no-workers2 --out bench/results/callers   # + a caller with every limit, in memory and on Redis,
                                                               # and a keyed caller and its team with budgets (Redis)
+    python bench/run.py --guards --workloads W1 --reps 5 --no-peer --no-workers2 --out bench/results/guards
+                                   # #34: + a pii guard on every reply's output, as it streams
     python bench/run.py --rounds 10 --floors --baseline REV --workloads W1 --scale --short-only \
         --scale-targets chatsse baseline stack-floor asgi-floor --scale-reps 3 --no-peer --no-workers2 \
         --out bench/results/drift   # #23: 10 rounds of W1, SLOW, SHORT in one process (x3), + the two floors
@@ -379,6 +381,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "BENCH_CALLER_KEY": "bench-caller-key",
             "CHATSSE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         }
+    if args.guards:
+        # #34: a pii guard (every built-in detector) on the output of every reply, as it streams.
+        names.append("guards")
+        args.out.mkdir(parents=True, exist_ok=True)
+        config = args.out / "guards.toml"
+        config.write_text(
+            f'guards = ["pii"]\n\n[[upstream]]\nname = "bench"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
+            'deployment = "bench"\napi_key_env = "BENCH_KEY"\n\n[[guard]]\nname = "pii"\nkind = "pii"\non = "output"\n'
+        )
+        extra_env["guards"] = {"CHATSSE_CONFIG": str(config), "BENCH_KEY": "bench", "AZURE_OPENAI_ENDPOINT": ""}
     if args.resume:
         # Resume on: replies kept in the process, and kept on Redis too.
         names += ["resume", "resume-redis"]
@@ -898,6 +910,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the JSON goes")
     parser.add_argument("--baseline", metavar="REV", help="also run the gateway as it was at this git commit")
     parser.add_argument("--failover", action="store_true", help="also a gateway whose first upstream answers 429")
+    parser.add_argument("--guards", action="store_true", help="also a gateway with a pii guard on every reply's output")
     parser.add_argument("--resume", action="store_true", help="also gateways keeping replies, in-process and on Redis")
     parser.add_argument(
         "--tracing", action="store_true", help="also a gateway tracing every request to an OTLP sink (and the baseline)"

@@ -42,7 +42,8 @@ from chatsse.server.access import AccessMiddleware, Keyring
 from chatsse.server.health import Health
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
 from chatsse.server.memory import MemoryReturn
-from chatsse.server.observe import Metrics, ObserveMiddleware
+from chatsse.server.metrics import Metrics
+from chatsse.server.observe import ObserveMiddleware
 from chatsse.server.reload import Reloader
 from chatsse.settings import Settings
 from chatsse.tracing import NO_TRACING

@@ -8,6 +8,7 @@
     ├── MethodNotAllowed              405     method_not_allowed
     ├── NotFound                      404     not_found
     ├── ContentFiltered               400     content_filter
+    ├── PromptBlocked                 400     prompt_blocked        (a guard on input refused the request)
     ├── RateLimited                   429     rate_limited          (retried first)
     ├── UpstreamAuthFailed            502     upstream_auth_failed
     ├── UpstreamNotFound              502     upstream_not_found
@@ -143,6 +144,11 @@ class NotFound(ChatSSEError):
 class ContentFiltered(ChatSSEError):
     status_code, code = 400, "content_filter"
     default_message = "Azure OpenAI's content filter blocked this prompt. Rephrase the message and try again."
+
+
+class PromptBlocked(ChatSSEError):
+    status_code, code = 400, "prompt_blocked"
+    default_message = "The request was refused by one of the gateway's guards."
 
 
 class RateLimited(ChatSSEError):

@@ -31,6 +31,7 @@ class RequestRecord:
     cost_micros: int | None = None  # what the reply cost, in micro-units of `currency` (its model has a [[price]])
     currency: str | None = None
     error_code: str | None = None
+    guards: list[str] | None = None  # "<guard>:<action>:<input|output>" for each time a guard acted
     client_disconnected: bool = False
     exception: str | None = None  # the type of an unexpected exception (a bug), never its text
     trace_id: str | None = None  # with tracing on: the request's trace and SERVER span, so logs join traces

@@ -27,6 +27,7 @@ from chatsse.callers.periods import days_of
 from chatsse.callers.tokens import count_tokens
 from chatsse.errors import ChatSSEError, ModelNotAllowed, StreamNotFound
 from chatsse.events import Batch
+from chatsse.guards.input import guard_request
 from chatsse.prices import MICRO
 from chatsse.record import current_record
 from chatsse.responses.stored import StoredResponses
@@ -34,7 +35,7 @@ from chatsse.resume import StreamKeeper
 from chatsse.schema import ChatRequest
 from chatsse.server.departure import unless_client_leaves
 from chatsse.server.lifecycle import StreamRegistry
-from chatsse.server.observe import Metrics
+from chatsse.server.metrics import Metrics
 from chatsse.server.response import STREAM_HEADERS, RelayResponse
 from chatsse.settings import Settings
 from chatsse.tracing import current_server, provider_name
@@ -114,6 +115,9 @@ class ChatRelay:
     async def _open(self, chat: ChatRequest, chat_id: str | None) -> Opened:
         caller = current_caller.get() or Caller("-")
         chat = await self._within_caller_limits(chat, caller)
+        team = caller.team.config if caller.team is not None else None
+        named = (caller.config.guards if caller.config else None, team.guards if team else None)
+        chat, screen = guard_request(chat, self.settings.guards, named, self.metrics.guard_acted)
         reply_id = os.urandom(8).hex()
         try:
             standing = await self.ledger.admit(caller, reply_id)
@@ -134,6 +138,7 @@ class ChatRelay:
             self.streams.opened(reply)
             if reply is None:
                 await self.ledger.charge(caller, reply_id)  # nothing was read: it no longer counts as open
+        reply.screen = screen
         headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
         settlement = _Settlement(self, reply, caller, reply_id, chat)
         reply.on_end = settlement

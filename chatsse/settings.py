@@ -12,6 +12,7 @@ from dotenv import dotenv_values
 
 from chatsse.callers.config import CallerTables
 from chatsse.config_file import config_file
+from chatsse.guards.config import GuardTables
 from chatsse.prices import Prices
 from chatsse.tracing.config import TracingConfig, tracing_config
 from chatsse.upstreams.config import (
@@ -112,6 +113,7 @@ class Settings:
     )
     callers: CallerTables = CallerTables()  # the [[caller]] tables and [anonymous] of CHATSSE_CONFIG
     prices: Prices = Prices()  # the [[price]] tables of CHATSSE_CONFIG: what a reply costs
+    guards: GuardTables = GuardTables()  # the [[guard]] tables of CHATSSE_CONFIG, and who gets them
     config_path: str | None = None  # CHATSSE_CONFIG: the file that reloads live (`reloaded`)
     config_check_seconds: float = _env(
         2.0, "CHATSSE_CONFIG_CHECK_SECONDS", float, lambda v: v >= 0, "a number of seconds >= 0 (0: only SIGHUP)"
@@ -227,12 +229,12 @@ def _azure_upstream(env: Mapping[str, str], problems: list[str], missing: list[s
 
 def _config_file(
     env: Mapping[str, str], problems: list[str], missing: list[str]
-) -> tuple[tuple[UpstreamConfig, ...], CallerTables, Prices]:
+) -> tuple[tuple[UpstreamConfig, ...], CallerTables, Prices, GuardTables]:
     """The upstreams (from CHATSSE_CONFIG, or the AZURE_OPENAI_* settings), the callers and the prices (from
     CHATSSE_CONFIG)."""
     path = env.get("CHATSSE_CONFIG", "").strip()
     if not path:
-        return _azure_upstream(env, problems, missing), CallerTables(), Prices()
+        return _azure_upstream(env, problems, missing), CallerTables(), Prices(), GuardTables()
     if env.get("AZURE_OPENAI_ENDPOINT", "").strip():
         problems.append("set CHATSSE_CONFIG (a file of upstreams) or AZURE_OPENAI_ENDPOINT (one upstream), not both")
     return config_file(path, env, problems)
@@ -241,11 +243,11 @@ def _config_file(
 def _parse(env: Mapping[str, str]) -> Settings:
     problems: list[str] = []
     missing: list[str] = []
-    upstreams, callers, prices = _config_file(env, problems, missing)
+    upstreams, callers, prices, guards = _config_file(env, problems, missing)
     values: dict[str, Any] = {"upstreams": upstreams, "callers": callers, "api_keys": _api_keys(env, problems)}
     values["config_path"] = env.get("CHATSSE_CONFIG", "").strip() or None
     values["admin_keys"] = tuple(k.strip() for k in env.get("CHATSSE_ADMIN_KEYS", "").split(",") if k.strip())
-    values["prices"] = prices
+    values["prices"], values["guards"] = prices, guards
     values["tracing"] = tracing_config(env, problems)
     for setting in fields(Settings):
         if "env" not in setting.metadata:
@@ -270,11 +272,11 @@ def _parse(env: Mapping[str, str]) -> Settings:
 
 
 def reloaded(settings: Settings, env: Mapping[str, str]) -> Settings:
-    """`settings` with what the CHATSSE_CONFIG file says now: its upstreams, callers, teams, keys and prices, checked
-    as at start-up (ConfigError with every problem). The environment's settings stay as they started."""
+    """`settings` with what the CHATSSE_CONFIG file says now: its upstreams, callers, teams, keys, prices and guards,
+    checked as at start-up (ConfigError with every problem). The environment's settings stay as they started."""
     assert settings.config_path is not None, "only a configuration file reloads"
     problems: list[str] = []
-    upstreams, callers, prices = _config_file({**env, "CHATSSE_CONFIG": settings.config_path}, problems, [])
+    upstreams, callers, prices, guards = _config_file({**env, "CHATSSE_CONFIG": settings.config_path}, problems, [])
     if problems:
         raise ConfigError(problems, [])
-    return dataclasses.replace(settings, upstreams=upstreams, callers=callers, prices=prices)
+    return dataclasses.replace(settings, upstreams=upstreams, callers=callers, prices=prices, guards=guards)

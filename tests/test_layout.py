@@ -18,10 +18,20 @@ README = (ROOT / "README.md").read_text()
 
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
-    ["record", "sse", "errors", "events", "schema", "completion_request", "chunks", "responses"],  # pure: no I/O
-    ["upstreams.config", "callers.config", "callers.keys", "tracing.config", "prices", "config_file", "settings"],
-    # backends: upstreams, callers' counts, Redis, traces, which upstream made a stored response
-    ["upstreams", "callers", "ratelimit", "redis", "tracing", "responses.stored", "background"],
+    # pure: no I/O
+    ["record", "sse", "errors", "events", "schema", "completion_request", "chunks", "responses", "guards.detectors"],
+    [  # configuration
+        "upstreams.config",
+        "callers.config",
+        "callers.keys",
+        "guards.config",
+        "tracing.config",
+        "prices",
+        "config_file",
+        "settings",
+    ],
+    # backends: upstreams, callers' counts, Redis, traces, which upstream made a stored response; guards
+    ["upstreams", "callers", "ratelimit", "redis", "tracing", "responses.stored", "background", "guards"],
     ["server"],  # HTTP serving: protocol, middleware, the streaming response, lifecycle
     ["resume"],  # kept replies
     ["relay"],  # where every face starts a reply

@@ -30,9 +30,10 @@ _KEYS: dict[str, str] = {
     "budget_period": "one of " + ", ".join(PERIODS),
     "alert_at": "a list of fractions of the budget, each > 0 and <= 1, such as [0.5, 0.8, 1.0]",
     "admin": "true or false: it may read every caller's spend (GET /api/v1/admin/usage)",
+    "guards": "a list of [[guard]] names: its guardrails, besides those of everyone",
     **_LIMITS,
 }
-_TEAM_KEYS = ("name", "members", "token_quota", "quota_period", "budget", "budget_period", "alert_at")
+_TEAM_KEYS = ("name", "members", "token_quota", "quota_period", "budget", "budget_period", "alert_at", "guards")
 RESERVED_PREFIXES = ("team:", "ip:", "key:")  # what the counters of teams, addresses and plain keys are kept under
 
 
@@ -59,6 +60,7 @@ class CallerConfig:
     alert_at: tuple[float, ...] = ()  # fractions of the budget whose crossing sends an alert
     admin: bool = False
     team: str | None = None  # the [[team]] it is a member of
+    guards: tuple[str, ...] = ()  # the [[guard]] names it gets, besides everyone's
 
 
 @dataclass(frozen=True)
@@ -245,4 +247,5 @@ def _period_limits(table: Mapping[str, Any]) -> dict[str, Any]:
         "budget": micro_units(table["budget"]) if "budget" in table else None,
         "budget_period": table.get("budget_period"),
         "alert_at": tuple(sorted({float(f) for f in table.get("alert_at", ())})),
+        "guards": tuple(table["guards"]) if isinstance(table.get("guards"), list) else (),
     }

@@ -14,7 +14,7 @@ from chatsse.errors import ResumeGap, ServerShutdown, StreamNotFound
 from chatsse.events import Batch, Failed
 from chatsse.resume.live import Followed, LiveStream, may_follow, new_stream_id
 from chatsse.server.lifecycle import StreamRegistry
-from chatsse.server.observe import Metrics
+from chatsse.server.metrics import Metrics
 from chatsse.upstreams import UpstreamReply
 
 if TYPE_CHECKING:

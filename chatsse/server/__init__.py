@@ -1,7 +1,8 @@
 """Serving HTTP: what every request passes through, before and around the faces.
 
 protocol.py    the HTTP protocol `chatsse serve` runs: a deadline for headers, a cap on connections
-observe.py     request ids, one log line per request, Prometheus metrics
+observe.py     request ids, one log line per request
+metrics.py     the Prometheus metrics: every series, and their exposition over workers
 genai_metrics.py  the GenAI conventions' histograms, under their Prometheus names
 access.py      caller keys, the per-caller rate limit, a bound on header size
 body.py        reading a request body and query within their limits

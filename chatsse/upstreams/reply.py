@@ -11,7 +11,7 @@ import httpx
 
 from chatsse.chunks import ChunkTranslator
 from chatsse.errors import ServerShutdown
-from chatsse.events import Batch, Done, Event, Failed
+from chatsse.events import Annotation, Batch, Done, Event, Failed
 from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
 from chatsse.tracing import NO_ATTEMPT, AttemptSpan, Outcome
@@ -39,6 +39,8 @@ class UpstreamReply:
         self.trace: AttemptSpan = NO_ATTEMPT  # the span of the attempt that produced it
         self.began = time.monotonic()  # when its attempt began (the failover sets it to before the request)
         self._first_token_seen = False
+        # The output guards (guards/stream.py's Screen): each batch through them; a block ends the reply.
+        self.screen: Callable[[list[Event], bool], list[Event]] | None = None
 
     async def read_until_first_content(self, patience: float = 0) -> None:
         """Read until there is something to send; a failure before that is raised, to become an HTTP error.
@@ -47,7 +49,7 @@ class UpstreamReply:
         heartbeats flow, because PaaS routers give up on a response whose first byte is late (Heroku: 30 s)
         and slow models can think for longer. The read under way carries on in `events()`."""
         deadline = time.monotonic() + patience if patience else None
-        while not self._first and not self.translator.over:
+        while not self._has_content() and not self.translator.over:
             try:
                 if deadline is None:  # no heartbeats: read directly, without a task per read
                     raw = await anext(self._reads)
@@ -64,10 +66,15 @@ class UpstreamReply:
                 break
             except httpx.HTTPError as exc:
                 raise from_transport_error(exc) from None
-            self._first = self.translator.feed(self._decoder.decode(raw))
-        if not self._first and self.translator.failure is not None:
+            self._first += self.translator.feed(self._decoder.decode(raw))
+        if not self._has_content() and self.translator.failure is not None:
             raise self.translator.failure
         self._note_first_token()
+
+    def _has_content(self) -> bool:
+        """Something of the reply itself: the prompt's filter results alone are not its start (nor a reason not to
+        fail over)."""
+        return any(event.__class__ is not Annotation for event in self._first)
 
     def _note_first_token(self) -> None:
         if self._first_token_seen or not self.translator.content_events:
@@ -96,21 +103,27 @@ class UpstreamReply:
         translator = self.translator
         try:
             out = self._first
-            if self.trace.capture:
-                self.trace.output(out)
+            screen, capture = self.screen, self.trace.capture
             if not translator.over:
+                if screen is not None:
+                    out = screen(out, False)
+                if capture:  # what the client gets (checked by the guards), never what they held back
+                    self.trace.output(out)
                 if out:
                     yield Batch(out)
                 out = []
                 try:
                     reads = self._reads if self._pending is None else self._reads_after_early_start()
-                    capture = self.trace.capture
                     async for raw in reads:
+                        if self._blocked():
+                            break
                         out = translator.feed(self._decoder.decode(raw))
-                        if capture:
-                            self.trace.output(out)
                         if translator.over:
                             break
+                        if screen is not None:
+                            out = screen(out, False)
+                        if capture:
+                            self.trace.output(out)
                         if out:
                             yield Batch(out)
                         out = []
@@ -123,9 +136,15 @@ class UpstreamReply:
                 out.append(Done("stopped"))  # the caller asked for it: a reply that ends, not one that broke
             elif self._shutting_down and not translator.done:
                 translator.failure = ServerShutdown()
-            if translator.failure is not None:
+            if translator.failure is not None and not self._blocked():
                 log.warning("upstream failed mid-stream: %s", translator.failure.code)
                 out.append(Failed.of(translator.failure))
+            if screen is not None and not self._blocked():
+                out = screen(out, True)  # what was held back, checked, before the reply's end
+            if capture:
+                self.trace.output(out)
+            if self._blocked():  # a guard ended it (its done went out): the upstream is closed, its tokens charged
+                translator.failure, translator.finish_reason, translator.done = None, "content_filter", True
             await self.end()  # before the last event goes out: whoever sees it sees the reply settled
             if out:
                 yield Batch(out)
@@ -136,6 +155,9 @@ class UpstreamReply:
                 record.finish_reason = translator.finish_reason
             await self.response.aclose()
             await self.end()  # cut short: a client left, the window passed, the server stopped
+
+    def _blocked(self) -> bool:
+        return getattr(self.screen, "blocked", None) is not None
 
     async def end(self) -> None:
         """End the attempt's span and run `on_end`, if they have not run yet."""

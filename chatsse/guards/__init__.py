@@ -1,0 +1,7 @@
+"""Guardrails: what the gateway itself checks in prompts and replies, on every face, without buffering a stream.
+
+config.py      the [[guard]] tables, and who gets which guards (`guards = [...]`)
+detectors.py   what the pii and blocklist guards find: typed placeholders, Luhn and IBAN checks (pure)
+input.py       a request's text checked before any upstream call: redacted, flagged or refused (pure)
+stream.py      a reply's text checked through a window as it streams, released once checked (pure)
+"""
