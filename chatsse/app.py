@@ -24,8 +24,7 @@ from chatsse.background import Supervised
 from chatsse.callers.alerts import DRAIN_SECONDS as ALERT_DRAIN_SECONDS
 from chatsse.callers.alerts import Alerts, in_memory
 from chatsse.callers.identity import current_caller
-from chatsse.callers.ledger import RATE_HEADERS, Ledger
-from chatsse.callers.memory import MemoryLedger
+from chatsse.callers.ledger import RATE_HEADERS
 from chatsse.errors import ChatSSEError, InternalError, MethodNotAllowed, NotFound
 from chatsse.faces.admin import AdminFace
 from chatsse.faces.native import NativeFace
@@ -33,9 +32,7 @@ from chatsse.faces.openai_compat import OpenAIFace
 from chatsse.faces.responses import ResponsesFace
 from chatsse.faces.ui_stream import UIStreamFace
 from chatsse.preflight import ready_settings
-from chatsse.ratelimit import MemoryRateLimiter, RateLimiter
 from chatsse.relay import ChatRelay
-from chatsse.responses.stored import RedisStoredResponses, StoredResponses
 from chatsse.resume import StreamKeeper
 from chatsse.server import protocol
 from chatsse.server.access import AccessMiddleware, Keyring
@@ -44,8 +41,10 @@ from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
 from chatsse.server.memory import MemoryReturn
 from chatsse.server.metrics import Metrics
 from chatsse.server.observe import ObserveMiddleware
+from chatsse.server.overload import LoopLag, ShedMiddleware, stall
 from chatsse.server.reload import Reloader
 from chatsse.settings import Settings
+from chatsse.shared import shared_state
 from chatsse.tracing import NO_TRACING
 from chatsse.upstreams import RetryBudget, Upstreams
 
@@ -66,55 +65,10 @@ def create_app(settings: Settings) -> Starlette:
         tracing = OtelTracing(settings.tracing)
     upstreams = Upstreams(settings.upstreams, budget, settings.upstream_timeout, settings.ping_seconds, tracing)
     metrics = Metrics()
-    remote = None
     alerted = metrics.alerts.labels
     alerts = Alerts(settings.alert_webhook, settings.prices.currency, in_memory(), lambda r: alerted(r).inc())
-    ledger: Ledger = MemoryLedger(on_spent=alerts.spent)
-    stored = StoredResponses()
-    limiter: RateLimiter | None = MemoryRateLimiter(*settings.rate_limit) if settings.rate_limit else None
-    if settings.redis_url:
-        # Only with Redis: a gateway without it never loads redis-py.
-        from chatsse.callers.redis import RedisLedger, once_on_redis
-        from chatsse.ratelimit.redis import RedisRateLimiter
-        from chatsse.redis import FAILURES, connect, probe
-        from chatsse.resume.redis import RedisStore
-        from chatsse.resume.writer import WriteCounts
-
-        cluster = settings.redis_cluster
-        if cluster is None:  # `chatsse serve` asked once already, and set it
-            try:
-                cluster = probe(settings.redis_url, settings.redis_ca_file)
-            except FAILURES as exc:  # it degrades as a lost Redis does, and says how to choose
-                log.warning("CHATSSE_REDIS_URL does not answer (%s): taking it for a single Redis", type(exc).__name__)
-                cluster = False
-        client = connect(settings.redis_url, cluster, settings.redis_ca_file)
-        counts = WriteCounts(
-            metrics.redis_failures.inc,
-            metrics.resume_writes_refused.inc,
-            metrics.resume_events_shed.inc,
-            metrics.resume_queue_bytes.set,
-        )
-        remote = RedisStore(
-            client,
-            settings.upstream_timeout,
-            counts,
-            cluster,
-            metrics.background_failed,
-            settings.resume_key_seconds,
-            settings.resume_queue_bytes,
-        )
-        if settings.rate_limit:
-            limiter = RedisRateLimiter(*settings.rate_limit, client, metrics.redis_failures.inc)
-        ledger = RedisLedger(
-            client,
-            metrics.redis_failures.inc,
-            cluster,
-            metrics.background_failed,
-            metrics.admissions_unchecked.inc,
-            alerts.spent,
-        )
-        alerts.once = once_on_redis(client)
-        stored = RedisStoredResponses(client)
+    state = shared_state(settings, metrics, alerts)
+    remote, ledger, stored, limiter = state.remote, state.ledger, state.stored, state.limiter
     keeper = None
     if settings.resume_seconds:
         keeper = StreamKeeper(settings.resume_seconds, settings.resume_max_bytes, streams, metrics, remote)
@@ -127,10 +81,12 @@ def create_app(settings: Settings) -> Starlette:
     memory = MemoryReturn(streams, metrics.memory_returns.inc, background_failed=metrics.background_failed)
 
     def background() -> list[Supervised]:
-        loops = [*(remote.supervised if remote is not None else ()), alerting, watching]
+        loops = [*(remote.supervised if remote is not None else ()), alerting, watching, lagging]
         return [loop for loop in (*loops, memory.supervised) if loop is not None and loop.task is not None]
 
-    health = Health(streams, upstreams, background)
+    lag = LoopLag(settings.max_loop_lag_ms / 1000, metrics.loop_lag.set)
+    lagging = Supervised("loop-lag", lag.run, metrics.background_failed)
+    health = Health(streams, upstreams, background, lag)
     keyring = Keyring(settings)
 
     def apply(new: Settings) -> None:
@@ -152,22 +108,25 @@ def create_app(settings: Settings) -> Starlette:
             drain.install()
             memory.start()
             alerting.start()
+            lagging.start()
             if settings.config_path is not None:
                 reloader.install()
                 if settings.config_check_seconds:
                     watching.start()
             health.started = True
+            metrics.started()
             try:
                 yield
             finally:
                 await alerts.drained(ALERT_DRAIN_SECONDS)
                 reloader.uninstall()
-                for loop in (alerting, watching):
+                for loop in (alerting, watching, lagging):
                     if loop.task is not None:
                         loop.task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await loop.task
                 await memory.stop()
+                await relay.safety.aclose()
                 drain.uninstall()
                 if keeper is not None:
                     await keeper.close()
@@ -205,6 +164,8 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if settings.web_ui:
         routes.append(Route("/", _page, methods=["GET"]))
+    if settings.test_hooks:
+        routes.append(Route("/_test/stall", stall, methods=["POST"]))
 
     log_format = settings.log_format
     if log_format == "auto":
@@ -228,6 +189,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_headers=["*"],
                 expose_headers=["Retry-After", "X-Request-ID", "X-Chatsse-Upstream", "X-Chatsse-Stream", *RATE_HEADERS],
             ),
+            Middleware(ShedMiddleware, lag=lag, counted=metrics.shed.inc),  # inside CORS: browsers read the 503
             Middleware(AccessMiddleware, settings=settings, limiter=limiter, keyring=keyring),
         ],
         exception_handlers={

@@ -43,7 +43,7 @@ def config_file(
     named = {f"{path}: [[upstream]] {u.name!r}": u.price for u in upstreams if u.price is not None}
     problems += unknown_price_names(named, prices)
     problems += unpriced_budgets(callers, upstreams, prices, path)
-    guards = guards_from(document, path, problems)
+    guards = guards_from(document, path, problems, env)
     for who in (*callers.callers, callers.anonymous, *callers.teams):
         if who is not None and who.guards:
             guard_names(list(who.guards), f"{path}: guards of {who.name!r}", guards.guards, problems)

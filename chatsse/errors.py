@@ -26,6 +26,8 @@
     ├── CallerRateLimited             429     too_many_requests
     ├── TooManyStreams                503     too_many_streams      (429 when a caller's max_streams is reached)
     ├── Draining                      503     draining
+    ├── GuardUnavailable              503     guard_unavailable     (a guard's service failed, on_error = "closed")
+    ├── Overloaded                    503     overloaded            (the event loop lags: new chats are shed)
     ├── ServerShutdown                503     server_shutdown
     ├── RequestTimeout                408     request_timeout       (a slow body; slow headers: server/protocol.py)
     ├── ClientLeft                    499     client_closed_request (before its reply's first token; nobody reads it)
@@ -235,6 +237,16 @@ class CallerRateLimited(ChatSSEError):
 class TooManyStreams(ChatSSEError):
     status_code, code = 503, "too_many_streams"
     default_message = "The gateway is at its limit of open streams (CHATSSE_MAX_STREAMS). Try again shortly."
+
+
+class GuardUnavailable(ChatSSEError):
+    status_code, code = 503, "guard_unavailable"
+    default_message = "A guard the gateway must check this request with is unavailable. Try again shortly."
+
+
+class Overloaded(ChatSSEError):
+    status_code, code = 503, "overloaded"
+    default_message = "This instance is overloaded. Retry-After says when to try again (another may answer)."
 
 
 class Draining(ChatSSEError):

@@ -28,6 +28,7 @@ from chatsse.callers.tokens import count_tokens
 from chatsse.errors import ChatSSEError, ModelNotAllowed, StreamNotFound
 from chatsse.events import Batch
 from chatsse.guards.input import guard_request
+from chatsse.guards.services import ContentSafety
 from chatsse.prices import MICRO
 from chatsse.record import current_record
 from chatsse.responses.stored import StoredResponses
@@ -95,6 +96,7 @@ class ChatRelay:
         self.metrics = metrics
         self.models = settings.models
         self.stored = stored or StoredResponses()
+        self.safety = ContentSafety()  # the Content Safety guards' client (the app's lifespan closes it)
 
     def reconfigure(self, settings: Settings) -> None:
         """A reloaded configuration: its model groups and prices for new requests (its upstreams: `Upstreams`)."""
@@ -117,7 +119,10 @@ class ChatRelay:
         chat = await self._within_caller_limits(chat, caller)
         team = caller.team.config if caller.team is not None else None
         named = (caller.config.guards if caller.config else None, team.guards if team else None)
-        chat, screen = guard_request(chat, self.settings.guards, named, self.metrics.guard_acted)
+        metrics = self.metrics
+        chat, screen = await guard_request(
+            chat, self.settings.guards, named, metrics.guard_acted, self.safety, metrics.guard_failed
+        )
         reply_id = os.urandom(8).hex()
         try:
             standing = await self.ledger.admit(caller, reply_id)

@@ -130,6 +130,10 @@ class Settings:
     )
     header_timeout: float = _env(10.0, "CHATSSE_HEADER_TIMEOUT", *POSITIVE_SECONDS)
     max_connections: int = _env(0, "CHATSSE_MAX_CONNECTIONS", int, lambda v: v >= 0, "a whole number >= 0 (0: auto)")
+    max_loop_lag_ms: float = _env(
+        500.0, "CHATSSE_MAX_LOOP_LAG_MS", float, lambda v: v >= 0, "a number of milliseconds >= 0 (0: never shed)"
+    )
+    test_hooks: bool = _env(False, "CHATSSE_TEST_HOOKS", _boolean, _any, "true or false")
     resume_seconds: float = _env(
         0.0, "CHATSSE_RESUME_SECONDS", float, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"
     )

@@ -36,13 +36,13 @@ LAYERS = [
     ["resume"],  # kept replies
     ["relay"],  # where every face starts a reply
     ["faces"],  # the protocols clients speak
-    ["preflight", "app", "terminal", "operate", "simulator"],  # assembling and running
+    ["preflight", "shared", "app", "terminal", "operate", "simulator"],  # assembling and running
     ["cli", "__main__"],
 ]
 MAX_LINES = 300  # outside simulator/, which is a test fixture with its own wire-level detail
 # errors.py is the one table of every failure, a short class per stable code; it grows a row at a time, and
 # splitting it would make two places that map failures to statuses.
-LONGER = {"errors.py": 330}
+LONGER = {"errors.py": 340}
 
 
 def modules() -> dict[str, Path]:

@@ -11,8 +11,9 @@ from typing import Any
 
 from chatsse.guards.detectors import KINDS, REACH, Detector, blocklist_detector, pii_detector
 
-GUARD_KINDS = ("pii", "blocklist")
-LATER_KINDS = ("prompt_shield", "content_safety")  # Azure AI Content Safety: not in this version
+SERVICE_KINDS = ("prompt_shield", "content_safety")  # Azure AI Content Safety: a call per check
+GUARD_KINDS = ("pii", "blocklist", *SERVICE_KINDS)
+CATEGORIES = ("Hate", "SelfHarm", "Sexual", "Violence")
 SIDES = ("input", "output", "both")
 ACTIONS = ("block", "redact", "flag")
 _KEYS = {
@@ -24,6 +25,12 @@ _KEYS = {
     "patterns": "a table of name = regex (the pii guard's own detectors)",
     "words": "a list of words and phrases (the blocklist guard's)",
     "hold_back": "a whole number of characters > 0: how much streamed text waits to be checked",
+    "endpoint": "the Azure AI Content Safety resource's https:// endpoint",
+    "key_env": 'the NAME of an environment variable holding its key (or auth = "entra")',
+    "auth": '"entra": a Microsoft Entra ID token instead of a key',
+    "on_error": '"open" (let the request through) or "closed" (refuse it, 503 guard_unavailable)',
+    "timeout": "seconds > 0 a check may take",
+    "thresholds": "a table of category = severity (0 to 7) at which a text is blocked: " + ", ".join(CATEGORIES),
 }
 
 
@@ -36,6 +43,13 @@ class GuardConfig:
     detector: Detector = field(default_factory=lambda: Detector({}), compare=False)
     source: tuple[Any, ...] = ()  # what the detector was built from: equal guards compare equal
     hold_back: int = REACH
+    # The Content Safety kinds: where, how to authenticate, what a failure does, and (content_safety) the bars.
+    endpoint: str | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
+    entra: bool = False
+    on_error: str = "closed"
+    timeout: float = 2.0
+    thresholds: tuple[tuple[str, int], ...] = ()
 
     def checks(self, side: str) -> bool:
         return self.on in (side, "both")
@@ -52,7 +66,9 @@ class GuardTables:
         return [self.guards[name] for name in chosen if name in self.guards]
 
 
-def guards_from(document: Mapping[str, Any], path: str, problems: list[str]) -> GuardTables:
+def guards_from(
+    document: Mapping[str, Any], path: str, problems: list[str], env: Mapping[str, str] | None = None
+) -> GuardTables:
     tables = document.get("guard", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         problems.append(f"{path}: guard must be [[guard]] tables")
@@ -61,7 +77,7 @@ def guards_from(document: Mapping[str, Any], path: str, problems: list[str]) -> 
     for index, table in enumerate(tables, start=1):
         named = f" ({table['name']!r})" if isinstance(table.get("name"), str) else ""
         where = f"{path}: [[guard]] #{index}{named}"
-        guard = _guard(table, where, problems)
+        guard = _guard(table, where, problems, env or {})
         if guard is not None:
             if guard.name in guards:
                 problems.append(f"{where}: name {guard.name!r} is used already; names must be unique")
@@ -83,21 +99,30 @@ def guard_names(value: Any, where: str, guards: Mapping[str, GuardConfig], probl
     return tuple(value)
 
 
-def _guard(table: dict[str, Any], where: str, problems: list[str]) -> GuardConfig | None:
+def _guard(table: dict[str, Any], where: str, problems: list[str], env: Mapping[str, str]) -> GuardConfig | None:
     before = len(problems)
-    for key in sorted(set(table) - set(_KEYS) - {"on_error"}):
+    for key in sorted(set(table) - set(_KEYS)):
         problems.append(f"{where}: unknown key {key!r} (known: {', '.join(_KEYS)})")
     name, kind = table.get("name"), table.get("kind")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{where}: name = {name!r} is not valid: expected {_KEYS['name']}")
-    if kind in LATER_KINDS:
-        problems.append(f"{where}: kind = {kind!r} (Azure AI Content Safety) is not in this version of chatsse")
-    elif kind not in GUARD_KINDS:
+    if kind not in GUARD_KINDS:
         problems.append(f"{where}: kind = {kind!r} is not valid: expected {_KEYS['kind']}")
-    on, action = table.get("on", "both"), table.get("action", "block" if kind == "blocklist" else "redact")
+    service = kind in SERVICE_KINDS
+    on = table.get("on", "input" if service else "both")
+    action = table.get("action", "redact" if kind == "pii" else "block")
     for key, value, allowed in (("on", on, SIDES), ("action", action, ACTIONS)):
         if value not in allowed:
             problems.append(f"{where}: {key} = {value!r} is not valid: expected {_KEYS[key]}")
+    if service:
+        if on != "input":
+            problems.append(f"{where}: on = {on!r}: a {kind} guard checks input only in this version of chatsse")
+        if action == "redact":
+            problems.append(f"{where}: action = 'redact' is not valid for {kind}: expected block or flag")
+        remote = _service(table, str(kind), where, env, problems)
+        if len(problems) > before:
+            return None
+        return GuardConfig(str(name).strip(), str(kind), on, action, source=tuple(sorted(table.items())), **remote)
     detector, source = _detector(table, kind, where, problems)
     hold_back = table.get("hold_back", REACH)
     if not isinstance(hold_back, int) or isinstance(hold_back, bool) or hold_back <= 0:
@@ -105,6 +130,45 @@ def _guard(table: dict[str, Any], where: str, problems: list[str]) -> GuardConfi
     if len(problems) > before or detector is None:
         return None
     return GuardConfig(str(name).strip(), str(kind), on, action, detector, source, hold_back)
+
+
+def _service(
+    table: dict[str, Any], kind: str, where: str, env: Mapping[str, str], problems: list[str]
+) -> dict[str, Any]:
+    """The Content Safety kinds' own keys, checked."""
+    endpoint, key_env, auth = table.get("endpoint"), table.get("key_env"), table.get("auth")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+        problems.append(f"{where}: endpoint = {endpoint!r} is not valid: expected {_KEYS['endpoint']}")
+    key = None
+    if auth not in (None, "entra"):
+        problems.append(f"{where}: auth = {auth!r} is not valid: expected {_KEYS['auth']}")
+    if (key_env is None) == (auth is None):
+        problems.append(f'{where}: needs exactly one of key_env or auth = "entra"')
+    elif key_env is not None:
+        key = env.get(str(key_env), "").strip()
+        if not key:
+            problems.append(f"{where}: key_env = {key_env!r} names an environment variable that is not set")
+    on_error, timeout = table.get("on_error", "closed"), table.get("timeout", 2.0)
+    if on_error not in ("open", "closed"):
+        problems.append(f"{where}: on_error = {on_error!r} is not valid: expected {_KEYS['on_error']}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        problems.append(f"{where}: timeout = {timeout!r} is not valid: expected {_KEYS['timeout']}")
+    given = table.get("thresholds", {})
+    bars = {category: 4 for category in CATEGORIES} if kind == "content_safety" else {}
+    if not isinstance(given, dict) or any(
+        c not in CATEGORIES or not isinstance(v, int) or not 0 <= v <= 7 for c, v in given.items()
+    ):
+        problems.append(f"{where}: thresholds = {given!r} is not valid: expected {_KEYS['thresholds']}")
+    elif kind == "content_safety":
+        bars |= given
+    return {
+        "endpoint": str(endpoint).rstrip("/"),
+        "api_key": key or None,
+        "entra": auth == "entra",
+        "on_error": on_error,
+        "timeout": float(timeout) if isinstance(timeout, int | float) else 2.0,
+        "thresholds": tuple(sorted(bars.items())),
+    }
 
 
 def _detector(

@@ -1,33 +1,45 @@
-"""Input guards: a request's text checked before any upstream call: every message's text (and text parts), tool
-calls' arguments and tool results, and a Responses API body's input and instructions. `redact` rewrites them,
-`flag` counts, `block` refuses the request with `400 prompt_blocked` (pure)."""
+"""Input guards: a request's text checked before any upstream call. The local kinds read every message's text (and
+text parts), tool calls' arguments and tool results, and a Responses API body's input and instructions: `redact`
+rewrites them, `flag` counts, `block` refuses the request with `400 prompt_blocked`. Prompt Shields reads the
+latest user message and the tool results; Content Safety the latest user message. A service that fails follows the
+guard's `on_error`: through (`open`), or `503 guard_unavailable` (`closed`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from chatsse.errors import PromptBlocked
-from chatsse.guards.config import GuardConfig, GuardTables
+from chatsse.errors import GuardUnavailable, PromptBlocked
+from chatsse.guards.config import SERVICE_KINDS, GuardConfig, GuardTables
+from chatsse.guards.services import ContentSafety, ServiceFailed
 from chatsse.guards.stream import Screen
 from chatsse.schema import ChatRequest
+
+log = logging.getLogger("chatsse")
 
 TEXT_KEYS = frozenset({"content", "text", "arguments", "output", "input", "instructions"})
 
 
-def guard_request(
+async def guard_request(
     chat: ChatRequest,
     tables: GuardTables,
     named: tuple[tuple[str, ...] | None, ...],
     acted: Callable[[GuardConfig, str], None],
+    safety: ContentSafety,
+    failed: Callable[[GuardConfig], None],
 ) -> tuple[ChatRequest, Screen | None]:
     """A request's guards (everyone's, then those `named` by its caller and team): its input checked now, and the
-    screen its reply's text will pass through (None: no output guard)."""
+    screen its reply's text will pass through (None: no output guard). `failed` counts a service's failure."""
     guards = tables.for_names(*named)
     if not guards:
         return chat, None
-    chat = screen_input(chat, guards, lambda guard: acted(guard, "input"))
+    local = [guard for guard in guards if guard.kind not in SERVICE_KINDS]
+    chat = screen_input(chat, local, lambda guard: acted(guard, "input"))
+    for guard in guards:
+        if guard.kind in SERVICE_KINDS:
+            await _ask_service(chat, guard, safety, acted, failed)
     output = [guard for guard in guards if guard.checks("output")]
     return chat, Screen(output, lambda guard: acted(guard, "output")) if output else None
 
@@ -54,6 +66,43 @@ def screen_input(chat: ChatRequest, guards: list[GuardConfig], acted: Callable[[
         if guard.action == "redact":
             chat = dataclasses.replace(chat, messages=messages, responses_body=body)
     return chat
+
+
+async def _ask_service(
+    chat: ChatRequest,
+    guard: GuardConfig,
+    safety: ContentSafety,
+    acted: Callable[[GuardConfig, str], None],
+    failed: Callable[[GuardConfig], None],
+) -> None:
+    prompt = next((_text(m.get("content")) for m in reversed(chat.messages) if m.get("role") == "user"), "")
+    try:
+        if guard.kind == "prompt_shield":
+            documents = [_text(m.get("content")) for m in chat.messages if m.get("role") == "tool"]
+            hit = await safety.attacked(guard, prompt, documents)
+            why = "found a prompt attack"
+        else:
+            categories = await safety.harmful(guard, prompt)
+            hit, why = bool(categories), "rated it " + ", ".join(categories)
+    except ServiceFailed as failure:
+        failed(guard)
+        log.warning("guard %s: Azure AI Content Safety failed (%s); on_error = %s", guard.name, failure, guard.on_error)
+        if guard.on_error == "closed":
+            raise GuardUnavailable() from None
+        return
+    if hit:
+        acted(guard, "input")
+        if guard.action == "block":
+            raise PromptBlocked(f"The request was refused by the gateway's {guard.name!r} guard: it {why}.")
+
+
+def _text(content: Any) -> str:
+    """A message's text: its string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
 
 
 def _walk(value: Any, check: Callable[[str], str], key: str | None = None) -> Any:

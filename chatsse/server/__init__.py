@@ -12,4 +12,5 @@ lifecycle.py   the cap on open streams, their count, and the drain on SIGTERM
 memory.py      memory given back after a peak of streams (a collection and malloc_trim)
 health.py      the probes: /health, /health/live (the process answers), /health/ready (send it traffic)
 reload.py      the configuration file reloaded live: SIGHUP, or its content changed; checked first
+overload.py    shedding: the event loop's lag measured; new chats refused (503) while it is over the bound
 """

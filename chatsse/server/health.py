@@ -1,5 +1,5 @@
 """The probes: `/health` (as it always was), `/health/live` (the process answers) and `/health/ready` (send it
-traffic: started, not draining, no background loop failing). None needs a key or shows a secret."""
+traffic: started, not draining, not shedding, no background loop failing). None needs a key or shows a secret."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ from starlette.responses import JSONResponse, Response
 from chatsse import __version__
 from chatsse.background import Supervised
 from chatsse.server.lifecycle import StreamRegistry
+from chatsse.server.overload import LoopLag
 from chatsse.upstreams import Upstreams
 
 
 class Health:
     def __init__(
-        self, streams: StreamRegistry, upstreams: Upstreams, background: Callable[[], Iterable[Supervised]]
+        self,
+        streams: StreamRegistry,
+        upstreams: Upstreams,
+        background: Callable[[], Iterable[Supervised]],
+        lag: LoopLag | None = None,
     ) -> None:
         self.streams = streams
+        self.lag = lag
         self.upstreams = upstreams
         self.background = background  # the supervised loops running now
         self.started = False  # the lifespan's start-up is done
@@ -36,14 +42,20 @@ class Health:
         return JSONResponse({"status": "alive", "version": __version__})
 
     async def ready(self, request: Request) -> Response:
-        """A readiness probe: 503 while starting, draining after SIGTERM, or while a background loop keeps failing
-        (a balancer sends traffic elsewhere); 200 otherwise. The body says what was checked."""
+        """A readiness probe: 503 while starting, draining after SIGTERM, shedding (the loop lags), or while a
+        background loop keeps failing (a balancer sends traffic elsewhere); 200 otherwise. The body says what was
+        checked."""
         background = {loop.name: "failing" if loop.failing else "ok" for loop in self.background()}
-        checks = {"started": self.started, "draining": self.streams.draining, "background": background}
+        checks: dict[str, object] = {"started": self.started, "draining": self.streams.draining}
+        checks["background"] = background
+        if self.lag is not None:
+            checks["loop_lag_ms"], checks["shedding"] = round(self.lag.lag * 1000, 1), self.lag.shedding
         if not self.started:
             status = "starting"
         elif self.streams.draining:
             status = "draining"
+        elif self.lag is not None and self.lag.shedding:
+            status = "overloaded"
         elif "failing" in background.values():
             status = "failing"
         else:

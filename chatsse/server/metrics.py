@@ -3,6 +3,7 @@ over workers when there are several)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -88,6 +89,25 @@ class Metrics:
             ["guard", "action", "on"],
             registry=r,
         )
+        self.guard_failures = Counter(
+            "chatsse_guard_failures",
+            "Guard services (Azure AI Content Safety) that failed or timed out, by guard; its on_error decided.",
+            ["guard"],
+            registry=r,
+        )
+        most: dict[str, Any] = {"multiprocess_mode": "livemax"} if MULTIPROCESS else {}
+        self.loop_lag = Gauge(
+            "chatsse_loop_lag_seconds", "How late the event loop woke, last measured.", registry=r, **most
+        )
+        self.shed = Counter(
+            "chatsse_shed", "New chat requests refused (503 overloaded) while the loop lagged.", registry=r
+        )
+        self.gc_frozen = Gauge(
+            "chatsse_gc_frozen_objects",
+            "Objects moved out of the collector's sight at start-up (gc.freeze).",
+            registry=r,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
         self.config_reloads = Counter(
             "chatsse_config_reloads",
             "Reloads of the CHATSSE_CONFIG file (SIGHUP or a change of its content), by result: applied, invalid (the "
@@ -139,6 +159,13 @@ class Metrics:
         record = current_record.get()
         if record is not None:
             record.guards = [*(record.guards or []), f"{guard.name}:{guard.action}:{side}"]
+
+    def started(self) -> None:
+        """The app's start-up is over (the collector was settled before it): what the gauges can say once."""
+        self.gc_frozen.set(gc.get_freeze_count())
+
+    def guard_failed(self, guard: Any) -> None:
+        self.guard_failures.labels(guard.name).inc()
 
     def background_failed(self, task: str) -> None:
         self.background_failures.labels(task).inc()

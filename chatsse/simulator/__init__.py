@@ -6,6 +6,7 @@ scenario.py   `[sim: ...]` directives: failures, timing and reply shapes; Azure'
 replies.py    what it says: text, tool calls, JSON for a schema, what it saw of images, a text per choice
 frames.py     Azure's chunks as bytes: every choice, tool-call pieces, refusals, logprobs
 responses.py  the Responses API: the same replies as Responses events, stored responses, background
+safety.py     Azure AI Content Safety: text:shieldPrompt and text:analyze, with deterministic triggers
 """
 
 from chatsse.simulator.server import Simulator

@@ -19,6 +19,7 @@ from chatsse.simulator.frames import Frames
 from chatsse.simulator.http import Connection, RecordedRequest
 from chatsse.simulator.replies import Reply, plan, prompt_text, split_arguments, split_tokens, text_of
 from chatsse.simulator.responses import ResponsesSimulation
+from chatsse.simulator.safety import answer as content_safety
 from chatsse.simulator.scenario import BAD_REQUEST, ERROR_BODIES, RESOURCE_NOT_FOUND, Scenario, parse_scenario
 
 PATH_PREFIX, PATH_SUFFIX = "/openai/deployments/", "/chat/completions"
@@ -159,6 +160,8 @@ class Simulator:
     async def respond(self, conn: Connection, request: RecordedRequest) -> bool:
         """Write the response; returns whether the connection may be reused."""
         path = request.path
+        if path.startswith("/contentsafety/"):
+            return content_safety(conn, request, self.api_key)
         responses = RESPONSES.match(path)
         if responses is not None:
             base = responses.group(1)

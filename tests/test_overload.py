@@ -1,0 +1,82 @@
+"""Under overload it sheds (#35): with the event loop blocked on purpose (the test-only hook) in a real `chatsse
+serve`, new chats get 503 `overloaded` at once, a stream already admitted ends byte-exact, readiness goes 503 and
+back to 200 once the lag clears; the hysteresis itself, on a set clock; the collector's start-up freeze."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+
+from chatsse.server.overload import CALM_SECONDS, LoopLag
+from chatsse.simulator import Simulator
+from tests.helpers import STREAM, metric
+from tests.servers import chatsse_serve, wait_until
+
+
+def test_shedding_starts_past_the_bound_and_ends_only_after_a_calm_second() -> None:
+    seen: list[float] = []
+    lag = LoopLag(0.2, seen.append)
+    lag.observe(0.1, 0.0)
+    assert not lag.shedding
+    lag.observe(0.3, 1.0)
+    assert lag.shedding
+    lag.observe(0.15, 1.1)  # under the bound, not under half of it: still shedding
+    lag.observe(0.05, 1.2)
+    lag.observe(0.3, 1.3)  # lagging again: the calm starts over
+    lag.observe(0.05, 1.4)
+    lag.observe(0.05, 1.4 + CALM_SECONDS - 0.01)
+    assert lag.shedding
+    lag.observe(0.05, 1.4 + CALM_SECONDS)
+    assert not lag.shedding and seen[-1] == 0.05
+    never = LoopLag(0.0)
+    never.observe(5.0, 0.0)
+    assert not never.shedding
+
+
+def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:
+    simulator = Simulator()
+    simulator.start_in_thread()
+    try:
+        env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "100"}
+        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+            url = gateway.url
+            words = " ".join(f"w{i}" for i in range(20))
+            message = {"message": f"echo:{words}[sim: delay=0.1]"}
+            expected = httpx.post(url + STREAM, json={"message": f"echo:{words}"}, timeout=30).text
+            admitted: list[str] = []
+
+            def read() -> None:
+                admitted.append(httpx.post(url + STREAM, json=message, timeout=60).text)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            assert wait_until(lambda: len(simulator.requests) == 2, timeout=10)
+            assert httpx.post(url + "/_test/stall?ms=300&seconds=3", timeout=10).status_code == 202
+            assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 503, timeout=10)
+            ready = httpx.get(url + "/health/ready", timeout=10).json()
+            assert ready["status"] == "overloaded" and ready["checks"]["shedding"] is True
+            assert httpx.get(url + "/health/live", timeout=10).status_code == 200
+            before = len(simulator.requests)
+            shed = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
+            assert shed.status_code == 503 and shed.json()["error"]["code"] == "overloaded"
+            assert shed.headers["retry-after"] == "1" and len(simulator.requests) == before
+            openai_shed = httpx.post(
+                url + "/v1/chat/completions", json={"model": "default", "messages": []}, timeout=10
+            )
+            assert openai_shed.status_code == 503 and openai_shed.json()["error"]["code"] == "overloaded"
+            reader.join(60)
+            # The reply admitted before the stall ends as it would have (its text reads the same, its usage too).
+            assert admitted and _texts(admitted[0]) == _texts(expected) and '"done":true' in admitted[0]
+            assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 200, timeout=15)
+            assert httpx.post(url + STREAM, json={"message": "echo:back"}, timeout=10).status_code == 200
+            scrape = httpx.get(url + "/metrics", timeout=10).text
+            assert metric(scrape, "chatsse_shed_total") == 2
+            assert metric(scrape, "chatsse_gc_frozen_objects") > 1000  # gc.freeze() ran after start-up
+    finally:
+        simulator.stop_thread()
+
+
+def _texts(body: str) -> str:
+    return "".join(line for line in body.splitlines() if '"content"' in line)
