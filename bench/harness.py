@@ -161,6 +161,8 @@ class StreamResult:
     tokens: int = 0
     done: bool = False
     error: str | None = None
+    status: int = 0  # the response's HTTP status (a refusal: 503)
+    answered_at: float | None = None  # when its first byte came
 
 
 class _ClientConnection(asyncio.Protocol):
@@ -189,6 +191,9 @@ class _ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
+        if self.result.answered_at is None:
+            self.result.answered_at = now
+            self.result.status = int(data[9:12]) if data.startswith(b"HTTP/1.1 ") and data[9:12].isdigit() else 0
         # Carry fewer bytes than a marker's length, so that nothing is counted twice.
         window = self.carry[-(len(self.token) - 1) :] + data
         count = window.count(self.token)

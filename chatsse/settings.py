@@ -133,6 +133,9 @@ class Settings:
     max_loop_lag_ms: float = _env(
         500.0, "CHATSSE_MAX_LOOP_LAG_MS", float, lambda v: v >= 0, "a number of milliseconds >= 0 (0: never shed)"
     )
+    max_cpu_percent: float = _env(
+        80.0, "CHATSSE_MAX_CPU_PERCENT", float, lambda v: 0 <= v <= 100, "a percentage of one core, 0 to 100 (0: off)"
+    )
     test_hooks: bool = _env(False, "CHATSSE_TEST_HOOKS", _boolean, _any, "true or false")
     resume_seconds: float = _env(
         0.0, "CHATSSE_RESUME_SECONDS", float, lambda v: v >= 0, "a number of seconds >= 0 (0: off)"

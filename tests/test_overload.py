@@ -31,8 +31,18 @@ def test_shedding_starts_past_the_bound_and_ends_only_after_a_calm_second() -> N
     lag.observe(0.05, 1.4 + CALM_SECONDS)
     assert not lag.shedding and seen[-1] == 0.05
     never = LoopLag(0.0)
-    never.observe(5.0, 0.0)
+    never.observe(5.0, 0.0, 1.0)
     assert not never.shedding
+    # A saturated core sheds too, though its loop turns on time; it ends once the share is well under the bound.
+    busy = LoopLag(0.5, max_cpu=0.9)
+    busy.observe(0.01, 0.0, 0.97)
+    assert busy.shedding
+    busy.observe(0.01, 0.5, 0.85)  # under the bound, not by the margin: still shedding
+    busy.observe(0.01, 0.6 + CALM_SECONDS, 0.85)
+    assert busy.shedding
+    busy.observe(0.01, 1.0, 0.7)
+    busy.observe(0.01, 1.0 + CALM_SECONDS, 0.7)
+    assert not busy.shedding
 
 
 def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:

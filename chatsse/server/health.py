@@ -50,6 +50,7 @@ class Health:
         checks["background"] = background
         if self.lag is not None:
             checks["loop_lag_ms"], checks["shedding"] = round(self.lag.lag * 1000, 1), self.lag.shedding
+            checks["cpu_percent"] = round(self.lag.cpu * 100)
         if not self.started:
             status = "starting"
         elif self.streams.draining:

@@ -1,13 +1,18 @@
-"""Shedding under overload: a cheap timer measures how late the event loop wakes (its lag). While the lag is over
-CHATSSE_MAX_LOOP_LAG_MS, new chat requests get `503 overloaded` with `Retry-After` at once, before their body is
+"""Shedding under overload: a cheap timer measures how late the event loop wakes (its lag) and how much of a core
+the process used over the last second. While the lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share over
+CHATSSE_MAX_CPU_PERCENT, new chat requests get `503 overloaded` with `Retry-After` at once, before their body is
 read or any upstream called; streams already admitted, and resumes of them, go on; readiness answers 503 so a
-balancer moves traffic away. Shedding ends once the lag has stayed under half the threshold for a while
-(hysteresis: it does not flap)."""
+balancer moves traffic away. Shedding ends once both have stayed well under their bounds for a second
+(hysteresis: it does not flap).
+
+Both signals are needed: a saturated process keeps its loop turning (a 50 ms timer is rarely more than a few
+hundred ms late) while new connections wait in the kernel's accept queue for many seconds (bench/overload.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -18,6 +23,8 @@ from chatsse.errors import Overloaded
 
 TICK_SECONDS = 0.05  # how often the loop's lag is measured
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
+CPU_WINDOW_SECONDS = 1.0  # the CPU share is over this long
+CPU_CALM_MARGIN = 0.15  # shedding on CPU ends under the bound less this
 # New replies: what is shed. Resumes (GET .../stream/{id}), stops, models, usage and health are not.
 SHED = {
     ("POST", "/api/v1/chat/stream"),
@@ -31,28 +38,43 @@ SHED = {
 class LoopLag:
     """The event loop's lag, measured every TICK_SECONDS, and whether new work is being shed."""
 
-    def __init__(self, max_lag: float, measured: Callable[[float], None] = lambda lag: None) -> None:
-        self.max_lag = max_lag  # seconds; 0: never shed
+    def __init__(
+        self, max_lag: float, measured: Callable[[float], None] = lambda lag: None, max_cpu: float = 0.0
+    ) -> None:
+        self.max_lag = max_lag  # seconds; 0: not on lag
+        self.max_cpu = max_cpu  # a share of one core; 0: not on CPU
         self.measured = measured  # the gauge
         self.lag = 0.0
+        self.cpu = 0.0
         self.shedding = False
         self._calm_since: float | None = None
+        self._cpu_samples: deque[tuple[float, float]] = deque()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             expected = loop.time() + TICK_SECONDS
             await asyncio.sleep(TICK_SECONDS)
-            self.observe(max(0.0, loop.time() - expected), time.monotonic())
+            now = time.monotonic()
+            self.observe(max(0.0, loop.time() - expected), now, self._cpu_share(now, time.thread_time()))
 
-    def observe(self, lag: float, now: float) -> None:
-        self.lag = lag
+    def _cpu_share(self, now: float, used: float) -> float:
+        samples = self._cpu_samples
+        samples.append((now, used))
+        while now - samples[0][0] > CPU_WINDOW_SECONDS:
+            samples.popleft()
+        first_at, first_used = samples[0]
+        return (used - first_used) / (now - first_at) if now - first_at >= CPU_WINDOW_SECONDS / 2 else 0.0
+
+    def observe(self, lag: float, now: float, cpu: float = 0.0) -> None:
+        self.lag, self.cpu = lag, cpu
         self.measured(lag)
-        if not self.max_lag:
-            return
-        if lag > self.max_lag:
+        over = (self.max_lag and lag > self.max_lag) or (self.max_cpu and cpu > self.max_cpu)
+        calm_lag = not self.max_lag or lag < self.max_lag / 2
+        calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - CPU_CALM_MARGIN)
+        if over:
             self.shedding, self._calm_since = True, None
-        elif self.shedding and lag < self.max_lag / 2:
+        elif self.shedding and calm:
             if self._calm_since is None:
                 self._calm_since = now
             elif now - self._calm_since >= CALM_SECONDS:

@@ -1,0 +1,98 @@
+"""W6, overload (#35): more streams offered than the gateway's core can serve, arriving at a steady rate (open
+loop), against chatsse with shedding off (CHATSSE_MAX_LOOP_LAG_MS=0) and on (the default, and a tighter bound).
+For each: how many were admitted and refused, how fast a refusal came, the admitted streams' added TTFT and gap
+p99, whether any admitted stream was lost, and the gateway's peak RSS. The gateway is pinned to CPU 0, this
+process (upstream + clients) to CPU 1, as in bench/run.py.
+
+    python bench/overload.py                          # 6,000 streams over 20 s, 100 tokens at 40 ms each
+    python bench/overload.py --streams 3000 --out bench/results/overload
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import StreamResult, run_streams, start_upstream
+from run import Gateway, cpu_seconds, peak_rss_mb, percentile
+
+# name: (CHATSSE_MAX_LOOP_LAG_MS, CHATSSE_MAX_CPU_PERCENT)
+VARIANTS = {
+    "no shedding": ("0", "0"),
+    "lag 500 ms only": ("500", "0"),
+    "lag 500 ms or CPU 90%": ("500", "90"),
+    "lag 500 ms or CPU 80%": ("500", "80"),
+}
+
+
+def summary(results: list[StreamResult], tokens: int, delay: float, wall: float) -> dict[str, Any]:
+    refused = [r for r in results if r.status == 503]
+    admitted = [r for r in results if r.status == 200]
+    complete = [r for r in admitted if r.done and r.tokens == tokens]
+    ttft = [r.first_at - r.sent_at for r in admitted if r.first_at is not None]
+    gaps = [b - a - delay for r in admitted for a, b in zip(r.token_times, r.token_times[1:], strict=False)]
+    waits = [r.answered_at - r.sent_at for r in refused if r.answered_at is not None]
+    return {
+        "offered": len(results),
+        "admitted": len(admitted),
+        "refused_503": len(refused),
+        "other": len(results) - len(admitted) - len(refused),
+        "admitted_lost": len(admitted) - len(complete),
+        "ttft_p99_added_ms": round(1000 * percentile(ttft, 0.99), 1) if ttft else None,
+        "gap_p99_added_ms": round(1000 * percentile(gaps, 0.99), 1) if gaps else None,
+        "refusal_p50_ms": round(1000 * percentile(waits, 0.5), 1) if waits else None,
+        "refusal_p99_ms": round(1000 * percentile(waits, 0.99), 1) if waits else None,
+        "seconds": round(wall, 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
+    os.sched_setaffinity(0, {1})
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    upstream, upstream_port = await start_upstream()
+    rows = []
+    try:
+        for name, (lag, cpu) in VARIANTS.items():
+            bounds = {"CHATSSE_MAX_LOOP_LAG_MS": lag, "CHATSSE_MAX_CPU_PERCENT": cpu}
+            gateway = Gateway("chatsse", upstream_port, 1, {0}, bounds)
+            try:
+                await gateway.wait_ready()
+                cpu_before, started = cpu_seconds(gateway.pid), time.perf_counter()
+                results = await run_streams(gateway.target(), args.streams, args.tokens, args.delay, args.stagger)
+                wall = time.perf_counter() - started
+                row = {"variant": name, **summary(results, args.tokens, args.delay, wall)}
+                row["gateway_cpu_pct"] = round(100 * (cpu_seconds(gateway.pid) - cpu_before) / wall)
+                row["peak_rss_mb"] = round(peak_rss_mb(gateway.pid))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            finally:
+                gateway.stop()
+    finally:
+        upstream.close()
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=6000)
+    parser.add_argument("--stagger", type=float, default=20.0, help="seconds over which the streams arrive")
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--delay", type=float, default=0.04)
+    parser.add_argument("--out", type=Path)
+    arguments = parser.parse_args()
+    measured = asyncio.run(main(arguments))
+    if arguments.out:
+        arguments.out.mkdir(parents=True, exist_ok=True)
+        (arguments.out / "overload.json").write_text(
+            json.dumps({"args": vars(arguments) | {"out": str(arguments.out)}, "rows": measured}, indent=1)
+        )
