@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from chatsse.simulator.http import Connection, RecordedRequest
@@ -22,10 +23,17 @@ UNAUTHORIZED = {
 BAD = {"error": {"code": "InvalidRequestBody", "message": "The request body is invalid."}}
 
 
-def answer(conn: Connection, request: RecordedRequest, api_key: str | None) -> bool:
-    """Answer a Content Safety call; a key (Ocp-Apim-Subscription-Key) or a Bearer token is required."""
+def answer(
+    conn: Connection, request: RecordedRequest, api_key: str | None, accepts_token: Callable[[str], bool] | None
+) -> bool:
+    """Answer a Content Safety call: with `accepts_token` (Entra ID), a Bearer token it accepts; else the key
+    (Ocp-Apim-Subscription-Key)."""
     key, bearer = request.headers.get("ocp-apim-subscription-key"), request.headers.get("authorization", "")
-    if not bearer.startswith("Bearer ") and (key is None or (api_key is not None and key != api_key)):
+    if accepts_token is not None:
+        allowed = bearer.startswith("Bearer ") and accepts_token(bearer.removeprefix("Bearer "))
+    else:
+        allowed = key is not None and (api_key is None or key == api_key)
+    if not allowed:
         return conn.write_json(401, UNAUTHORIZED)
     if request.method != "POST" or "api-version" not in request.query:
         return conn.write_json(404, {"error": {"code": "404", "message": "Resource not found"}})

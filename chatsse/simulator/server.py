@@ -161,7 +161,7 @@ class Simulator:
         """Write the response; returns whether the connection may be reused."""
         path = request.path
         if path.startswith("/contentsafety/"):
-            return content_safety(conn, request, self.api_key)
+            return content_safety(conn, request, self.api_key, self.accepts_token)
         responses = RESPONSES.match(path)
         if responses is not None:
             base = responses.group(1)
