@@ -155,6 +155,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.resume, methods=["GET"]),
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.stop, methods=["DELETE"]),
         Route("/v1/chat/completions", openai.completions, methods=["POST"]),
+        Route("/openai/deployments/{deployment}/chat/completions", openai.completions, methods=["POST"]),
         Route("/v1/models", openai.models, methods=["GET"]),
         Route("/v1/responses", responses.create, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET", "DELETE"]),

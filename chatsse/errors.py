@@ -60,7 +60,7 @@ from starlette.responses import JSONResponse
 
 from chatsse.record import current_record
 
-OPENAI_PREFIX = "/v1/"
+OPENAI_PREFIX = ("/v1/", "/openai/")  # the OpenAI face, and its Azure-shaped route
 OPENAI_STATUS = {422: 400}  # OpenAI answers every invalid request with 400
 OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}  # other 4xx: invalid_request_error
 

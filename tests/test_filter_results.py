@@ -1,6 +1,7 @@
 """Azure's content filter results relayed on every face (#34): the OpenAI face as Azure sends them (read through
-the openai SDK as Azure's v1 endpoint is, `OpenAI(base_url=...)`, in `model_extra`), the native `done` naming the
-categories filtered, and useChat's finish with a data part that names them."""
+the openai SDK as Azure's v1 endpoint is, `OpenAI(base_url=...)`, and through `AzureOpenAI` on the Azure-shaped
+route, in `model_extra`), the native `done` naming the categories filtered, and useChat's finish with a data part
+that names them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import json
 
 import httpx
 import openai
+import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from tests.conftest import GatewayFactory
 from tests.helpers import STREAM
 from tests.servers import RunningServer
 from tests.test_ui_face import UI, chunks, ui_body
@@ -64,3 +67,25 @@ def test_usechat_gets_a_content_filter_finish_and_a_data_part_naming_the_categor
     [data] = [p for p in parts if isinstance(p, dict) and p.get("type") == "data-content-filter"]
     assert data["data"] == {"filtered": ["violence"]}
     assert parts[-2]["finishReason"] == "content-filter" and parts[-2]["messageMetadata"]["filtered"] == ["violence"]
+
+
+def test_the_azure_openai_client_reads_the_filter_results_through_the_azure_shaped_route(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = make_gateway(api_keys=("azure-shaped-key",))
+    client = openai.AzureOpenAI(
+        azure_endpoint=gateway.url, api_key="azure-shaped-key", api_version="2024-10-21", max_retries=0
+    )
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": FILTERED}]
+    stream = list(client.chat.completions.create(model="default", messages=messages, stream=True))  # the deployment
+    prompt = [(c.model_extra or {}).get("prompt_filter_results") for c in stream]
+    assert any(prompt) and stream[-1].choices[0].finish_reason == "content_filter"
+    whole = client.chat.completions.create(model="default", messages=messages)
+    assert whole.choices[0].model_extra is not None
+    assert whole.choices[0].model_extra["content_filter_results"]["violence"]["filtered"] is True
+    # Azure's error shape and key header: a wrong key is the SDK's AuthenticationError, an unknown group a 404.
+    wrong = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="nope", api_version="2024-10-21", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="default", messages=messages)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-group", messages=messages)

@@ -1,4 +1,5 @@
-"""OpenAI's chat completions on chatsse: `POST /v1/chat/completions` (streamed or not) and `GET /v1/models`, with
+"""OpenAI's chat completions on chatsse: `POST /v1/chat/completions` (streamed or not, and Azure's own shape of it,
+`POST /openai/deployments/{deployment}/chat/completions`) and `GET /v1/models`, with
 every request field Azure and OpenAI accept (`chatsse.completion_request`) and every part of a reply relayed
 (`openai_chunks`)."""
 
@@ -30,6 +31,11 @@ class OpenAIFace:
     async def completions(self, request: Request) -> Response:
         settings = self.settings
         body = load_json(await read_media_body(request, settings))
+        deployment = request.path_params.get("deployment")
+        if deployment is not None and isinstance(body, dict) and "model" not in body:
+            # `POST /openai/deployments/{deployment}/chat/completions`, as Azure's SDKs (the openai package's
+            # AzureOpenAI) call it: the deployment names the model group.
+            body = {**body, "model": deployment}
         chat, stream, include_usage = parse_completion(body, self.relay.models)
         opened = await self.relay.open(chat, request.receive)
         return await opened.answer(Completion(chat.model, include_usage), stream, settings.ping_seconds)

@@ -17,7 +17,8 @@ from chatsse.ratelimit import RateLimiter
 from chatsse.record import current_record
 from chatsse.settings import Settings
 
-PROTECTED = ("/api/", "/v1/", "/metrics")
+API = ("/api/", "/v1/", "/openai/")  # the routes a caller's key (or [anonymous]) is for
+PROTECTED = (*API, "/metrics")
 ADMIN = "/api/v1/admin/"
 
 
@@ -86,7 +87,7 @@ class AccessMiddleware:
         record = current_record.get()
         if record is not None:
             record.caller = caller.identity
-        if self.limiter is not None and scope["path"].startswith(("/api/", "/v1/")):
+        if self.limiter is not None and scope["path"].startswith(API):
             wait = await self.limiter.retry_after(caller.identity)
             if wait is not None:
                 raise CallerRateLimited(retry_after=wait)
@@ -102,7 +103,11 @@ class AccessMiddleware:
             return anonymous
         given = _presented_key(scope)
         if given is None:
-            if ring.anonymous is not None and path.startswith(("/api/", "/v1/")) and not path.startswith(ADMIN):
+            if (
+                ring.anonymous is not None
+                and path.startswith(("/api/", "/v1/", "/openai/"))
+                and not path.startswith(ADMIN)
+            ):
                 return anonymous
             raise Unauthorized()
         digest = hashlib.sha256(given).hexdigest().encode()
@@ -125,6 +130,8 @@ def _presented_key(scope: Scope) -> bytes | None:
         if name == b"authorization":
             scheme, _, token = bytes(value).partition(b" ")
             return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+        if name == b"api-key" and value.strip():  # how Azure's SDKs send a key
+            return bytes(value).strip()
     if scope["method"] == "GET":  # EventSource cannot send headers
         tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("access_token")
         if tokens:

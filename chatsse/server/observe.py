@@ -47,6 +47,8 @@ def route_of(path: str) -> str:
     for start, template in TEMPLATES:
         if path.startswith(start):
             return template
+    if path.startswith("/openai/deployments/") and path.endswith("/chat/completions"):
+        return "/openai/deployments/{deployment}/chat/completions"
     if path.startswith("/v1/responses/"):  # a stored response's calls
         action = path.rpartition("/")[2]
         return "/v1/responses/{response_id}" + (f"/{action}" if action in ("cancel", "input_items") else "")

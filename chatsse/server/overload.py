@@ -83,6 +83,10 @@ class LoopLag:
             self._calm_since = None
 
 
+def _new_chat(method: str, path: str) -> bool:
+    return (method, path) in SHED or (method == "POST" and path.startswith("/openai/deployments/"))
+
+
 class ShedMiddleware:
     """Refuses new chat requests while the loop lags (`counted` per refusal): the cheapest answer there is."""
 
@@ -92,7 +96,7 @@ class ShedMiddleware:
         self.counted = counted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.lag.shedding and (scope["method"], scope["path"]) in SHED:
+        if scope["type"] == "http" and self.lag.shedding and _new_chat(scope["method"], scope["path"]):
             self.counted()
             await Overloaded(retry_after=1).response_for(scope["path"])(scope, receive, send)
             return
