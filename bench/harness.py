@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 TOKEN = "Zq"  # a token text that appears nowhere else in any of the wire formats
 WORKLOAD = re.compile(rb"bench tokens=(\d+) delay=([\d.]+)(?: first=([\d.]+))?")
 BATCH = 50  # unpaced tokens are written this many per write, as a bursty upstream does
+ANALYZE_SECONDS = 0.03  # Azure AI Content Safety's text:analyze, answered after this long (a nearby region's trip)
+_ANALYSIS = json.dumps({"blocklistsMatch": [], "categoriesAnalysis": [{"category": "Violence", "severity": 0}]})
+ANALYSIS = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (
+    len(_ANALYSIS),
+    _ANALYSIS.encode(),
+)
 
 
 def _chunk(data: bytes) -> bytes:
@@ -110,10 +116,13 @@ class _UpstreamConnection(asyncio.Protocol):
             return
         self.request_line = self.buffer[: self.buffer.find(b"\r\n")]
         body, self.buffer = self.buffer[head_end + 4 : head_end + 4 + length], self.buffer[head_end + 4 + length :]
+        assert self.transport is not None
+        if b"/contentsafety/" in self.request_line:  # a content_safety guard's check: answered after a round trip
+            self.loop.call_later(ANALYZE_SECONDS, self._answer_analysis)
+            return
         found = WORKLOAD.search(body)
         tokens, delay = (int(found.group(1)), float(found.group(2))) if found else (10, 0.0)
         first = float(found.group(3)) if found and found.group(3) else 0.0
-        assert self.transport is not None
         responses = b"/responses " in self.request_line
         self.content, self.tail = (RESPONSES_CONTENT, responses_tail) if responses else (CONTENT, tail)
         self.transport.write(RESPONSES_HEAD if responses else HEAD)
@@ -124,6 +133,12 @@ class _UpstreamConnection(asyncio.Protocol):
             self.loop.call_at(start, self._burst, 0, tokens)
         else:
             self._burst(0, tokens)
+
+    def _answer_analysis(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ANALYSIS)
+            if self.buffer:  # the next request on this kept-alive connection came already
+                self.data_received(b"")
 
     def _paced(self, sent: int, tokens: int, delay: float, start: float) -> None:
         # An absolute schedule: token i is due at start + i * delay, however late the previous one ran.

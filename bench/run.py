@@ -294,6 +294,7 @@ def measure(results: list[StreamResult], tokens: int) -> dict[str, Any]:
         "complete": len(ok),
         "incomplete": len(results) - len(ok),
         "errors": sorted({r.error for r in results if r.error}),
+        "refused": sum(1 for r in results if r.status == 503),  # shed: 503 overloaded
         "chunks": chunks,
         "expected_chunks": len(results) * tokens,
         "seconds": end - start,
@@ -391,6 +392,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             'deployment = "bench"\napi_key_env = "BENCH_KEY"\n\n[[guard]]\nname = "pii"\nkind = "pii"\non = "output"\n'
         )
         extra_env["guards"] = {"CHATSSE_CONFIG": str(config), "BENCH_KEY": "bench", "AZURE_OPENAI_ENDPOINT": ""}
+        # And a content_safety guard on output: a window of 100 characters (the bench's tokens end no sentence), one
+        # text:analyze call each, answered by the bench upstream after ANALYZE_SECONDS.
+        names.append("guards-safety")
+        safety = args.out / "guards-safety.toml"
+        safety.write_text(
+            f'guards = ["safety"]\n\n[[upstream]]\nname = "bench"\nendpoint = "http://127.0.0.1:{upstream_port}"\n'
+            'deployment = "bench"\napi_key_env = "BENCH_KEY"\n\n[[guard]]\nname = "safety"\nkind = "content_safety"\n'
+            f'on = "output"\nendpoint = "http://127.0.0.1:{upstream_port}"\nkey_env = "BENCH_KEY"\nhold_back = 100\n'
+        )
+        extra_env["guards-safety"] = {**extra_env["guards"], "CHATSSE_CONFIG": str(safety)}
     if args.resume:
         # Resume on: replies kept in the process, and kept on Redis too.
         names += ["resume", "resume-redis"]

@@ -120,7 +120,7 @@ class ChatRelay:
         team = caller.team.config if caller.team is not None else None
         named = (caller.config.guards if caller.config else None, team.guards if team else None)
         metrics = self.metrics
-        chat, screen = await guard_request(
+        chat, output = await guard_request(
             chat, self.settings.guards, named, metrics.guard_acted, self.safety, metrics.guard_failed
         )
         reply_id = os.urandom(8).hex()
@@ -143,7 +143,8 @@ class ChatRelay:
             self.streams.opened(reply)
             if reply is None:
                 await self.ledger.charge(caller, reply_id)  # nothing was read: it no longer counts as open
-        reply.screen = screen
+        reply.screen = output.screen_for(getattr(reply.translator, "passthrough", False))
+        reply.watch = output.watch
         headers = {"X-Chatsse-Upstream": reply.upstream, **rate_headers(standing)}
         settlement = _Settlement(self, reply, caller, reply_id, chat)
         reply.on_end = settlement

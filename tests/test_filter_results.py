@@ -89,3 +89,25 @@ def test_the_azure_openai_client_reads_the_filter_results_through_the_azure_shap
         wrong.chat.completions.create(model="default", messages=messages)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-group", messages=messages)
+
+
+def test_the_responses_face_over_a_chat_upstream_carries_azures_content_filters(gateway: RunningServer) -> None:
+    # Azure's Responses API names them `content_filters` on the Response: one entry for the prompt, one for the
+    # completion. The Responses face over a chat upstream writes them there, streamed and whole.
+    client = azure_client(gateway)
+    whole = client.responses.create(model="default", input=FILTERED)
+    filters = {entry["source_type"]: entry for entry in (whole.model_extra or {})["content_filters"]}
+    assert filters["prompt"]["blocked"] is False and filters["prompt"]["content_filter_results"]["violence"] == {
+        "filtered": False,
+        "severity": "safe",
+    }
+    assert filters["completion"]["blocked"] is True
+    assert filters["completion"]["content_filter_results"]["violence"] == {"filtered": True, "severity": "medium"}
+    assert whole.status == "incomplete" and whole.incomplete_details is not None
+    assert whole.incomplete_details.reason == "content_filter" and whole.output_text == "some words"
+    events = list(client.responses.create(model="default", input=FILTERED, stream=True))
+    assert events[-1].type == "response.incomplete"
+    final = events[-1].response
+    assert [e["source_type"] for e in (final.model_extra or {})["content_filters"]] == ["prompt", "completion"]
+    clean = client.responses.create(model="default", input="echo:fine")
+    assert all(not entry["blocked"] for entry in (clean.model_extra or {}).get("content_filters", []))

@@ -224,14 +224,15 @@ def test_a_block_mid_stream_ends_the_reply_closes_the_upstream_and_charges_it(
         ('[[guard]]\nname = "g"\nkind = "regex"\n', "kind = 'regex' is not valid"),
         ('[[guard]]\nname = "g"\nkind = "prompt_shield"\n', "endpoint = None is not valid"),
         (
-            '[[guard]]\nname = "g"\nkind = "content_safety"\nendpoint = "https://cs"\nkey_env = "NOPE"\non = "both"\n',
-            "checks input only in this version",
+            '[[guard]]\nname = "g"\nkind = "prompt_shield"\nendpoint = "https://cs"\nkey_env = "NOPE"\non = "both"\n',
+            "Prompt Shields reads prompts: expected on = 'input'",
         ),
         ('[[guard]]\nname = "g"\nkind = "prompt_shield"\nendpoint = "https://cs"\nkey_env = "NOPE"\n', "'NOPE' names"),
         ('[[guard]]\nname = "g"\nkind = "blocklist"\n', "words = None is not valid"),
         ('[[guard]]\nname = "g"\nkind = "pii"\ndetect = ["dna"]\n', "detect = ['dna'] is not valid"),
         ('[[guard]]\nname = "g"\nkind = "pii"\npatterns = {emp = "EMP-("}\n', "patterns.emp is not a valid regex"),
         ('[[guard]]\nname = "g"\nkind = "pii"\naction = "shout"\n', "action = 'shout' is not valid"),
+        ('[[guard]]\nname = "g"\nkind = "blocklist"\nwords = ["x"]\nhold_back = 0\n', "hold_back = 0 is not valid"),
         ('guards = ["nope"]\n', "guards names 'nope', which is no [[guard]]'s name"),
     ],
 )

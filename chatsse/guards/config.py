@@ -15,6 +15,7 @@ SERVICE_KINDS = ("prompt_shield", "content_safety")  # Azure AI Content Safety: 
 GUARD_KINDS = ("pii", "blocklist", *SERVICE_KINDS)
 CATEGORIES = ("Hate", "SelfHarm", "Sexual", "Violence")
 SIDES = ("input", "output", "both")
+SENTENCE_CAP = 1000  # a content_safety guard's window on output: to a sentence's end, at most this many characters
 ACTIONS = ("block", "redact", "flag")
 _KEYS = {
     "name": "a non-empty string",
@@ -24,7 +25,8 @@ _KEYS = {
     "detect": "a list of: " + ", ".join(KINDS),
     "patterns": "a table of name = regex (the pii guard's own detectors)",
     "words": "a list of words and phrases (the blocklist guard's)",
-    "hold_back": "a whole number of characters > 0: how much streamed text waits to be checked",
+    "hold_back": "a whole number of characters > 0: how much streamed text waits to be checked (content_safety: "
+    "the most a window holds before it is checked without a sentence's end)",
     "endpoint": "the Azure AI Content Safety resource's https:// endpoint",
     "key_env": 'the NAME of an environment variable holding its key (or auth = "entra")',
     "auth": '"entra": a Microsoft Entra ID token instead of a key',
@@ -114,19 +116,20 @@ def _guard(table: dict[str, Any], where: str, problems: list[str], env: Mapping[
     for key, value, allowed in (("on", on, SIDES), ("action", action, ACTIONS)):
         if value not in allowed:
             problems.append(f"{where}: {key} = {value!r} is not valid: expected {_KEYS[key]}")
+    hold_back = table.get("hold_back", SENTENCE_CAP if kind == "content_safety" else REACH)
+    if not isinstance(hold_back, int) or isinstance(hold_back, bool) or hold_back <= 0:
+        problems.append(f"{where}: hold_back = {hold_back!r} is not valid: expected {_KEYS['hold_back']}")
     if service:
-        if on != "input":
-            problems.append(f"{where}: on = {on!r}: a {kind} guard checks input only in this version of chatsse")
+        if kind == "prompt_shield" and on != "input":
+            problems.append(f"{where}: on = {on!r}: Prompt Shields reads prompts: expected on = 'input'")
         if action == "redact":
             problems.append(f"{where}: action = 'redact' is not valid for {kind}: expected block or flag")
         remote = _service(table, str(kind), where, env, problems)
         if len(problems) > before:
             return None
-        return GuardConfig(str(name).strip(), str(kind), on, action, source=tuple(sorted(table.items())), **remote)
+        source = tuple(sorted(table.items()))
+        return GuardConfig(str(name).strip(), str(kind), on, action, source=source, hold_back=hold_back, **remote)
     detector, source = _detector(table, kind, where, problems)
-    hold_back = table.get("hold_back", REACH)
-    if not isinstance(hold_back, int) or isinstance(hold_back, bool) or hold_back <= 0:
-        problems.append(f"{where}: hold_back = {hold_back!r} is not valid: expected {_KEYS['hold_back']}")
     if len(problems) > before or detector is None:
         return None
     return GuardConfig(str(name).strip(), str(kind), on, action, detector, source, hold_back)

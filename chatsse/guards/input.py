@@ -9,12 +9,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from chatsse.errors import GuardUnavailable, PromptBlocked
+from chatsse.events import Event
 from chatsse.guards.config import SERVICE_KINDS, GuardConfig, GuardTables
+from chatsse.guards.passthrough import PassthroughScreen
 from chatsse.guards.services import ContentSafety, ServiceFailed
 from chatsse.guards.stream import Screen
+from chatsse.guards.watch import Watch
 from chatsse.schema import ChatRequest
 
 log = logging.getLogger("chatsse")
@@ -29,19 +33,39 @@ async def guard_request(
     acted: Callable[[GuardConfig, str], None],
     safety: ContentSafety,
     failed: Callable[[GuardConfig], None],
-) -> tuple[ChatRequest, Screen | None]:
-    """A request's guards (everyone's, then those `named` by its caller and team): its input checked now, and the
-    screen its reply's text will pass through (None: no output guard). `failed` counts a service's failure."""
+) -> tuple[ChatRequest, Output]:
+    """A request's guards (everyone's, then those `named` by its caller and team): its input checked now, and what
+    its reply's text will pass through. `failed` counts a service's failure."""
     guards = tables.for_names(*named)
     if not guards:
-        return chat, None
+        return chat, NO_OUTPUT
     local = [guard for guard in guards if guard.kind not in SERVICE_KINDS]
     chat = screen_input(chat, local, lambda guard: acted(guard, "input"))
     for guard in guards:
-        if guard.kind in SERVICE_KINDS:
+        if guard.kind in SERVICE_KINDS and guard.checks("input"):
             await _ask_service(chat, guard, safety, acted, failed)
-    output = [guard for guard in guards if guard.checks("output")]
-    return chat, Screen(output, lambda guard: acted(guard, "output")) if output else None
+    output = [guard for guard in guards if guard.checks("output") and guard.kind not in SERVICE_KINDS]
+    watched = [guard for guard in guards if guard.checks("output") and guard.kind == "content_safety"]
+    screen = Screen(output, lambda guard: acted(guard, "output")) if output else None
+    watch = Watch(watched, safety, lambda guard: acted(guard, "output"), failed) if watched else None
+    return chat, Output(screen, watch)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a reply's text passes through: the Content Safety watch, then the local guards' screen (either may be
+    None). A Responses upstream's own events need their screen in its Passthrough form, item by item."""
+
+    screen: Screen | None
+    watch: Watch | None
+
+    def screen_for(self, passthrough: bool) -> Callable[[list[Event], bool], list[Event]] | None:
+        if not passthrough or (self.screen is None and self.watch is None):
+            return self.screen
+        return PassthroughScreen(self.screen or Screen([], lambda guard: None))
+
+
+NO_OUTPUT = Output(None, None)
 
 
 def screen_input(chat: ChatRequest, guards: list[GuardConfig], acted: Callable[[GuardConfig], None]) -> ChatRequest:

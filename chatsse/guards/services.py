@@ -10,6 +10,7 @@ import httpx
 
 from chatsse.guards.config import GuardConfig
 from chatsse.upstreams.auth import EntraTokens
+from chatsse.upstreams.client import new_http_client
 
 API_VERSION = "2024-09-01"
 
@@ -50,7 +51,9 @@ class ContentSafety:
 
     async def _call(self, guard: GuardConfig, operation: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.http is None:
-            self.http = httpx.AsyncClient(follow_redirects=False)
+            # The upstreams' pooled client: no cap on connections (a reply's windows are checked at once, and a cap
+            # of 100 queued checks past their timeout at 200 open streams), aiohttp's parser.
+            self.http = new_http_client(10.0)
         headers = {"Content-Type": "application/json"}
         try:
             if guard.entra:

@@ -121,7 +121,7 @@ class Screen:
         for event in events:
             if isinstance(event, Content | Refusal) and event.text:
                 self.kinds[event.choice] = type(event)
-                text = self._through(event.choice, event.text, False)
+                text = self.through(event.choice, event.text, False)
                 if text or event.logprobs is not None:
                     out.append(type(event)(text, event.choice, event.logprobs))
             elif isinstance(event, Finish | Done | Failed):
@@ -139,7 +139,7 @@ class Screen:
                 out.append(Done("content_filter", None, [self.blocked]))
         return out
 
-    def _through(self, choice: int, text: str, final: bool) -> str:
+    def through(self, choice: int, text: str, final: bool) -> str:
         windows = self.windows.get(choice)
         if windows is None:
             windows = self.windows[choice] = [Window(guard) for guard in self.guards]
@@ -154,7 +154,7 @@ class Screen:
 
     def _flush(self, choice: int, out: list[Event]) -> None:
         if choice in self.windows:
-            text = self._through(choice, "", True)
+            text = self.through(choice, "", True)
             del self.windows[choice]
             if text:
                 out.append(self.kinds.get(choice, Content)(text, choice))

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from chatsse.events import Annotation
 from chatsse.schema import is_number
 from chatsse.sse import encode_json
 
@@ -116,3 +117,23 @@ def response_in(data: str) -> dict[str, Any] | None:
         return None
     response = event.get("response") if isinstance(event, dict) else None
     return response if isinstance(response, dict) else None
+
+
+def note_filters(filters: dict[str, dict[str, Any]], note: Annotation) -> None:
+    """Azure's filter results over a chat upstream, kept in `filters` as its Responses API gives them
+    (`content_filters`: one entry for the prompt, one for the completion; a category filtered once stays so)."""
+    if note.choice is None:
+        given = note.results[0] if isinstance(note.results, list) and note.results else {}
+        results = given.get("content_filter_results") if isinstance(given, dict) else None
+        source = "prompt"
+    else:
+        results, source = note.results, "completion"
+    if not isinstance(results, dict) or not results:
+        return
+    entry = filters.setdefault(source, {"blocked": False, "source_type": source, "content_filter_results": {}})
+    merged = entry["content_filter_results"]
+    for category, result in results.items():
+        if not (isinstance(merged.get(category), dict) and merged[category].get("filtered")):
+            merged[category] = result
+        if isinstance(result, dict) and result.get("filtered"):
+            entry["blocked"] = True

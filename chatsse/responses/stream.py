@@ -14,12 +14,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from chatsse.events import Batch, Content, Done, Event, Failed, Passthrough, Reasoning, Refusal, ToolCall
+from chatsse.events import Annotation, Batch, Content, Done, Event, Failed, Passthrough, Reasoning, Refusal, ToolCall
 from chatsse.responses.objects import (
     TEXT_DELTA,
     OutputItem,
     frame,
     new_id,
+    note_filters,
     response_in,
     response_object,
     usage_of,
@@ -51,6 +52,7 @@ class ResponseStream:
         self.failure: Failed | None = None
         self.text_at = b""  # while a text part is open: its item_id, output_index and content_index, as JSON
         self.open_text: list[str] = []  # and its text so far
+        self.filters: dict[str, dict[str, Any]] = {}  # Azure's filter results, as its Responses API names them
 
     def __call__(self, batch: Batch) -> bytes:
         out: list[bytes] = []
@@ -100,6 +102,8 @@ class ResponseStream:
             return self._reasoning(event)
         if isinstance(event, ToolCall):
             return self._call(event)
+        if isinstance(event, Annotation):
+            note_filters(self.filters, event)
         return b""  # a Finish: one choice only, and Done carries the same reason
 
     def _open(self, item: dict[str, Any]) -> tuple[OutputItem, bytes]:
@@ -260,6 +264,8 @@ class ResponseStream:
         """The Response object as it stands."""
         output = [item.now() for item in self.items] if status != "in_progress" else []
         response = response_object(self.id, self.created_at, self.model, self.body, status, output) | fields
+        if self.filters:
+            response["content_filters"] = list(self.filters.values())
         if status != "in_progress":
             self.final = response
         return response

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import httpx
 
 from chatsse.chunks import ChunkTranslator
-from chatsse.errors import ServerShutdown
+from chatsse.errors import ChatSSEError, ServerShutdown
 from chatsse.events import Annotation, Batch, Done, Event, Failed
 from chatsse.record import current_record
 from chatsse.sse import SSEDecoder
@@ -18,6 +19,17 @@ from chatsse.tracing import NO_ATTEMPT, AttemptSpan, Outcome
 from chatsse.upstreams.failures import from_transport_error
 
 log = logging.getLogger("chatsse.upstream")
+
+Step = tuple[list[Event], bool]  # the events of one upstream read, and whether they are the reply's last
+
+
+class Watch(Protocol):
+    """What the reply needs of an asynchronous output check (guards/watch.py's Content Safety watch)."""
+
+    blocked: str | None  # the guard that ended the reply
+    failure: ChatSSEError | None  # a check that could not be made ended it
+
+    def run(self, source: AsyncGenerator[Step, None]) -> AsyncGenerator[Step, None]: ...
 
 
 class UpstreamReply:
@@ -41,6 +53,7 @@ class UpstreamReply:
         self._first_token_seen = False
         # The output guards (guards/stream.py's Screen): each batch through them; a block ends the reply.
         self.screen: Callable[[list[Event], bool], list[Event]] | None = None
+        self.watch: Watch | None = None  # the Content Safety guards on output (guards/watch.py), before the screen
 
     async def read_until_first_content(self, patience: float = 0) -> None:
         """Read until there is something to send; a failure before that is raised, to become an HTTP error.
@@ -99,56 +112,29 @@ class UpstreamReply:
             self._note_first_token()
 
     async def events(self) -> AsyncIterator[Batch]:
-        """Our events, one batch per upstream read, ending in a done event or a failed one."""
-        translator = self.translator
+        """Our events, one batch per upstream read, ending in a done event or a failed one; through the output
+        guards, if any: the Content Safety watch, then the screen (what a guard blocks ends the reply)."""
+        translator, screen, watch = self.translator, self.screen, self.watch
+        source = self._translated() if watch is None else watch.run(self._translated())
         try:
-            out = self._first
-            screen, capture = self.screen, self.trace.capture
-            if not translator.over:
+            async for out, final in source:
                 if screen is not None:
-                    out = screen(out, False)
-                if capture:  # what the client gets (checked by the guards), never what they held back
+                    out = screen(out, final)
+                blocked = self._blocked()
+                if self.trace.capture:  # what the client gets (checked by the guards), never what they held back
                     self.trace.output(out)
+                if final or blocked:
+                    if blocked:  # a guard ended it (its done goes out): the upstream is closed, its tokens charged
+                        translator.failure, translator.finish_reason, translator.done = None, "content_filter", True
+                    elif watch is not None and watch.failure is not None:
+                        translator.failure = watch.failure
+                    await self.end()  # before the last event goes out: whoever sees it sees the reply settled
                 if out:
                     yield Batch(out)
-                out = []
-                try:
-                    reads = self._reads if self._pending is None else self._reads_after_early_start()
-                    async for raw in reads:
-                        if self._blocked():
-                            break
-                        out = translator.feed(self._decoder.decode(raw))
-                        if translator.over:
-                            break
-                        if screen is not None:
-                            out = screen(out, False)
-                        if capture:
-                            self.trace.output(out)
-                        if out:
-                            yield Batch(out)
-                        out = []
-                    else:
-                        translator.end_of_stream()
-                except httpx.HTTPError as exc:
-                    translator.failure = from_transport_error(exc)
-            if self._stopped and not translator.done:
-                translator.failure, translator.finish_reason = None, "stopped"
-                out.append(Done("stopped"))  # the caller asked for it: a reply that ends, not one that broke
-            elif self._shutting_down and not translator.done:
-                translator.failure = ServerShutdown()
-            if translator.failure is not None and not self._blocked():
-                log.warning("upstream failed mid-stream: %s", translator.failure.code)
-                out.append(Failed.of(translator.failure))
-            if screen is not None and not self._blocked():
-                out = screen(out, True)  # what was held back, checked, before the reply's end
-            if capture:
-                self.trace.output(out)
-            if self._blocked():  # a guard ended it (its done went out): the upstream is closed, its tokens charged
-                translator.failure, translator.finish_reason, translator.done = None, "content_filter", True
-            await self.end()  # before the last event goes out: whoever sees it sees the reply settled
-            if out:
-                yield Batch(out)
+                if final or blocked:
+                    break
         finally:
+            await source.aclose()
             record = current_record.get()
             if record is not None:
                 record.content_chunks = translator.content_events
@@ -156,8 +142,39 @@ class UpstreamReply:
             await self.response.aclose()
             await self.end()  # cut short: a client left, the window passed, the server stopped
 
+    async def _translated(self) -> AsyncGenerator[Step, None]:
+        """The translator's events, one list per upstream read, the last flagged (with how the reply ended)."""
+        translator = self.translator
+        out = self._first
+        if not translator.over:
+            yield out, False
+            out = []
+            try:
+                reads = self._reads if self._pending is None else self._reads_after_early_start()
+                async for raw in reads:
+                    out = translator.feed(self._decoder.decode(raw))
+                    if translator.over:
+                        break
+                    yield out, False
+                    out = []
+                else:
+                    translator.end_of_stream()
+            except httpx.HTTPError as exc:
+                translator.failure = from_transport_error(exc)
+        if self._stopped and not translator.done:
+            translator.failure, translator.finish_reason = None, "stopped"
+            out.append(Done("stopped"))  # the caller asked for it: a reply that ends, not one that broke
+        elif self._shutting_down and not translator.done:
+            translator.failure = ServerShutdown()
+        if translator.failure is not None:
+            log.warning("upstream failed mid-stream: %s", translator.failure.code)
+            out.append(Failed.of(translator.failure))
+        yield out, True
+
     def _blocked(self) -> bool:
-        return getattr(self.screen, "blocked", None) is not None
+        return getattr(self.screen, "blocked", None) is not None or (
+            self.watch is not None and self.watch.blocked is not None
+        )
 
     async def end(self) -> None:
         """End the attempt's span and run `on_end`, if they have not run yet."""
