@@ -29,8 +29,8 @@ from run import Gateway, cpu_seconds, peak_rss_mb, percentile
 VARIANTS = {
     "no shedding": ("0", "0"),
     "lag 500 ms only": ("500", "0"),
-    "lag 500 ms or CPU 90%": ("500", "90"),
-    "lag 500 ms or CPU 80%": ("500", "80"),
+    "lag, or CPU 80% with connections waiting": ("500", "80"),
+    "lag, or CPU 90% with connections waiting": ("500", "90"),
 }
 
 

@@ -4,12 +4,13 @@ back to 200 once the lag clears; the hysteresis itself, on a set clock; the coll
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
 import httpx
 
-from chatsse.server.overload import CALM_SECONDS, LoopLag
+from chatsse.server.overload import CALM_SECONDS, QUEUE_FLOOR, AcceptQueue, LoopLag
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, metric
 from tests.servers import chatsse_serve, wait_until
@@ -43,6 +44,40 @@ def test_shedding_starts_past_the_bound_and_ends_only_after_a_calm_second() -> N
     busy.observe(0.01, 1.0, 0.7)
     busy.observe(0.01, 1.0 + CALM_SECONDS, 0.7)
     assert not busy.shedding
+
+
+def test_a_backlog_in_the_kernels_accept_queue_is_read_and_sheds_once_it_lasts() -> None:
+    # A saturated process's loop still turns; its new connections wait in the accept queue (bench/REPORT.md).
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    clients: list[socket.socket] = []
+    try:
+        queue = AcceptQueue()
+        baseline = queue.length(0.0)  # this process's other listeners (the suite's servers) take theirs at once
+        assert baseline is not None
+        for _ in range(QUEUE_FLOOR + 4):
+            clients.append(socket.create_connection(listener.getsockname(), timeout=5))
+        assert queue.length(1.0) == baseline + QUEUE_FLOOR + 4
+        for _ in range(QUEUE_FLOOR):
+            listener.accept()[0].close()
+        assert queue.length(2.0) == baseline + 4
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+    # A busy core sheds only while connections wait to be accepted: a burst, or steady work near capacity, is
+    # served on time; where the queue cannot be read (None), the CPU share alone decides.
+    busy = LoopLag(0.5, max_cpu=0.8)
+    busy.observe(0.01, 0.0, 0.95, 0)
+    busy.observe(0.01, 0.05, 0.95, QUEUE_FLOOR - 1)
+    assert not busy.shedding
+    busy.observe(0.01, 0.1, 0.95, QUEUE_FLOOR)
+    assert busy.shedding and busy.queue == QUEUE_FLOOR
+    busy.observe(0.01, 0.2, 0.6, 0)  # calm: 15 points under the bound, for a second
+    busy.observe(0.01, 0.21 + CALM_SECONDS, 0.6, 0)
+    assert not busy.shedding
+    unreadable = LoopLag(0.5, max_cpu=0.8)
+    unreadable.observe(0.01, 0.0, 0.95, None)
+    assert unreadable.shedding
 
 
 def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class Health:
         checks["background"] = background
         if self.lag is not None:
             checks["loop_lag_ms"], checks["shedding"] = round(self.lag.lag * 1000, 1), self.lag.shedding
-            checks["cpu_percent"] = round(self.lag.cpu * 100)
+            checks["cpu_percent"], checks["accept_queue"] = round(self.lag.cpu * 100), self.lag.queue
         if not self.started:
             status = "starting"
         elif self.streams.draining:

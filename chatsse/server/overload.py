@@ -1,16 +1,22 @@
-"""Shedding under overload: a cheap timer measures how late the event loop wakes (its lag) and how much of a core
-the process used over the last second. While the lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share over
-CHATSSE_MAX_CPU_PERCENT, new chat requests get `503 overloaded` with `Retry-After` at once, before their body is
-read or any upstream called; streams already admitted, and resumes of them, go on; readiness answers 503 so a
-balancer moves traffic away. Shedding ends once both have stayed well under their bounds for a second
-(hysteresis: it does not flap).
+"""Shedding under overload: a cheap timer measures how late the event loop wakes (its lag), how much of a core the
+loop's thread used over the last second, and how many connections wait in the kernel's accept queue. While the lag
+is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share is over CHATSSE_MAX_CPU_PERCENT with connections left waiting, new
+chat requests get `503 overloaded` with `Retry-After` at once, before their body is read or any upstream called;
+streams already admitted, and resumes of them, go on; readiness answers 503 so a balancer moves traffic away.
+Shedding ends once both have stayed well under their bounds for a second (hysteresis: it does not flap).
 
-Both signals are needed: a saturated process keeps its loop turning (a 50 ms timer is rarely more than a few
-hundred ms late) while new connections wait in the kernel's accept queue for many seconds (bench/overload.py)."""
+Why these signals: a saturated process keeps its loop turning (a 50 ms timer is rarely more than 100 ms late) while
+new connections wait in the accept queue for many seconds; and a busy core alone is no overload (a burst of new
+streams, or steady work near capacity, is served on time). Figures: bench/REPORT.md, "Under overload"."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +31,8 @@ TICK_SECONDS = 0.05  # how often the loop's lag is measured
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
 CPU_WINDOW_SECONDS = 1.0  # the CPU share is over this long
 CPU_CALM_MARGIN = 0.15  # shedding on CPU ends under the bound less this
+QUEUE_FLOOR = 16  # connections in the accept queue that count as a backlog (a burst's arrivals are taken in ms)
+TCP_LISTEN = 10  # tcp_info's tcpi_state of a listening socket
 # New replies: what is shed. Resumes (GET .../stream/{id}), stops, models, usage and health are not.
 SHED = {
     ("POST", "/api/v1/chat/stream"),
@@ -35,20 +43,81 @@ SHED = {
 }
 
 
+class AcceptQueue:
+    """How many connections wait in the kernel's accept queue of this process's listening TCP sockets (Linux's
+    TCP_INFO on a listening socket: `tcpi_unacked`). Where a saturated process falls behind first: new connections
+    wait there for seconds while its loop still turns. Found once they exist (uvicorn listens after start-up)."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self._looked_at = -1.0
+
+    def length(self, now: float) -> int | None:
+        """Connections waiting, or None where that cannot be read (no listening socket found, not Linux)."""
+        if not self.fds and now - self._looked_at >= 1.0 and sys.platform == "linux":
+            self._looked_at = now
+            self.fds = [fd for fd in _socket_fds() if _listening(fd)]
+        waiting = 0
+        for fd in self.fds:
+            info = _tcp_info(fd)
+            if info is None or info[0] != TCP_LISTEN:  # closed, or the number reused: look again later
+                self.fds = []
+                return None
+            waiting += struct.unpack_from("I", info, 24)[0]  # tcpi_unacked: the accept queue, on a listener
+        return waiting if self.fds else None
+
+
+def _socket_fds() -> list[int]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.append(int(name))
+    return found
+
+
+def _listening(fd: int) -> bool:
+    info = _tcp_info(fd)
+    return info is not None and info[0] == TCP_LISTEN
+
+
+def _tcp_info(fd: int) -> bytes | None:
+    """The socket's TCP_INFO, read without taking the descriptor over (None: not a TCP socket any more)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+
+
 class LoopLag:
     """The event loop's lag, measured every TICK_SECONDS, and whether new work is being shed."""
 
     def __init__(
-        self, max_lag: float, measured: Callable[[float], None] = lambda lag: None, max_cpu: float = 0.0
+        self,
+        max_lag: float,
+        measured: Callable[[float], None] = lambda lag: None,
+        max_cpu: float = 0.0,
+        backlog: bool = True,
     ) -> None:
         self.max_lag = max_lag  # seconds; 0: not on lag
         self.max_cpu = max_cpu  # a share of one core; 0: not on CPU
+        self.backlog = backlog  # shed on CPU only while connections wait to be accepted (where that can be read)
         self.measured = measured  # the gauge
         self.lag = 0.0
         self.cpu = 0.0
+        self.queue = 0  # connections waiting to be accepted
         self.shedding = False
         self._calm_since: float | None = None
         self._cpu_samples: deque[tuple[float, float]] = deque()
+        self._accept_queue = AcceptQueue()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -56,7 +125,9 @@ class LoopLag:
             expected = loop.time() + TICK_SECONDS
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
-            self.observe(max(0.0, loop.time() - expected), now, self._cpu_share(now, time.thread_time()))
+            cpu = self._cpu_share(now, time.thread_time()) if self.max_cpu else 0.0
+            queue = self._accept_queue.length(now) if self.max_cpu and self.backlog else None
+            self.observe(max(0.0, loop.time() - expected), now, cpu, queue)
 
     def _cpu_share(self, now: float, used: float) -> float:
         samples = self._cpu_samples
@@ -66,10 +137,14 @@ class LoopLag:
         first_at, first_used = samples[0]
         return (used - first_used) / (now - first_at) if now - first_at >= CPU_WINDOW_SECONDS / 2 else 0.0
 
-    def observe(self, lag: float, now: float, cpu: float = 0.0) -> None:
-        self.lag, self.cpu = lag, cpu
+    def observe(self, lag: float, now: float, cpu: float = 0.0, queue: int | None = None) -> None:
+        """One reading: the loop's lag, the CPU share, and the accept queue (None: not read, or not readable)."""
+        self.lag, self.cpu, self.queue = lag, cpu, queue or 0
         self.measured(lag)
-        over = (self.max_lag and lag > self.max_lag) or (self.max_cpu and cpu > self.max_cpu)
+        # A busy core alone is no overload (a burst of new streams, or steady work near capacity, is served on
+        # time); a busy core with connections left waiting to be accepted is one.
+        behind = queue is None or queue >= QUEUE_FLOOR
+        over = (self.max_lag and lag > self.max_lag) or (self.max_cpu and cpu > self.max_cpu and behind)
         calm_lag = not self.max_lag or lag < self.max_lag / 2
         calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - CPU_CALM_MARGIN)
         if over:
