@@ -14,7 +14,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -36,13 +35,15 @@ from chatsse.relay import ChatRelay
 from chatsse.resume import StreamKeeper
 from chatsse.server import protocol
 from chatsse.server.access import AccessMiddleware, Keyring
+from chatsse.server.cors import BrowserCORS
 from chatsse.server.health import Health
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
 from chatsse.server.memory import MemoryReturn
 from chatsse.server.metrics import Metrics
 from chatsse.server.observe import ObserveMiddleware
-from chatsse.server.overload import LoopLag, ShedMiddleware, stall
+from chatsse.server.overload import LoopLag, ShedMiddleware, stall, tracked_objects
 from chatsse.server.reload import Reloader
+from chatsse.server.response import Direct
 from chatsse.settings import Settings
 from chatsse.shared import shared_state
 from chatsse.tracing import NO_TRACING
@@ -140,24 +141,25 @@ def create_app(settings: Settings) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # The routes that stream are Direct: no exception-handling layer of Starlette's own around each (see Direct).
     routes: list[BaseRoute] = [
         Route("/health", health.health, methods=["GET"]),
         Route("/health/live", health.live, methods=["GET"]),
         Route("/health/ready", health.ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
-        Route("/api/v1/chat/stream", native.stream, methods=["GET", "POST"]),
-        Route("/api/v1/chat/stream/{stream_id}", native.resume, methods=["GET"]),
+        Route("/api/v1/chat/stream", Direct(native.stream), methods=["GET", "POST"]),
+        Route("/api/v1/chat/stream/{stream_id}", Direct(native.resume), methods=["GET"]),
         Route("/api/v1/chat/stream/{stream_id}", native.stop, methods=["DELETE"]),
         Route("/api/v1/models", models, methods=["GET"]),
         Route("/api/v1/usage", native.usage, methods=["GET"]),
         Route("/api/v1/admin/usage", admin.usage, methods=["GET"]),
-        Route("/api/v1/chat/ui", ui.chat, methods=["POST"]),
-        Route("/api/v1/chat/ui/{chat_id}/stream", ui.resume, methods=["GET"]),
+        Route("/api/v1/chat/ui", Direct(ui.chat), methods=["POST"]),
+        Route("/api/v1/chat/ui/{chat_id}/stream", Direct(ui.resume), methods=["GET"]),
         Route("/api/v1/chat/ui/{chat_id}/stream", ui.stop, methods=["DELETE"]),
-        Route("/v1/chat/completions", openai.completions, methods=["POST"]),
-        Route("/openai/deployments/{deployment}/chat/completions", openai.completions, methods=["POST"]),
+        Route("/v1/chat/completions", Direct(openai.completions), methods=["POST"]),
+        Route("/openai/deployments/{deployment}/chat/completions", Direct(openai.completions), methods=["POST"]),
         Route("/v1/models", openai.models, methods=["GET"]),
-        Route("/v1/responses", responses.create, methods=["POST"]),
+        Route("/v1/responses", Direct(responses.create), methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET", "DELETE"]),
         Route("/v1/responses/{response_id}/cancel", responses.cancel, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]),
@@ -167,6 +169,7 @@ def create_app(settings: Settings) -> Starlette:
         routes.append(Route("/", _page, methods=["GET"]))
     if settings.test_hooks:
         routes.append(Route("/_test/stall", stall, methods=["POST"]))
+        routes.append(Route("/_test/objects", tracked_objects))
 
     log_format = settings.log_format
     if log_format == "auto":
@@ -184,7 +187,7 @@ def create_app(settings: Settings) -> Starlette:
                 tracing=tracing,
             ),
             Middleware(
-                CORSMiddleware,
+                BrowserCORS,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["*"],

@@ -55,3 +55,19 @@ async def test_error_responses_carry_cors_headers_too(make_gateway: GatewayFacto
         )
     assert response.status_code == 400
     assert response.headers["access-control-allow-origin"] == "*"
+
+
+async def test_a_post_without_an_origin_passes_by_cors_and_a_get_keeps_vary(make_gateway: GatewayFactory) -> None:
+    # curl, the SDKs and agents send no Origin: their POSTs skip CORS (a POST's answer is never cached, so the
+    # `Vary: Origin` it would add has no reader); a GET still gets it, for caches in front of the page and models.
+    gateway = make_gateway(cors_origins=("https://allowed.example",))
+    async with httpx.AsyncClient() as client:
+        plain = await client.post(gateway.url + STREAM, json={"message": "echo:hi"})
+        assert plain.status_code == 200 and "hi" in plain.text
+        assert "access-control-allow-origin" not in plain.headers and "vary" not in plain.headers
+        models = await client.get(gateway.url + "/v1/models")
+        assert "Origin" in models.headers["vary"]
+        browser = await client.post(
+            gateway.url + STREAM, json={"message": "echo:hi"}, headers={"origin": "https://allowed.example"}
+        )
+        assert browser.headers["access-control-allow-origin"] == "https://allowed.example"

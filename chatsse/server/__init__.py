@@ -4,6 +4,7 @@ protocol.py    the HTTP protocol `chatsse serve` runs: a deadline for headers, a
 observe.py     request ids, one log line per request
 metrics.py     the Prometheus metrics: every series, and their exposition over workers
 genai_metrics.py  the GenAI conventions' histograms, under their Prometheus names
+cors.py        CORS for requests from browsers (an Origin); other POSTs pass straight through
 access.py      caller keys, the per-caller rate limit, a bound on header size
 body.py        reading a request body and query within their limits
 departure.py   a client that leaves before its reply's first token: what waits on its behalf is cancelled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Awaitable
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -64,33 +65,36 @@ class AccessMiddleware:
         self.limiter = limiter
         self.keyring = keyring
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine unless the rate limit is asked: an admitted stream holds no frame of this. The caller is
+        # set in the request's own task (uvicorn runs each request in one), so it needs no reset after it.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         try:
-            caller = await self._check(scope)
+            caller = self._identify(scope)
         except ChatSSEError as error:
-            await error.response_for(scope["path"])(scope, receive, send)
-            return
-        token = current_caller.set(caller)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            current_caller.reset(token)
+            return error.response_for(scope["path"])(scope, receive, send)
+        if self.limiter is not None and scope["path"].startswith(API):
+            return self._limited(caller, scope, receive, send)
+        current_caller.set(caller)
+        return self.app(scope, receive, send)
 
-    async def _check(self, scope: Scope) -> Caller:
-        headers = scope["headers"]
-        if sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes:
+    async def _limited(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.limiter is not None
+        wait = await self.limiter.retry_after(caller.identity)
+        if wait is not None:
+            await CallerRateLimited(retry_after=wait).response_for(scope["path"])(scope, receive, send)
+            return
+        current_caller.set(caller)
+        await self.app(scope, receive, send)
+
+    def _identify(self, scope: Scope) -> Caller:
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
             raise HeadersTooLarge()
         caller = self._caller(scope)
         record = current_record.get()
         if record is not None:
             record.caller = caller.identity
-        if self.limiter is not None and scope["path"].startswith(API):
-            wait = await self.limiter.retry_after(caller.identity)
-            if wait is not None:
-                raise CallerRateLimited(retry_after=wait)
         return caller
 
     def _caller(self, scope: Scope) -> Caller:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import struct
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -170,12 +171,12 @@ class ShedMiddleware:
         self.lag = lag
         self.counted = counted
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: an admitted request's own call is returned, so its stream holds no frame of this.
         if scope["type"] == "http" and self.lag.shedding and _new_chat(scope["method"], scope["path"]):
             self.counted()
-            await Overloaded(retry_after=1).response_for(scope["path"])(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return Overloaded(retry_after=1).response_for(scope["path"])(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 async def stall(request: Request) -> Response:
@@ -194,3 +195,15 @@ async def stall(request: Request) -> Response:
 
     request.app.state.stall = asyncio.get_running_loop().create_task(stalls())
     return JSONResponse({"stalling_ms": block * 1000, "for_seconds": seconds}, status_code=202)
+
+
+async def tracked_objects(request: Request) -> Response:
+    """`GET /_test/objects`, with CHATSSE_TEST_HOOKS=true only: after a full collection, how many objects the cyclic
+    collector tracks (those frozen at start-up not counted), so that tests can bound what an open stream holds."""
+    gc.collect()
+    tracked = gc.get_objects()
+    body: dict[str, object] = {"tracked": len(tracked)}
+    if request.query_params.get("by") == "type":  # and how many of each type, for finding what a stream holds
+        counted = Counter(type(obj).__qualname__ for obj in tracked)
+        body["by_type"] = dict(counted.most_common())
+    return JSONResponse(body)

@@ -1,15 +1,18 @@
 """The response that streams a reply: sse-starlette's EventSourceResponse with one task per stream instead of four,
-writing each batch of typed events once, framed by the face that answers."""
+writing each batch of typed events once, framed by the face that answers; and `Direct`, the endpoint of the routes
+that answer with one."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 import anyio
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from chatsse.events import Batch
@@ -101,3 +104,19 @@ class RelayResponse(EventSourceResponse):
 
 def _ping() -> bytes:
     return f": ping - {datetime.now(UTC)}\n\n".encode()
+
+
+class Direct:
+    """A route's endpoint as a plain ASGI app: the request built, the handler awaited, its response sent.
+
+    Starlette wraps a function endpoint in a handler of its own exceptions whose every message passes through one
+    more send; the app's ExceptionMiddleware catches the same exceptions with the same handlers, so for the routes
+    that stream (each message a chunk, each object held for the whole stream) that layer is dropped: nine objects
+    per open stream and a coroutine per chunk (bench/REPORT.md, "Under overload (#35, its third part)")."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
