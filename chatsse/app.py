@@ -85,7 +85,10 @@ def create_app(settings: Settings) -> Starlette:
         loops = [*(remote.supervised if remote is not None else ()), alerting, watching, lagging]
         return [loop for loop in (*loops, memory.supervised) if loop is not None and loop.task is not None]
 
-    lag = LoopLag(settings.max_loop_lag_ms / 1000, metrics.loop_lag.set, settings.max_cpu_percent / 100)
+    def accepted() -> int:
+        return protocol.GuardedHttpProtocol.accepted
+
+    lag = LoopLag(settings.max_loop_lag_ms / 1000, metrics.loop_lag.set, settings.max_cpu_percent / 100, accepted)
     lagging = Supervised("loop-lag", lag.run, metrics.background_failed)
     health = Health(streams, upstreams, background, lag)
     keyring = Keyring(settings)

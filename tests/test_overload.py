@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from chatsse.server.overload import CALM_SECONDS, QUEUE_FLOOR, AcceptQueue, LoopLag
+from chatsse.server.overload import CALM_SECONDS, MAX_ACCEPT_WAIT, QUEUE_FLOOR, AcceptQueue, LoopLag
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, metric
 from tests.servers import chatsse_serve, wait_until
@@ -46,10 +46,12 @@ def test_shedding_starts_past_the_bound_and_ends_only_after_a_calm_second() -> N
     assert not busy.shedding
 
 
-def test_a_backlog_in_the_kernels_accept_queue_is_read_and_sheds_once_it_lasts() -> None:
-    # A saturated process's loop still turns; its new connections wait in the accept queue (bench/REPORT.md).
+def test_a_busy_core_sheds_only_while_new_connections_wait_to_be_accepted() -> None:
+    # A saturated process's loop still turns; its new connections wait in the kernel's accept queue (bench/REPORT.md).
+    # That wait is the queue at the rate connections were accepted over the last second.
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     clients: list[socket.socket] = []
+    accepted = [0]
     try:
         queue = AcceptQueue()
         baseline = queue.length(0.0)  # this process's other listeners (the suite's servers) take theirs at once
@@ -60,24 +62,36 @@ def test_a_backlog_in_the_kernels_accept_queue_is_read_and_sheds_once_it_lasts()
         for _ in range(QUEUE_FLOOR):
             listener.accept()[0].close()
         assert queue.length(2.0) == baseline + 4
+        # 40 queued, and 20 accepted in the last second: the next one waits 2 s.
+        for _ in range(QUEUE_FLOOR + 20):
+            clients.append(socket.create_connection(listener.getsockname(), timeout=5))
+        reader = LoopLag(0.5, max_cpu=0.8, accepted=lambda: accepted[0])
+        reader._accept_queue = queue
+        assert reader._accept_wait(10.0) == float("inf")  # a backlog, and nothing accepted yet
+        accepted[0] = 20
+        wait = reader._accept_wait(11.0)
+        assert wait is not None and abs(wait - (baseline + QUEUE_FLOOR + 24) / 20) < 1e-9
     finally:
         for client in clients:
             client.close()
         listener.close()
-    # A busy core sheds only while connections wait to be accepted: a burst, or steady work near capacity, is
-    # served on time; where the queue cannot be read (None), the CPU share alone decides.
+    # A busy core sheds only while new connections wait over MAX_ACCEPT_WAIT: a burst of new streams, or steady
+    # work near capacity, is taken on time; where the wait cannot be known (None), the CPU share alone decides.
     busy = LoopLag(0.5, max_cpu=0.8)
-    busy.observe(0.01, 0.0, 0.95, 0)
-    busy.observe(0.01, 0.05, 0.95, QUEUE_FLOOR - 1)
+    busy.observe(0.01, 0.0, 0.95, 0.0)
+    busy.observe(0.01, 0.05, 0.95, MAX_ACCEPT_WAIT)
     assert not busy.shedding
-    busy.observe(0.01, 0.1, 0.95, QUEUE_FLOOR)
-    assert busy.shedding and busy.queue == QUEUE_FLOOR
-    busy.observe(0.01, 0.2, 0.6, 0)  # calm: 15 points under the bound, for a second
-    busy.observe(0.01, 0.21 + CALM_SECONDS, 0.6, 0)
+    busy.observe(0.01, 0.1, 0.95, MAX_ACCEPT_WAIT * 3)
+    assert busy.shedding and busy.wait == MAX_ACCEPT_WAIT * 3
+    busy.observe(0.01, 0.2, 0.6, 0.0)  # calm: 15 points under the bound, for a second
+    busy.observe(0.01, 0.21 + CALM_SECONDS, 0.6, 0.0)
     assert not busy.shedding
-    unreadable = LoopLag(0.5, max_cpu=0.8)
-    unreadable.observe(0.01, 0.0, 0.95, None)
-    assert unreadable.shedding
+    idle = LoopLag(0.5, max_cpu=0.8)
+    idle.observe(0.01, 0.0, 0.3, float("inf"))  # waiting, but not for want of CPU
+    assert not idle.shedding
+    unknown = LoopLag(0.5, max_cpu=0.8)
+    unknown.observe(0.01, 0.0, 0.95, None)
+    assert unknown.shedding
 
 
 def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ class Health:
         if self.lag is not None:
             checks["loop_lag_ms"], checks["shedding"] = round(self.lag.lag * 1000, 1), self.lag.shedding
             checks["cpu_percent"], checks["accept_queue"] = round(self.lag.cpu * 100), self.lag.queue
+            checks["accept_wait_ms"] = round(min(self.lag.wait, 3600.0) * 1000, 1)
         if not self.started:
             status = "starting"
         elif self.streams.draining:

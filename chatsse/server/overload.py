@@ -1,6 +1,6 @@
 """Shedding under overload: a cheap timer measures how late the event loop wakes (its lag), how much of a core the
-loop's thread used over the last second, and how many connections wait in the kernel's accept queue. While the lag
-is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share is over CHATSSE_MAX_CPU_PERCENT with connections left waiting, new
+loop's thread used over the last second, and how long new connections wait in the kernel's accept queue. While the
+lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share is over CHATSSE_MAX_CPU_PERCENT while they wait, new
 chat requests get `503 overloaded` with `Retry-After` at once, before their body is read or any upstream called;
 streams already admitted, and resumes of them, go on; readiness answers 503 so a balancer moves traffic away.
 Shedding ends once both have stayed well under their bounds for a second (hysteresis: it does not flap).
@@ -32,7 +32,8 @@ TICK_SECONDS = 0.05  # how often the loop's lag is measured
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
 CPU_WINDOW_SECONDS = 1.0  # the CPU share is over this long
 CPU_CALM_MARGIN = 0.15  # shedding on CPU ends under the bound less this
-QUEUE_FLOOR = 16  # connections in the accept queue that count as a backlog (a burst's arrivals are taken in ms)
+QUEUE_FLOOR = 16  # fewer in the accept queue are no backlog
+MAX_ACCEPT_WAIT = 0.1  # seconds a new connection may wait to be accepted before a busy core counts as overloaded
 TCP_LISTEN = 10  # tcp_info's tcpi_state of a listening socket
 # New replies: what is shed. Resumes (GET .../stream/{id}), stops, models, usage and health are not.
 SHED = {
@@ -106,18 +107,22 @@ class LoopLag:
         max_lag: float,
         measured: Callable[[float], None] = lambda lag: None,
         max_cpu: float = 0.0,
-        backlog: bool = True,
+        accepted: Callable[[], int] | None = None,
     ) -> None:
         self.max_lag = max_lag  # seconds; 0: not on lag
         self.max_cpu = max_cpu  # a share of one core; 0: not on CPU
-        self.backlog = backlog  # shed on CPU only while connections wait to be accepted (where that can be read)
+        # How many connections this process has accepted so far: with the accept queue, how long a new one waits.
+        # None: shed on the CPU share alone.
+        self.accepted = accepted
         self.measured = measured  # the gauge
         self.lag = 0.0
         self.cpu = 0.0
         self.queue = 0  # connections waiting to be accepted
+        self.wait = 0.0  # and how long the last of them will wait at the rate they are accepted (seconds)
         self.shedding = False
         self._calm_since: float | None = None
         self._cpu_samples: deque[tuple[float, float]] = deque()
+        self._accepted_samples: deque[tuple[float, int]] = deque()
         self._accept_queue = AcceptQueue()
 
     async def run(self) -> None:
@@ -127,8 +132,26 @@ class LoopLag:
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
             cpu = self._cpu_share(now, time.thread_time()) if self.max_cpu else 0.0
-            queue = self._accept_queue.length(now) if self.max_cpu and self.backlog else None
-            self.observe(max(0.0, loop.time() - expected), now, cpu, queue)
+            wait = self._accept_wait(now) if self.max_cpu and self.accepted is not None else None
+            self.observe(max(0.0, loop.time() - expected), now, cpu, wait)
+
+    def _accept_wait(self, now: float) -> float | None:
+        """How long a connection arriving now would wait to be accepted: the queue before it, at the rate this
+        process accepted connections over the last second (None: the queue cannot be read)."""
+        assert self.accepted is not None
+        queue = self._accept_queue.length(now)
+        samples = self._accepted_samples
+        samples.append((now, self.accepted()))
+        while now - samples[0][0] > CPU_WINDOW_SECONDS:
+            samples.popleft()
+        if queue is None:
+            return None
+        self.queue = queue
+        if queue < QUEUE_FLOOR:
+            return 0.0
+        first_at, first_count = samples[0]
+        rate = (samples[-1][1] - first_count) / (now - first_at) if now > first_at else 0.0
+        return queue / rate if rate > 0 else float("inf")
 
     def _cpu_share(self, now: float, used: float) -> float:
         samples = self._cpu_samples
@@ -138,13 +161,14 @@ class LoopLag:
         first_at, first_used = samples[0]
         return (used - first_used) / (now - first_at) if now - first_at >= CPU_WINDOW_SECONDS / 2 else 0.0
 
-    def observe(self, lag: float, now: float, cpu: float = 0.0, queue: int | None = None) -> None:
-        """One reading: the loop's lag, the CPU share, and the accept queue (None: not read, or not readable)."""
-        self.lag, self.cpu, self.queue = lag, cpu, queue or 0
+    def observe(self, lag: float, now: float, cpu: float = 0.0, wait: float | None = None) -> None:
+        """One reading: the loop's lag, the CPU share, and how long a new connection waits to be accepted (None:
+        not known)."""
+        self.lag, self.cpu, self.wait = lag, cpu, wait or 0.0
         self.measured(lag)
         # A busy core alone is no overload (a burst of new streams, or steady work near capacity, is served on
-        # time); a busy core with connections left waiting to be accepted is one.
-        behind = queue is None or queue >= QUEUE_FLOOR
+        # time); a busy core that leaves new connections waiting to be accepted is one.
+        behind = wait is None or wait > MAX_ACCEPT_WAIT
         over = (self.max_lag and lag > self.max_lag) or (self.max_cpu and cpu > self.max_cpu and behind)
         calm_lag = not self.max_lag or lag < self.max_lag / 2
         calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - CPU_CALM_MARGIN)

@@ -26,8 +26,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     header_timeout = 10.0
     max_connections = 0  # 0: no cap
+    accepted = 0  # connections this process took from the listening socket: their rate, for shedding (overload.py)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        GuardedHttpProtocol.accepted += 1
         super().connection_made(transport)
         self._header_deadline: asyncio.TimerHandle | None = None
         if self.max_connections and len(self.connections) > self.max_connections:
