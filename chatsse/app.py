@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from chatsse.relay import ChatRelay
 from chatsse.resume import StreamKeeper
 from chatsse.server import protocol
 from chatsse.server.access import AccessMiddleware, Keyring
+from chatsse.server.collector import Collector, settle, settled
 from chatsse.server.cors import BrowserCORS
 from chatsse.server.health import Health
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
@@ -51,7 +51,6 @@ from chatsse.upstreams import RetryBudget, Upstreams
 
 log = logging.getLogger("chatsse")
 STATIC = Path(__file__).parent / "static"
-GC_YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
 
@@ -80,9 +79,11 @@ def create_app(settings: Settings) -> Starlette:
     metrics.watch(streams, keeper)
     drain = DrainOnSigterm(streams, settings.drain_seconds)
     memory = MemoryReturn(streams, metrics.memory_returns.inc, background_failed=metrics.background_failed)
+    collector = Collector(streams, settings.gc_max_growth_mb, lambda reason: metrics.gc_passes.labels(reason).inc())
+    collecting = Supervised("collector", collector.run, metrics.background_failed)
 
     def background() -> list[Supervised]:
-        loops = [*(remote.supervised if remote is not None else ()), alerting, watching, lagging]
+        loops = [*(remote.supervised if remote is not None else ()), alerting, watching, lagging, collecting]
         return [loop for loop in (*loops, memory.supervised) if loop is not None and loop.task is not None]
 
     def accepted() -> int:
@@ -113,6 +114,8 @@ def create_app(settings: Settings) -> Starlette:
             memory.start()
             alerting.start()
             lagging.start()
+            if settled():  # a serving process (see settle): its older generations are this loop's
+                collecting.start()
             if settings.config_path is not None:
                 reloader.install()
                 if settings.config_check_seconds:
@@ -124,7 +127,7 @@ def create_app(settings: Settings) -> Starlette:
             finally:
                 await alerts.drained(ALERT_DRAIN_SECONDS)
                 reloader.uninstall()
-                for loop in (alerting, watching, lagging):
+                for loop in (alerting, watching, lagging, collecting):
                     if loop.task is not None:
                         loop.task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -207,17 +210,6 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
-def _settle_garbage_collector() -> None:
-    """Move everything loaded at start-up out of the cyclic collector's sight, and collect the youngest
-    generation less often: with thousands of open streams, each pass walks every live object it holds and stalls
-    every stream's tokens. A larger young generation lets most of a stream's objects die before a pass sees them,
-    so the passes add up to less (figures in bench/REPORT.md, at scale; bench/heap.py measures them). Called once
-    the app is built, before it serves."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
 async def _page(request: Request) -> Response:
     # The page talks only to this origin and renders replies as text; the policy makes injected markup inert.
     return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
@@ -250,7 +242,7 @@ def serving_app(settings: Settings) -> Starlette:
     """The app as a serving process runs it: this process's connection bounds set, the collector settled."""
     protocol.configure(settings)  # read by the HTTP protocol `chatsse serve` runs
     app = create_app(settings)
-    _settle_garbage_collector()  # a serving process only: tests build many apps in one process
+    settle()  # a serving process only: tests build many apps in one process
     return app
 
 

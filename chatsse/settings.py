@@ -133,6 +133,9 @@ class Settings:
     max_loop_lag_ms: float = _env(
         500.0, "CHATSSE_MAX_LOOP_LAG_MS", float, lambda v: v >= 0, "a number of milliseconds >= 0 (0: never shed)"
     )
+    gc_max_growth_mb: float = _env(
+        256.0, "CHATSSE_GC_MAX_GROWTH_MB", float, lambda v: v >= 0, "a number of megabytes >= 0 (0: no bound)"
+    )
     max_cpu_percent: float = _env(
         80.0, "CHATSSE_MAX_CPU_PERCENT", float, lambda v: 0 <= v <= 100, "a percentage of one core, 0 to 100 (0: off)"
     )

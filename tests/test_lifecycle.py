@@ -73,7 +73,7 @@ def test_sigterm_drains_open_streams_then_exits_0(tmp_path: Path) -> None:
             assert ready.status_code == 200 and ready.json()["status"] == "ready"
             checks = ready.json()["checks"]
             assert checks["started"] is True and checks["draining"] is False and checks["shedding"] is False
-            assert set(checks["background"]) == {"memory-return", "budget-alerts", "loop-lag"}
+            assert set(checks["background"]) == {"memory-return", "budget-alerts", "loop-lag", "collector"}
             assert set(checks["background"].values()) == {"ok"}
 
             process.send_signal(signal.SIGTERM)

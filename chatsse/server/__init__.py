@@ -11,6 +11,7 @@ departure.py   a client that leaves before its reply's first token: what waits o
 response.py    the streaming response: one task per stream, batches framed by the face
 lifecycle.py   the cap on open streams, their count, and the drain on SIGTERM
 memory.py      memory given back after a peak of streams (a collection and malloc_trim)
+collector.py   the cyclic collector off the streams' path: older generations at lulls, or past a growth bound
 health.py      the probes: /health, /health/live (the process answers), /health/ready (send it traffic)
 reload.py      the configuration file reloaded live: SIGHUP, or its content changed; checked first
 overload.py    shedding: the event loop's lag measured; new chats refused (503) while it is over the bound

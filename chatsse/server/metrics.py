@@ -102,6 +102,15 @@ class Metrics:
         self.shed = Counter(
             "chatsse_shed", "New chat requests refused (503 overloaded) while the loop lagged.", registry=r
         )
+        self.gc_passes = Counter(
+            "chatsse_gc_passes",
+            "Passes over the collector's older generations, by reason: lull (few streams open) or growth (the process "
+            "grew CHATSSE_GC_MAX_GROWTH_MB since the last).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("lull", "growth"):
+            self.gc_passes.labels(reason)  # shown at 0 from the start
         self.gc_frozen = Gauge(
             "chatsse_gc_frozen_objects",
             "Objects moved out of the collector's sight at start-up (gc.freeze).",

@@ -226,7 +226,7 @@ async def tracked_objects(request: Request) -> Response:
     collector tracks (those frozen at start-up not counted), so that tests can bound what an open stream holds."""
     gc.collect()
     tracked = gc.get_objects()
-    body: dict[str, object] = {"tracked": len(tracked)}
+    body: dict[str, object] = {"tracked": len(tracked), "threshold": gc.get_threshold()}
     if request.query_params.get("by") == "type":  # and how many of each type, for finding what a stream holds
         counted = Counter(type(obj).__qualname__ for obj in tracked)
         body["by_type"] = dict(counted.most_common())
