@@ -6,6 +6,7 @@ process (upstream + clients) to CPU 1, as in bench/run.py.
 
     python bench/overload.py                          # 6,000 streams over 20 s, 100 tokens at 40 ms each
     python bench/overload.py --streams 3000 --out bench/results/overload
+    python bench/overload.py --others --out bench/results/overload   # + the stack floor and the seed-style peer
 """
 
 from __future__ import annotations
@@ -62,9 +63,18 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     upstream, upstream_port = await start_upstream()
     rows = []
     try:
-        for name, (lag, cpu) in VARIANTS.items():
-            bounds = {"CHATSSE_MAX_LOOP_LAG_MS": lag, "CHATSSE_MAX_CPU_PERCENT": cpu}
-            gateway = Gateway("chatsse", upstream_port, 1, {0}, bounds)
+        # The others under the same load: the bare stack (uvicorn, Starlette, httpx) relaying the same bytes, and a
+        # relay as the seed sketches it; neither sheds.
+        others = {"stack floor": ("stack-floor", {}), "seed-style peer": ("peer", {})} if args.others else {}
+        runs = {
+            **{
+                name: ("chatsse", {"CHATSSE_MAX_LOOP_LAG_MS": lag, "CHATSSE_MAX_CPU_PERCENT": cpu})
+                for name, (lag, cpu) in VARIANTS.items()
+            },
+            **others,
+        }
+        for name, (kind, bounds) in runs.items():
+            gateway = Gateway(kind, upstream_port, 1, {0}, bounds)
             try:
                 await gateway.wait_ready()
                 cpu_before, started = cpu_seconds(gateway.pid), time.perf_counter()
@@ -89,6 +99,7 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--delay", type=float, default=0.04)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--others", action="store_true", help="also the stack floor and the seed-style peer")
     arguments = parser.parse_args()
     measured = asyncio.run(main(arguments))
     if arguments.out:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse, connect_sse
 
+from chatsse.guards.config import guards_from
 from chatsse.settings import ConfigError, Settings
 from chatsse.simulator import Simulator
 from chatsse.tracing import TracingConfig
@@ -451,3 +453,22 @@ async def test_a_responses_api_reply_over_a_responses_upstream_is_traced(
     assert attributes["gen_ai.usage.output_tokens"] == made["usage"]["output_tokens"]
     assert attributes["gen_ai.response.finish_reasons"] == ["stop"] and attempt.events == ["gen_ai.first_token"]
     assert simulator.requests[-1].headers["traceparent"].startswith(f"00-{CALLER_TRACE}-{attempt.span_id}-")
+
+
+async def test_the_server_span_names_the_guards_that_acted_never_their_text(
+    receiver: Receiver, make_gateway: GatewayFactory, simulator: Simulator, tmp_path: Path
+) -> None:
+    text = 'guards = ["pii"]\n\n[[guard]]\nname = "pii"\nkind = "pii"\n'
+    problems: list[str] = []
+    tables = guards_from(tomllib.loads(text), str(tmp_path / "chatsse.toml"), problems)
+    assert not problems
+    gateway = make_gateway(tracing=tracing_to(receiver), guards=tables)
+    card = "4111 1111 1111 1111"
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(
+            gateway.url + STREAM, json={"message": f"echo:pay {card}"}, headers={"traceparent": TRACEPARENT}
+        )
+    assert "[CARD]" in reply.text and "4111" not in reply.text
+    server = one(receiver.wait_for(2, trace_id=CALLER_TRACE), kind="SERVER")
+    assert server.attributes["chatsse.guards"] == ["pii:redact:input"]
+    assert card not in json.dumps(server.attributes)

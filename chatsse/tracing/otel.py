@@ -179,6 +179,8 @@ class _Server(ServerSpan):
             attributes["chatsse.caller"] = record.caller  # its name, or a key's harmless id: never the key
         if record.cost_micros is not None:
             attributes["chatsse.cost_micros"], attributes["chatsse.currency"] = record.cost_micros, record.currency
+        if record.guards:  # what acted, as on the log line: "<guard>:<action>:<side>", never the text it matched
+            attributes["chatsse.guards"] = list(record.guards)
         error = record.error_code or record.exception
         if error:
             attributes["error.type"] = error
