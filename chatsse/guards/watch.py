@@ -48,7 +48,7 @@ class _Window:
     events: list[Event] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     size: int = 0
-    check: asyncio.Future[str | None] | None = None  # the guard that refused it, once checked
+    check: asyncio.Future[str | None] | None = None  # the guard that refused it, once checked (None: no text)
 
 
 class Watch:
@@ -77,7 +77,7 @@ class Watch:
         ended = False
         try:
             while True:
-                while windows and windows[0].check is not None and windows[0].check.done():
+                while windows and (windows[0].check is None or windows[0].check.done()):
                     window = windows.popleft()
                     ending = self._verdict(window)
                     if ending is not None:
@@ -113,8 +113,6 @@ class Watch:
                     elif current.events and windows:  # it follows text still being checked: it waits for it
                         windows.append(current)
                         current = _Window()
-                        windows[-1].check = asyncio.get_running_loop().create_future()
-                        windows[-1].check.set_result(None)
                 elif not windows and current.events and not current.text:
                     yield current.events, False  # no text held: nothing to wait for
                     current = _Window()
@@ -154,7 +152,8 @@ class Watch:
 
     def _verdict(self, window: _Window) -> Event | None:
         """The event that ends the reply at this window, or None: it goes out."""
-        assert window.check is not None
+        if window.check is None:
+            return None
         try:
             refused = window.check.result()
         except GuardUnavailable as failure:
