@@ -108,6 +108,7 @@ def test_a_spent_budget_is_refused_with_403_and_retry_after_through_the_openai_s
     assert usage["spend"] == {"period": "month", "requests": 3, "cost": 3 * REPLY_COST / 1e6, "currency": "USD"}
     scrape = httpx.get(gateway.url + "/metrics", headers=auth("app-key")).text
     assert 'chatsse_refusals_total{caller="app",reason="budget_exceeded"} 1.0' in scrape
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 @pytest.mark.parametrize(

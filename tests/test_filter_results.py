@@ -47,6 +47,7 @@ def test_the_azure_sdk_reads_prompt_and_output_filter_results_streamed_and_whole
     assert whole.model_extra["prompt_filter_results"][0]["prompt_index"] == 0
     assert whole.choices[0].model_extra["content_filter_results"]["violence"]["filtered"] is True
     assert whole.choices[0].finish_reason == "content_filter" and whole.choices[0].message.content == "some words"
+    client.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def test_the_native_done_names_the_categories_filtered(gateway: RunningServer) -> None:
@@ -89,6 +90,8 @@ def test_the_azure_openai_client_reads_the_filter_results_through_the_azure_shap
         wrong.chat.completions.create(model="default", messages=messages)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-group", messages=messages)
+    client.close()  # its pooled connection, not left to the collector (ResourceWarning)
+    wrong.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def test_the_responses_face_over_a_chat_upstream_carries_azures_content_filters(gateway: RunningServer) -> None:
@@ -111,3 +114,4 @@ def test_the_responses_face_over_a_chat_upstream_carries_azures_content_filters(
     assert [e["source_type"] for e in (final.model_extra or {})["content_filters"]] == ["prompt", "completion"]
     clean = client.responses.create(model="default", input="echo:fine")
     assert all(not entry["blocked"] for entry in (clean.model_extra or {}).get("content_filters", []))
+    client.close()  # its pooled connection, not left to the collector (ResourceWarning)

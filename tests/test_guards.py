@@ -157,6 +157,7 @@ def test_every_face_gets_the_redacted_reply_and_the_upstream_the_redacted_prompt
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "chatsse.access"]
     assert any(line.get("guards") == ["pii:redact:output"] for line in lines)
     assert not any("4111" in r.getMessage() or "ana.ruiz" in r.getMessage() for r in caplog.records)
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def test_input_is_redacted_before_the_upstream_sees_it_and_a_blocked_prompt_never_reaches_it(

@@ -83,6 +83,7 @@ def test_content_safety_checks_the_streamed_reply_a_sentence_at_a_time_on_every_
     assert metric(scrape, 'chatsse_guard_actions_total{action="block",guard="safety",on="output"}') == 4
     # On output only: the prompts said the same, and every one of them reached the upstream.
     assert sum(1 for r in simulator.requests if "/contentsafety/" not in r.path) == 5
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 @pytest.mark.parametrize("on_error", ["open", "closed"])
@@ -143,6 +144,7 @@ def test_guards_rewrite_a_responses_upstreams_own_events(
     assert kind == "response.completed" and message[0]["content"][0]["text"] == FACES_REPLY
     sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key="-", max_retries=0)
     assert sdk.responses.create(model="default", input=FACES_PROMPT).output_text == FACES_REPLY
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def test_a_block_ends_a_responses_upstreams_response_as_incomplete(
@@ -167,6 +169,7 @@ def test_a_block_ends_a_responses_upstreams_response_as_incomplete(
         assert whole.status == "incomplete" and whole.output_text == released
         scrape = httpx.get(gateway.url + "/metrics").text
         assert metric(scrape, f'chatsse_guard_actions_total{{action="block",guard="{guard}",on="output"}}') == 2
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def upstream_events(pieces: list[str]) -> list[Passthrough]:

@@ -156,9 +156,11 @@ def test_an_upstream_names_its_row_and_responses_usage_is_priced_alike(
 
     # The same upstream naming its row: its replies are priced by it, whatever model they name.
     named = priced(make_gateway, simulator, api="azure-v1", protocol="responses", price="gpt-4o-mini")
+    sdk.close()
     sdk = openai.OpenAI(base_url=named.url + "/v1", api_key="priced-caller-key", max_retries=0)
     sdk.responses.create(model="default", input="echo:priced by name")
     assert 'model="gpt-4o-mini"' in httpx.get(named.url + "/metrics", headers=AUTH).text
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def test_without_prices_nothing_is_priced(gateway: Any) -> None:

@@ -165,6 +165,7 @@ def test_an_expired_key_gets_401_key_expired_while_its_successor_works(
     assert refused.value.code == "key_expired"
     usage = httpx.get(gateway.url + "/api/v1/usage", headers=auth("new-key")).json()
     assert usage["caller"] == "partner"
+    sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
 def test_keys_rotate_prints_a_new_key_beside_the_old_one_which_expires(tmp_path: Path, simulator: Simulator) -> None:
