@@ -7,6 +7,8 @@ process (upstream + clients) to CPU 1, as in bench/run.py.
     python bench/overload.py                          # 6,000 streams over 20 s, 100 tokens at 40 ms each
     python bench/overload.py --streams 3000 --out bench/results/overload
     python bench/overload.py --others --out bench/results/overload   # + the stack floor and the seed-style peer
+    python bench/overload.py --variants "lag, or CPU 80% with connections waiting" --baseline REV --reps 3
+    python bench/overload.py --variants "lag, or CPU 80% with connections waiting" --workers 2 --streams 12000
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import StreamResult, run_streams, start_upstream
-from run import Gateway, cpu_seconds, peak_rss_mb, percentile
+from run import Gateway, baseline_tree, cpu_seconds, peak_rss_mb, percentile, tree
 
 # name: (CHATSSE_MAX_LOOP_LAG_MS, CHATSSE_MAX_CPU_PERCENT)
 VARIANTS = {
@@ -56,8 +58,10 @@ def summary(results: list[StreamResult], tokens: int, delay: float, wall: float)
     }
 
 
-async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    os.sched_setaffinity(0, {1})
+async def main(args: argparse.Namespace, baseline: Path | None) -> list[dict[str, Any]]:
+    # One worker: the gateway on CPU 0, this process on CPU 1. More: the workers and this process share every CPU.
+    cpus = {0} if args.workers == 1 else set(range(os.cpu_count() or 2))
+    os.sched_setaffinity(0, {1} if args.workers == 1 else cpus)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     upstream, upstream_port = await start_upstream()
@@ -70,18 +74,27 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
             **{
                 name: ("chatsse", {"CHATSSE_MAX_LOOP_LAG_MS": lag, "CHATSSE_MAX_CPU_PERCENT": cpu})
                 for name, (lag, cpu) in VARIANTS.items()
+                if not args.variants or name in args.variants
             },
             **others,
         }
-        for name, (kind, bounds) in runs.items():
-            gateway = Gateway(kind, upstream_port, 1, {0}, bounds)
+        if baseline is not None:  # the default, as it was at that commit (before and after in one run)
+            runs[f"the default at {args.baseline}"] = ("chatsse", {"PYTHONPATH": str(baseline)})
+        for rep, (name, (kind, bounds)) in ((r, item) for r in range(args.reps) for item in runs.items()):
+            gateway = Gateway(kind, upstream_port, args.workers, cpus, bounds)
             try:
                 await gateway.wait_ready()
-                cpu_before, started = cpu_seconds(gateway.pid), time.perf_counter()
+                cpu_before, started, own_before = cpu_seconds(gateway.pid), time.perf_counter(), time.process_time()
+                each_before = {pid: cpu_seconds(pid) for pid in tree(gateway.pid)}
                 results = await run_streams(gateway.target(), args.streams, args.tokens, args.delay, args.stagger)
                 wall = time.perf_counter() - started
-                row = {"variant": name, **summary(results, args.tokens, args.delay, wall)}
+                row = {"variant": name, "rep": rep, **summary(results, args.tokens, args.delay, wall)}
                 row["gateway_cpu_pct"] = round(100 * (cpu_seconds(gateway.pid) - cpu_before) / wall)
+                row["harness_cpu_pct"] = round(100 * (time.process_time() - own_before) / wall)  # upstream, clients
+                row["workers"] = args.workers
+                if args.workers > 1:  # how evenly the workers shared the load (the master's own share is ~0)
+                    each = [cpu_seconds(pid) - used for pid, used in each_before.items() if pid != gateway.pid]
+                    row["worker_cpu_pct"] = [round(100 * used / wall) for used in each]
                 row["peak_rss_mb"] = round(peak_rss_mb(gateway.pid))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -99,9 +112,14 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--delay", type=float, default=0.04)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), help="only these of chatsse's variants")
+    parser.add_argument("--workers", type=int, default=1, help="WEB_CONCURRENCY (more than 1: no pinning)")
+    parser.add_argument("--reps", type=int, default=1, help="repetitions, interleaved")
+    parser.add_argument("--baseline", metavar="REV", help="also the default as it was at this git commit")
     parser.add_argument("--others", action="store_true", help="also the stack floor and the seed-style peer")
     arguments = parser.parse_args()
-    measured = asyncio.run(main(arguments))
+    with baseline_tree(arguments.baseline) as checkout:
+        measured = asyncio.run(main(arguments, checkout))
     if arguments.out:
         arguments.out.mkdir(parents=True, exist_ok=True)
         (arguments.out / "overload.json").write_text(

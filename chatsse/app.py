@@ -37,11 +37,12 @@ from chatsse.server.access import AccessMiddleware, Keyring
 from chatsse.server.collector import Collector, settle, settled
 from chatsse.server.cors import BrowserCORS
 from chatsse.server.health import Health
+from chatsse.server.hooks import stall, tracked_objects
 from chatsse.server.lifecycle import DrainOnSigterm, StreamRegistry
 from chatsse.server.memory import MemoryReturn
 from chatsse.server.metrics import Metrics
 from chatsse.server.observe import ObserveMiddleware
-from chatsse.server.overload import LoopLag, ShedMiddleware, stall, tracked_objects
+from chatsse.server.overload import LoopLag, ShedMiddleware
 from chatsse.server.reload import Reloader
 from chatsse.server.response import Direct
 from chatsse.settings import Settings
@@ -87,9 +88,15 @@ def create_app(settings: Settings) -> Starlette:
         return [loop for loop in (*loops, memory.supervised) if loop is not None and loop.task is not None]
 
     def accepted() -> int:
-        return protocol.GuardedHttpProtocol.accepted
+        # Workers share one listening socket and its queue; each takes about its share of the connections.
+        return protocol.GuardedHttpProtocol.accepted * protocol.GuardedHttpProtocol.sharing
 
-    lag = LoopLag(settings.max_loop_lag_ms / 1000, metrics.loop_lag.set, settings.max_cpu_percent / 100, accepted)
+    def open_streams() -> int:
+        return streams.count
+
+    lag = LoopLag(
+        settings.max_loop_lag_ms / 1000, metrics.loop_lag.set, settings.max_cpu_percent / 100, accepted, open_streams
+    )
     lagging = Supervised("loop-lag", lag.run, metrics.background_failed)
     health = Health(streams, upstreams, background, lag)
     keyring = Keyring(settings)

@@ -129,6 +129,7 @@ def _serve(host: str, port: int, workers: int, demo: bool) -> None:
         # Each worker process builds its own app from the environment (uvicorn needs an import string for them);
         # the checks were made here, once.
         os.environ[CHECKED_MARK] = "1"
+        os.environ["WEB_CONCURRENCY"] = str(workers)  # and how many share the listening socket (protocol.py)
     with _metrics_shared_by(workers):
         options: dict[str, Any] = dict(
             factory=workers > 1,

@@ -5,12 +5,26 @@ back to 200 once the lag clears; the hysteresis itself, on a set clock; the coll
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from chatsse.server.overload import CALM_SECONDS, MAX_ACCEPT_WAIT, QUEUE_FLOOR, AcceptQueue, LoopLag
+from chatsse.server.backlog import AcceptQueue
+from chatsse.server.overload import (
+    CALM_SECONDS,
+    CEILING_LIFT_SECONDS,
+    CEILING_MAX_STEP,
+    CEILING_SHARE,
+    CEILING_STEP,
+    MAX_ACCEPT_WAIT,
+    QUEUE_FLOOR,
+    Ceiling,
+    LoopLag,
+)
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, metric
 from tests.servers import chatsse_serve, wait_until
@@ -94,6 +108,82 @@ def test_a_busy_core_sheds_only_while_new_connections_wait_to_be_accepted() -> N
     assert unknown.shedding
 
 
+def test_an_overload_of_the_core_leaves_a_ceiling_on_the_streams_open_until_the_load_has_gone() -> None:
+    open_streams = [500]
+    lag = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: open_streams[0])
+    assert lag.ceiling is not None
+    ceiling = lag.ceiling
+    lag.observe(0.01, 0.0, 0.95, 0.0)  # busy, nobody waiting: no overload, no ceiling
+    assert not lag.refuses() and ceiling.limit is None
+    lag.observe(0.01, 0.1, 0.95, MAX_ACCEPT_WAIT * 2)  # behind: shedding, and a ceiling below what was open
+    assert lag.shedding and lag.refuses() and ceiling.limit == int(CEILING_SHARE * 500)
+    open_streams[0] = 300
+    # Under a ceiling, what is admitted is bounded already: a core back under its bound (no margin) is calm.
+    lag.observe(0.01, 0.2, 0.75, 0.0)
+    lag.observe(0.01, 0.2 + CALM_SECONDS, 0.75, 0.0)
+    assert not lag.shedding
+    limit = ceiling.limit
+    open_streams[0] = limit - 1
+    assert not lag.refuses()  # under the ceiling: admitted
+    open_streams[0] = limit
+    assert lag.refuses() and lag.overloaded(ceiling.refused_at)  # at it: refused at once, and readiness says so
+    assert not lag.overloaded(ceiling.refused_at + CALM_SECONDS)
+    # Turning streams away while the core keeps up, it rises once a second: by half the room left under the bound
+    # (2% of itself at least, 5% at most); at the next overload it is lowered again from what is open then.
+    lag.observe(0.01, ceiling.refused_at, 0.78, 0.0)  # little room left: 2% (the least), and one at least
+    assert ceiling.limit == limit + max(1, int(limit * CEILING_STEP))
+    lag.observe(0.01, ceiling.refused_at + 0.5, 0.4, 0.0)  # once a second at most
+    raised = ceiling.limit
+    ceiling.refused_at += CALM_SECONDS  # another chat turned away a second later (on this test's clock)
+    lag.observe(0.01, ceiling.refused_at, 0.4, 0.0)  # half the bound left: 5% (the most)
+    assert ceiling.limit == raised + int(raised * CEILING_MAX_STEP)
+    lag.observe(0.01, ceiling.refused_at + CALM_SECONDS, 0.85, 0.0)  # over the bound, nobody waiting: no rise
+    assert ceiling.limit == raised + int(raised * CEILING_MAX_STEP)
+    open_streams[0] = ceiling.limit - 10  # fewer open than the ceiling when the core falls behind: from those
+    lag.observe(0.01, ceiling.refused_at + CALM_SECONDS, 0.95, MAX_ACCEPT_WAIT * 2)
+    assert ceiling.limit == int(CEILING_SHARE * open_streams[0])
+    # Once fewer than half of it have stayed open for a while, it is lifted.
+    quiet = ceiling.refused_at + 7
+    lag.observe(0.01, quiet, 0.3, 0.0)
+    lag.observe(0.01, quiet + CALM_SECONDS, 0.3, 0.0)
+    assert not lag.shedding
+    open_streams[0] = ceiling.limit // 2 - 1
+    lag.observe(0.01, quiet + 2, 0.3, 0.0)
+    lag.observe(0.01, quiet + 2 + CEILING_LIFT_SECONDS - 0.1, 0.3, 0.0)
+    assert ceiling.limit is not None
+    lag.observe(0.01, quiet + 2 + CEILING_LIFT_SECONDS, 0.3, 0.0)
+    assert ceiling.limit is None and not lag.refuses()
+    # A lagging loop is no measure of the streams a core serves: shedding on lag leaves no ceiling.
+    stalled = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: 10)
+    stalled.observe(0.9, 0.0, 0.2, 0.0)
+    assert stalled.shedding and stalled.ceiling is not None and stalled.ceiling.limit is None
+    # Never below one stream.
+    few = Ceiling(lambda: 1)
+    few.lower(0.0)
+    assert few.limit == 1
+
+
+def test_a_loop_on_a_shared_core_counts_the_time_it_waited_for_it() -> None:
+    # With workers (or neighbours) on the same cores, a saturated loop's thread runs for part of a second and waits
+    # for the rest; both are its demand for a core. A child pinned to one CPU beside a busy competitor measures it.
+    script = """
+import os, subprocess, sys, time
+from chatsse.server.overload import thread_demand
+os.sched_setaffinity(0, {0})
+rival = subprocess.Popen([sys.executable, "-c", "import time\\nend = time.time() + 3\\nwhile time.time() < end: pass"])
+time.sleep(0.3)
+demand, ran, wall = thread_demand(), time.thread_time(), time.monotonic()
+while time.monotonic() - wall < 1.0:
+    pass
+print(thread_demand() - demand, time.thread_time() - ran, time.monotonic() - wall)
+rival.kill()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    demand, ran, wall = map(float, done.stdout.split())
+    assert ran < 0.8 * wall  # it shared the core
+    assert demand > 0.9 * wall  # and wanted all of it
+
+
 def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:
     simulator = Simulator()
     simulator.start_in_thread()
@@ -116,6 +206,7 @@ def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_fol
             assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 503, timeout=10)
             ready = httpx.get(url + "/health/ready", timeout=10).json()
             assert ready["status"] == "overloaded" and ready["checks"]["shedding"] is True
+            assert ready["checks"]["stream_ceiling"] is None  # a stalled loop is no measure of what the core serves
             assert httpx.get(url + "/health/live", timeout=10).status_code == 200
             before = len(simulator.requests)
             shed = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
@@ -139,3 +230,62 @@ def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_fol
 
 def _texts(body: str) -> str:
     return "".join(line for line in body.splitlines() if '"content"' in line)
+
+
+def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_until_streams_end(tmp_path: Path) -> None:
+    # A real overload of the core, in a real `chatsse serve`: its loop burns the CPU (the test-only hook) while a
+    # burst of new connections waits in its accept queue. Ten streams are open then; the ceiling is 80% of them.
+    simulator = Simulator()
+    simulator.start_in_thread()
+    held = 10
+    try:
+        env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "0"}
+        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+            url = gateway.url
+            words = " ".join(f"w{i}" for i in range(40))
+            expected = _texts(httpx.post(url + STREAM, json={"message": f"echo:{words}"}, timeout=30).text)
+            bodies: list[str] = []
+
+            def read() -> None:
+                message = {"message": f"echo:{words}[sim: delay=0.15]"}  # 6 s each
+                bodies.append(httpx.post(url + STREAM, json=message, timeout=60).text)
+
+            readers = [threading.Thread(target=read) for _ in range(held)]
+            for reader in readers:
+                reader.start()
+            assert wait_until(lambda: _ready(url)["checks"].get("stream_ceiling", "absent") is None, timeout=10)
+            assert wait_until(lambda: len(simulator.requests) == 1 + held, timeout=10)
+            assert httpx.post(url + "/_test/stall?ms=200&seconds=3&burn=true", timeout=10).status_code == 202
+            waiting: list[socket.socket] = []
+            try:
+                # Once the burning has filled the last second, a burst of connections that send nothing yet.
+                threading.Event().wait(1.2)
+                host, port = url.removeprefix("http://").split(":")
+                waiting = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3 * QUEUE_FLOOR)]
+                assert wait_until(lambda: _ready(url)["checks"]["stream_ceiling"] is not None, timeout=15)
+                ceiling = _ready(url)["checks"]["stream_ceiling"]
+                assert 1 <= ceiling <= CEILING_SHARE * held
+            finally:
+                for connection in waiting:
+                    connection.close()
+            # Shedding ends once the core is back under its bound; the ceiling stays, and a new chat at it is
+            # refused at once, with no upstream call, while the streams it let in go on.
+            assert wait_until(lambda: not _ready(url)["checks"]["shedding"], timeout=15)
+            before = len(simulator.requests)
+            refused = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+            assert len(simulator.requests) == before
+            assert httpx.get(url + "/health/ready", timeout=10).status_code == 503  # it turned a chat away just now
+            for reader in readers:
+                reader.join(60)
+            assert len(bodies) == held and all(_texts(body) == expected for body in bodies)
+            # The streams have ended: under the ceiling, new chats are taken again, and readiness is back.
+            assert httpx.post(url + STREAM, json={"message": "echo:back"}, timeout=10).status_code == 200
+            assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 200, timeout=15)
+    finally:
+        simulator.stop_thread()
+
+
+def _ready(url: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(url + "/health/ready", timeout=10).json()
+    return body

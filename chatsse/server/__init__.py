@@ -14,5 +14,7 @@ memory.py      memory given back after a peak of streams (a collection and mallo
 collector.py   the cyclic collector off the streams' path: older generations at lulls, or past a growth bound
 health.py      the probes: /health, /health/live (the process answers), /health/ready (send it traffic)
 reload.py      the configuration file reloaded live: SIGHUP, or its content changed; checked first
-overload.py    shedding: the event loop's lag measured; new chats refused (503) while it is over the bound
+overload.py    shedding: lag, CPU and the accept queue read; new chats refused (503) while over, or at a ceiling
+backlog.py     the kernel's accept queue of this process's listening sockets, read
+hooks.py       the test-only hooks (CHATSSE_TEST_HOOKS): a loop blocked on purpose, the objects tracked
 """

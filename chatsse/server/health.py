@@ -3,6 +3,7 @@ traffic: started, not draining, not shedding, no background loop failing). None 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from starlette.requests import Request
@@ -52,11 +53,13 @@ class Health:
             checks["loop_lag_ms"], checks["shedding"] = round(self.lag.lag * 1000, 1), self.lag.shedding
             checks["cpu_percent"], checks["accept_queue"] = round(self.lag.cpu * 100), self.lag.queue
             checks["accept_wait_ms"] = round(min(self.lag.wait, 3600.0) * 1000, 1)
+            if self.lag.ceiling is not None:  # the streams taken since an overload of the core (null: no bound)
+                checks["stream_ceiling"] = self.lag.ceiling.limit
         if not self.started:
             status = "starting"
         elif self.streams.draining:
             status = "draining"
-        elif self.lag is not None and self.lag.shedding:
+        elif self.lag is not None and self.lag.overloaded(time.monotonic()):
             status = "overloaded"
         elif "failing" in background.values():
             status = "failing"

@@ -100,7 +100,9 @@ class Metrics:
             "chatsse_loop_lag_seconds", "How late the event loop woke, last measured.", registry=r, **most
         )
         self.shed = Counter(
-            "chatsse_shed", "New chat requests refused (503 overloaded) while the loop lagged.", registry=r
+            "chatsse_shed",
+            "New chat requests refused (503 overloaded): while shedding, or at the ceiling an overload left.",
+            registry=r,
         )
         self.gc_passes = Counter(
             "chatsse_gc_passes",

@@ -1,9 +1,12 @@
 """Shedding under overload: a cheap timer measures how late the event loop wakes (its lag), how much of a core the
-loop's thread used over the last second, and how long new connections wait in the kernel's accept queue. While the
-lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share is over CHATSSE_MAX_CPU_PERCENT while they wait, new
-chat requests get `503 overloaded` with `Retry-After` at once, before their body is read or any upstream called;
-streams already admitted, and resumes of them, go on; readiness answers 503 so a balancer moves traffic away.
-Shedding ends once both have stayed well under their bounds for a second (hysteresis: it does not flap).
+loop's thread used or waited for over the last second (its CPU share), and how long new connections wait in the
+kernel's accept queue. While the lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU share is over
+CHATSSE_MAX_CPU_PERCENT while they wait, new chat requests get `503 overloaded` with `Retry-After` at once, before
+their body is read or any upstream called; streams already admitted, and resumes of them, go on; readiness answers
+503 so a balancer moves traffic away.
+Shedding ends once both have stayed well under their bounds for a second (hysteresis: it does not flap). An
+overload of the core leaves a ceiling on the streams open behind it (`Ceiling`), so that the next ones are refused
+at once instead of after queueing again.
 
 Why these signals: a saturated process keeps its loop turning (a 50 ms timer is rarely more than 100 ms late) while
 new connections wait in the accept queue for many seconds; and a busy core alone is no overload (a burst of new
@@ -12,21 +15,14 @@ streams, or steady work near capacity, is served on time). Figures: bench/REPORT
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import os
-import socket
-import struct
-import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatsse.errors import Overloaded
+from chatsse.server.backlog import AcceptQueue
 
 TICK_SECONDS = 0.05  # how often the loop's lag is measured
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
@@ -34,7 +30,10 @@ CPU_WINDOW_SECONDS = 1.0  # the CPU share is over this long
 CPU_CALM_MARGIN = 0.15  # shedding on CPU ends under the bound less this
 QUEUE_FLOOR = 16  # fewer in the accept queue are no backlog
 MAX_ACCEPT_WAIT = 0.1  # seconds a new connection may wait to be accepted before a busy core counts as overloaded
-TCP_LISTEN = 10  # tcp_info's tcpi_state of a listening socket
+CEILING_SHARE = 0.8  # after an overload of the core, new streams are taken up to this share of those open then
+CEILING_STEP = 0.02  # the ceiling rises by at least this share of itself (and 1) each second it turns streams away
+CEILING_MAX_STEP = 0.05  # and at most by this share: half the room the core has left under its bound
+CEILING_LIFT_SECONDS = 10.0  # and is lifted once fewer than half of it have stayed open this long
 # New replies: what is shed. Resumes (GET .../stream/{id}), stops, models, usage and health are not.
 SHED = {
     ("POST", "/api/v1/chat/stream"),
@@ -43,60 +42,6 @@ SHED = {
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/responses"),
 }
-
-
-class AcceptQueue:
-    """How many connections wait in the kernel's accept queue of this process's listening TCP sockets (Linux's
-    TCP_INFO on a listening socket: `tcpi_unacked`). Where a saturated process falls behind first: new connections
-    wait there for seconds while its loop still turns. Found once they exist (uvicorn listens after start-up)."""
-
-    def __init__(self) -> None:
-        self.fds: list[int] = []
-        self._looked_at = -1.0
-
-    def length(self, now: float) -> int | None:
-        """Connections waiting, or None where that cannot be read (no listening socket found, not Linux)."""
-        if not self.fds and now - self._looked_at >= 1.0 and sys.platform == "linux":
-            self._looked_at = now
-            self.fds = [fd for fd in _socket_fds() if _listening(fd)]
-        waiting = 0
-        for fd in self.fds:
-            info = _tcp_info(fd)
-            if info is None or info[0] != TCP_LISTEN:  # closed, or the number reused: look again later
-                self.fds = []
-                return None
-            waiting += struct.unpack_from("I", info, 24)[0]  # tcpi_unacked: the accept queue, on a listener
-        return waiting if self.fds else None
-
-
-def _socket_fds() -> list[int]:
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                found.append(int(name))
-    return found
-
-
-def _listening(fd: int) -> bool:
-    info = _tcp_info(fd)
-    return info is not None and info[0] == TCP_LISTEN
-
-
-def _tcp_info(fd: int) -> bytes | None:
-    """The socket's TCP_INFO, read without taking the descriptor over (None: not a TCP socket any more)."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError:
-        return None
-    try:
-        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
-    except OSError:
-        return None
-    finally:
-        sock.detach()
 
 
 class LoopLag:
@@ -108,6 +53,7 @@ class LoopLag:
         measured: Callable[[float], None] = lambda lag: None,
         max_cpu: float = 0.0,
         accepted: Callable[[], int] | None = None,
+        open_streams: Callable[[], int] | None = None,
     ) -> None:
         self.max_lag = max_lag  # seconds; 0: not on lag
         self.max_cpu = max_cpu  # a share of one core; 0: not on CPU
@@ -124,6 +70,19 @@ class LoopLag:
         self._cpu_samples: deque[tuple[float, float]] = deque()
         self._accepted_samples: deque[tuple[float, int]] = deque()
         self._accept_queue = AcceptQueue()
+        # How many streams are open: with it, an overload of the core leaves a ceiling on them behind (None: none).
+        self.ceiling = Ceiling(open_streams) if open_streams is not None else None
+
+    def refuses(self) -> bool:
+        """Whether a new chat is refused now: while shedding, or while the streams open are at the ceiling."""
+        if self.shedding:
+            return True
+        ceiling = self.ceiling
+        return ceiling is not None and ceiling.limit is not None and ceiling.full()
+
+    def overloaded(self, now: float) -> bool:
+        """What readiness says: shedding, or the ceiling turned a new chat away within the last calm second."""
+        return self.shedding or (self.ceiling is not None and now - self.ceiling.refused_at < CALM_SECONDS)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -131,7 +90,7 @@ class LoopLag:
             expected = loop.time() + TICK_SECONDS
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
-            cpu = self._cpu_share(now, time.thread_time()) if self.max_cpu else 0.0
+            cpu = self._cpu_share(now, thread_demand()) if self.max_cpu else 0.0
             wait = self._accept_wait(now) if self.max_cpu and self.accepted is not None else None
             self.observe(max(0.0, loop.time() - expected), now, cpu, wait)
 
@@ -171,8 +130,12 @@ class LoopLag:
         behind = wait is None or wait > MAX_ACCEPT_WAIT
         over = (self.max_lag and lag > self.max_lag) or (self.max_cpu and cpu > self.max_cpu and behind)
         calm_lag = not self.max_lag or lag < self.max_lag / 2
-        calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - CPU_CALM_MARGIN)
+        # Under a ceiling, what is admitted is bounded already: a core back under its bound is calm enough.
+        bounded = self.ceiling is not None and self.ceiling.limit is not None
+        calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - (0.0 if bounded else CPU_CALM_MARGIN))
         if over:
+            if not self.shedding and self.ceiling is not None and not (self.max_lag and lag > self.max_lag):
+                self.ceiling.lower(now)  # the core could not keep up with the streams open: fewer from now on
             self.shedding, self._calm_since = True, None
         elif self.shedding and calm:
             if self._calm_since is None:
@@ -181,6 +144,65 @@ class LoopLag:
                 self.shedding, self._calm_since = False, None
         else:
             self._calm_since = None
+            if not self.shedding and self.ceiling is not None and (not self.max_cpu or cpu < self.max_cpu):
+                # The core keeps up: if the ceiling turns streams away, it may rise, the faster the more room left.
+                self.ceiling.calm(now, (self.max_cpu - cpu) / self.max_cpu if self.max_cpu else 0.0)
+
+
+class Ceiling:
+    """How many streams may be open after an overload of the core: a share of those open when it began (a burst
+    of admissions then, each one queued for longer, is what makes the tails and the slow refusals; refused at the
+    ceiling, a new chat is answered at once). Lowered again at each overload, raised while it turns streams away
+    on a calm core, lifted once the load has gone: additive increase, multiplicative decrease."""
+
+    def __init__(self, open_streams: Callable[[], int]) -> None:
+        self.open_streams = open_streams
+        self.limit: int | None = None
+        self.refused_at = float("-inf")  # the last new chat turned away here (time.monotonic)
+        self._raised_at = 0.0
+        self._low_since: float | None = None
+
+    def full(self) -> bool:
+        if self.limit is None or self.open_streams() < self.limit:
+            return False
+        self.refused_at = time.monotonic()
+        return True
+
+    def lower(self, now: float) -> None:
+        open_now = self.open_streams()
+        self.limit = max(1, int(CEILING_SHARE * (open_now if self.limit is None else min(self.limit, open_now))))
+        self._raised_at, self._low_since = now, None
+
+    def calm(self, now: float, room: float = 0.0) -> None:
+        """A reading of a core that keeps up, while not shedding; `room`: how far under its bound, as a share of
+        it (0.25 at 60% of an 80% bound)."""
+        if self.limit is None:
+            return
+        if now - self.refused_at < CALM_SECONDS:  # it binds: room for more
+            if now - self._raised_at >= CALM_SECONDS:
+                step = min(CEILING_MAX_STEP, max(CEILING_STEP, room / 2))
+                self.limit += max(1, int(self.limit * step))
+                self._raised_at = now
+            self._low_since = None
+        elif self.open_streams() < self.limit / 2:
+            if self._low_since is None:
+                self._low_since = now
+            elif now - self._low_since >= CEILING_LIFT_SECONDS:
+                self.limit, self._low_since = None, None
+        else:
+            self._low_since = None
+
+
+def thread_demand() -> float:
+    """Seconds this thread has run, plus those it waited to run (Linux's schedstat: on a core shared with other
+    processes or workers, a saturated loop's thread runs less than the whole core but waits for the rest); where
+    that cannot be read, the seconds it ran."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stats:
+            ran, waited = stats.read().split()[:2]
+        return (int(ran) + int(waited)) / 1e9
+    except (OSError, ValueError):
+        return time.thread_time()
 
 
 def _new_chat(method: str, path: str) -> bool:
@@ -188,7 +210,7 @@ def _new_chat(method: str, path: str) -> bool:
 
 
 class ShedMiddleware:
-    """Refuses new chat requests while the loop lags (`counted` per refusal): the cheapest answer there is."""
+    """Refuses new chat requests while shedding or at the ceiling (`counted` per refusal): the cheapest answer."""
 
     def __init__(self, app: ASGIApp, lag: LoopLag, counted: Callable[[], None]) -> None:
         self.app = app
@@ -197,37 +219,7 @@ class ShedMiddleware:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: an admitted request's own call is returned, so its stream holds no frame of this.
-        if scope["type"] == "http" and self.lag.shedding and _new_chat(scope["method"], scope["path"]):
+        if scope["type"] == "http" and _new_chat(scope["method"], scope["path"]) and self.lag.refuses():
             self.counted()
             return Overloaded(retry_after=1).response_for(scope["path"])(scope, receive, send)
         return self.app(scope, receive, send)
-
-
-async def stall(request: Request) -> Response:
-    """`POST /_test/stall?ms=N&seconds=S`, with CHATSSE_TEST_HOOKS=true only: block the event loop N ms at a time for
-    S seconds, as a saturated core would, so that tests can watch shedding start and end."""
-    block, seconds = (
-        float(request.query_params.get("ms", "300")) / 1000,
-        float(request.query_params.get("seconds", "2")),
-    )
-
-    async def stalls() -> None:
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
-            time.sleep(block)  # on purpose: the loop can do nothing else meanwhile
-            await asyncio.sleep(0.01)
-
-    request.app.state.stall = asyncio.get_running_loop().create_task(stalls())
-    return JSONResponse({"stalling_ms": block * 1000, "for_seconds": seconds}, status_code=202)
-
-
-async def tracked_objects(request: Request) -> Response:
-    """`GET /_test/objects`, with CHATSSE_TEST_HOOKS=true only: after a full collection, how many objects the cyclic
-    collector tracks (those frozen at start-up not counted), so that tests can bound what an open stream holds."""
-    gc.collect()
-    tracked = gc.get_objects()
-    body: dict[str, object] = {"tracked": len(tracked), "threshold": gc.get_threshold()}
-    if request.query_params.get("by") == "type":  # and how many of each type, for finding what a stream holds
-        counted = Counter(type(obj).__qualname__ for obj in tracked)
-        body["by_type"] = dict(counted.most_common())
-    return JSONResponse(body)

@@ -8,6 +8,7 @@ descriptors. This protocol is uvicorn's own (httptools) with both bounds added; 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 from http import HTTPStatus
 
@@ -27,6 +28,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout = 10.0
     max_connections = 0  # 0: no cap
     accepted = 0  # connections this process took from the listening socket: their rate, for shedding (overload.py)
+    sharing = 1  # the worker processes accepting from that socket, this one included
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         GuardedHttpProtocol.accepted += 1
@@ -72,6 +74,8 @@ def configure(settings: Settings) -> type[GuardedHttpProtocol]:
     """Set the bounds for this process's connections (each uvicorn worker calls this through the app factory)."""
     GuardedHttpProtocol.header_timeout = settings.header_timeout
     GuardedHttpProtocol.max_connections = settings.max_connections or default_max_connections()
+    workers = os.environ.get("WEB_CONCURRENCY", "1")
+    GuardedHttpProtocol.sharing = max(1, int(workers)) if workers.strip().isdigit() else 1
     return GuardedHttpProtocol
 
 
