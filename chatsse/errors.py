@@ -27,7 +27,7 @@
     ├── TooManyStreams                503     too_many_streams      (429 when a caller's max_streams is reached)
     ├── Draining                      503     draining
     ├── GuardUnavailable              503     guard_unavailable     (a guard's service failed, on_error = "closed")
-    ├── Overloaded                    503     overloaded            (the event loop lags: new chats are shed)
+    ├── Overloaded                    503     overloaded            (lag, a saturated core, or a ceiling: shed)
     ├── ServerShutdown                503     server_shutdown
     ├── RequestTimeout                408     request_timeout       (a slow body; slow headers: server/protocol.py)
     ├── ClientLeft                    499     client_closed_request (before its reply's first token; nobody reads it)
