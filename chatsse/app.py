@@ -95,7 +95,12 @@ def create_app(settings: Settings) -> Starlette:
         return streams.count
 
     lag = LoopLag(
-        settings.max_loop_lag_ms / 1000, metrics.loop_lag.set, settings.max_cpu_percent / 100, accepted, open_streams
+        settings.max_loop_lag_ms / 1000,
+        metrics.loop_lag.set,
+        settings.max_cpu_percent / 100,
+        accepted,
+        open_streams,
+        metrics.stream_ceiling.set,
     )
     lagging = Supervised("loop-lag", lag.run, metrics.background_failed)
     health = Health(streams, upstreams, background, lag)

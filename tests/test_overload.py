@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from chatsse.server import protocol
 from chatsse.server.backlog import AcceptQueue
 from chatsse.server.overload import (
     CALM_SECONDS,
@@ -25,6 +27,8 @@ from chatsse.server.overload import (
     Ceiling,
     LoopLag,
 )
+from chatsse.server.protocol import GuardedHttpProtocol
+from chatsse.settings import Settings
 from chatsse.simulator import Simulator
 from tests.helpers import STREAM, metric
 from tests.servers import chatsse_serve, wait_until
@@ -110,13 +114,15 @@ def test_a_busy_core_sheds_only_while_new_connections_wait_to_be_accepted() -> N
 
 def test_an_overload_of_the_core_leaves_a_ceiling_on_the_streams_open_until_the_load_has_gone() -> None:
     open_streams = [500]
-    lag = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: open_streams[0])
+    gauge: list[int] = []
+    lag = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: open_streams[0], limited=gauge.append)
     assert lag.ceiling is not None
     ceiling = lag.ceiling
     lag.observe(0.01, 0.0, 0.95, 0.0)  # busy, nobody waiting: no overload, no ceiling
     assert not lag.refuses() and ceiling.limit is None
     lag.observe(0.01, 0.1, 0.95, MAX_ACCEPT_WAIT * 2)  # behind: shedding, and a ceiling below what was open
     assert lag.shedding and lag.refuses() and ceiling.limit == int(CEILING_SHARE * 500)
+    assert gauge == [0, int(CEILING_SHARE * 500)]  # the gauge follows it, 0 while there is none
     open_streams[0] = 300
     # Under a ceiling, what is admitted is bounded already: a core back under its bound (no margin) is calm.
     lag.observe(0.01, 0.2, 0.75, 0.0)
@@ -152,7 +158,7 @@ def test_an_overload_of_the_core_leaves_a_ceiling_on_the_streams_open_until_the_
     lag.observe(0.01, quiet + 2 + CEILING_LIFT_SECONDS - 0.1, 0.3, 0.0)
     assert ceiling.limit is not None
     lag.observe(0.01, quiet + 2 + CEILING_LIFT_SECONDS, 0.3, 0.0)
-    assert ceiling.limit is None and not lag.refuses()
+    assert ceiling.limit is None and not lag.refuses() and gauge[-1] == 0
     # A lagging loop is no measure of the streams a core serves: shedding on lag leaves no ceiling.
     stalled = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: 10)
     stalled.observe(0.9, 0.0, 0.2, 0.0)
@@ -182,6 +188,24 @@ rival.kill()
     demand, ran, wall = map(float, done.stdout.split())
     assert ran < 0.8 * wall  # it shared the core
     assert demand > 0.9 * wall  # and wanted all of it
+
+
+def test_workers_reckon_their_shared_accept_queue_at_the_rate_of_all_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uvicorn's workers share one listening socket: each sees the whole queue but accepts only its share of it.
+    # `chatsse serve --workers N` tells each how many they are (WEB_CONCURRENCY), and configure() reads it.
+    saved = (GuardedHttpProtocol.header_timeout, GuardedHttpProtocol.max_connections, GuardedHttpProtocol.sharing)
+    azure = {
+        "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9",
+        "AZURE_OPENAI_API_KEY": "k",
+        "AZURE_OPENAI_DEPLOYMENT_NAME": "d",
+    }
+    settings = Settings.from_env(azure, env_file=None)
+    try:
+        for workers, sharing in (("3", 3), ("", 1), ("many", 1)):
+            monkeypatch.setenv("WEB_CONCURRENCY", workers)
+            assert protocol.configure(settings).sharing == sharing
+    finally:
+        GuardedHttpProtocol.header_timeout, GuardedHttpProtocol.max_connections, GuardedHttpProtocol.sharing = saved
 
 
 def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:
@@ -265,6 +289,7 @@ def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_unti
                 assert wait_until(lambda: _ready(url)["checks"]["stream_ceiling"] is not None, timeout=15)
                 ceiling = _ready(url)["checks"]["stream_ceiling"]
                 assert 1 <= ceiling <= CEILING_SHARE * held
+                assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_stream_ceiling") == ceiling
             finally:
                 for connection in waiting:
                     connection.close()

@@ -109,8 +109,20 @@ async def test_request_sent_upstream(gateway: RunningServer, simulator: Simulato
     assert sent.query == {"api-version": "2024-10-21"}
     assert sent.headers["api-key"] == API_KEY
     assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["accept-encoding"] == "identity"  # a stream read as it comes, not compressed
     assert sent.json == {"messages": history, "stream": True, "stream_options": {"include_usage": True}}
     assert "(turn 2)" in text_of(events)
+
+
+async def test_a_stream_compressed_though_asked_not_to_be_is_read_decompressed(
+    gateway: RunningServer, simulator: Simulator
+) -> None:
+    # The gateway reads its upstream's bytes raw; a proxy on the way that gzips anyway must not garble them.
+    async with httpx.AsyncClient() as client:
+        plain = text_of((await chat(client, gateway.url, {"message": "echo:tea for two, café au lait"}))[1])
+        response, events = await chat(client, gateway.url, {"message": "echo:tea for two, café au lait[sim: gzip=1]"})
+    assert response.status_code == 200 and kinds(events)[-1] == "done"
+    assert text_of(events) == plain == "tea for two, café au lait"
 
 
 async def test_system_prompt_is_prepended(make_gateway: GatewayFactory, simulator: Simulator) -> None:

@@ -99,6 +99,12 @@ class Metrics:
         self.loop_lag = Gauge(
             "chatsse_loop_lag_seconds", "How late the event loop woke, last measured.", registry=r, **most
         )
+        self.stream_ceiling = Gauge(
+            "chatsse_stream_ceiling",
+            "The most streams taken since an overload of the core (0: no ceiling); with workers, summed.",
+            registry=r,
+            **live,
+        )
         self.shed = Counter(
             "chatsse_shed",
             "New chat requests refused (503 overloaded): while shedding, or at the ceiling an overload left.",

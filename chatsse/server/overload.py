@@ -54,6 +54,7 @@ class LoopLag:
         max_cpu: float = 0.0,
         accepted: Callable[[], int] | None = None,
         open_streams: Callable[[], int] | None = None,
+        limited: Callable[[int], None] = lambda limit: None,
     ) -> None:
         self.max_lag = max_lag  # seconds; 0: not on lag
         self.max_cpu = max_cpu  # a share of one core; 0: not on CPU
@@ -72,6 +73,7 @@ class LoopLag:
         self._accept_queue = AcceptQueue()
         # How many streams are open: with it, an overload of the core leaves a ceiling on them behind (None: none).
         self.ceiling = Ceiling(open_streams) if open_streams is not None else None
+        self.limited = limited  # the ceiling's gauge (0: none)
 
     def refuses(self) -> bool:
         """Whether a new chat is refused now: while shedding, or while the streams open are at the ceiling."""
@@ -147,6 +149,8 @@ class LoopLag:
             if not self.shedding and self.ceiling is not None and (not self.max_cpu or cpu < self.max_cpu):
                 # The core keeps up: if the ceiling turns streams away, it may rise, the faster the more room left.
                 self.ceiling.calm(now, (self.max_cpu - cpu) / self.max_cpu if self.max_cpu else 0.0)
+        if self.ceiling is not None:
+            self.limited(self.ceiling.limit or 0)
 
 
 class Ceiling:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
@@ -63,6 +64,7 @@ class Connection(asyncio.Protocol):
         self.simulator = simulator
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
+        self.compressor: Any = None  # a stream's gzip compressor, while it is being sent compressed
         self.current: RecordedRequest | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -133,16 +135,21 @@ class Connection(asyncio.Protocol):
         self._write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         return True
 
-    def start_stream(self) -> None:
+    def start_stream(self, gzip: bool = False) -> None:
+        """The stream's head; `gzip`: its body compressed (flushed at every chunk), as a proxy might, asked or not."""
         request_id = uuid.uuid4()
+        self.compressor = zlib.compressobj(wbits=31) if gzip else None
         self._write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
+            + (b"content-encoding: gzip\r\n" if gzip else b"")
             + f"apim-request-id: {request_id}\r\nx-request-id: {request_id}\r\nx-ms-region: Simulated\r\n"
             "x-ratelimit-remaining-requests: 99\r\nx-ratelimit-remaining-tokens: 99000\r\n\r\n".encode()
         )
 
     async def send(self, data: bytes, piece: int) -> None:
         """One HTTP chunk, or pieces of `piece` bytes with a pause between so they arrive as separate reads."""
+        if self.compressor is not None:
+            data = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
         if piece <= 0:
             self._write(b"%x\r\n%b\r\n" % (len(data), data))
             return
@@ -152,6 +159,9 @@ class Connection(asyncio.Protocol):
             await asyncio.sleep(0)
 
     def end_stream(self) -> None:
+        if self.compressor is not None:
+            rest, self.compressor = self.compressor.flush(), None
+            self._write(b"%x\r\n%b\r\n" % (len(rest), rest))
         self._write(b"0\r\n\r\n")
 
     def cut(self) -> None:

@@ -23,6 +23,7 @@ or `[sim: delay=0.05 cut_after=3]`. Keys (all optional):
     no_done=1           end after the finish chunk without `data: [DONE]`
     split=N             write the body in N-byte pieces (events and UTF-8 characters split across reads)
     ascii=1             escape non-ASCII as \\uXXXX in the JSON, as some serializers do
+    gzip=1              compress the stream (`content-encoding: gzip`), though the request asked for identity
     tools=N             answer with N tool calls, naming the request's `tools` in turn (arguments fit their schema,
                         or come from `echo:`, one per call, separated by `|`); a tool's result gets text. A request
                         with the deprecated `functions` gets one call as `delta.function_call`
@@ -133,6 +134,7 @@ class Scenario:
     chance: float = 1.0
     split: int = 0
     ascii: bool = False
+    gzip: bool = False
     tools: int = 0
     tool: str = ""
     arg_pieces: str = ""

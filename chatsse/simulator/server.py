@@ -218,7 +218,7 @@ class Simulator:
         self, conn: Connection, frames: Frames, messages: list[Any], reply: Reply, scenario: Scenario
     ) -> bool:
         pieces = _pieces(frames, reply, scenario)
-        conn.start_stream()
+        conn.start_stream(scenario.gzip)
         await conn.send(
             frames.prompt_filter() + b"".join(frames.role(c) for c in range(len(reply.texts) or 1)), scenario.split
         )

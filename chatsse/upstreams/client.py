@@ -34,6 +34,7 @@ BODY_PIECE = 256 * 1024
 BASE_HEADERS = {
     "content-type": "application/json",
     "accept": "text/event-stream",
+    "accept-encoding": "identity",  # an event stream is read as it comes, raw (reply.py): not worth compressing
     "user-agent": f"chatsse/{__version__}",
 }
 

@@ -40,7 +40,10 @@ class UpstreamReply:
         self.upstream = upstream  # the name of the upstream that serves it
         self.translator = translator or ChunkTranslator()  # chat completions' chunks, or Responses events
         self._decoder = SSEDecoder()
-        self._reads = response.aiter_bytes()
+        # Raw, without httpx's decoder and re-chunker (fewer layers per chunk and per open stream), unless the
+        # upstream encoded the body though asked not to.
+        encoded = response.headers.get("content-encoding", "identity") != "identity"
+        self._reads = response.aiter_bytes() if encoded else response.aiter_raw()
         self._first: list[Event] = []
         self._shutting_down = False
         self._stopped = False
