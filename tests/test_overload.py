@@ -20,6 +20,7 @@ from chatsse.server.overload import (
     CALM_SECONDS,
     CEILING_LIFT_SECONDS,
     CEILING_MAX_STEP,
+    CEILING_MIN_STREAMS,
     CEILING_SHARE,
     CEILING_STEP,
     MAX_ACCEPT_WAIT,
@@ -163,10 +164,17 @@ def test_an_overload_of_the_core_leaves_a_ceiling_on_the_streams_open_until_the_
     stalled = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: 10)
     stalled.observe(0.9, 0.0, 0.2, 0.0)
     assert stalled.shedding and stalled.ceiling is not None and stalled.ceiling.limit is None
-    # Never below one stream.
-    few = Ceiling(lambda: 1)
-    few.lower(0.0)
-    assert few.limit == 1
+    # With few streams open, the streams are not what overloads the core: no ceiling, and never one below that.
+    few = [CEILING_MIN_STREAMS - 1]
+    ceiling = Ceiling(lambda: few[0])
+    ceiling.lower(0.0)
+    assert ceiling.limit is None
+    few[0] = CEILING_MIN_STREAMS
+    ceiling.lower(0.0)
+    assert ceiling.limit == CEILING_MIN_STREAMS
+    few[0] = 1
+    ceiling.lower(1.0)
+    assert ceiling.limit == CEILING_MIN_STREAMS
 
 
 def test_a_loop_on_a_shared_core_counts_the_time_it_waited_for_it() -> None:
@@ -258,10 +266,10 @@ def _texts(body: str) -> str:
 
 def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_until_streams_end(tmp_path: Path) -> None:
     # A real overload of the core, in a real `chatsse serve`: its loop burns the CPU (the test-only hook) while a
-    # burst of new connections waits in its accept queue. Ten streams are open then; the ceiling is 80% of them.
+    # burst of new connections waits in its accept queue. 70 streams are open then; the ceiling is 80% of them.
     simulator = Simulator()
     simulator.start_in_thread()
-    held = 10
+    held = 70
     try:
         env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "0"}
         with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
@@ -278,7 +286,7 @@ def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_unti
             for reader in readers:
                 reader.start()
             assert wait_until(lambda: _ready(url)["checks"].get("stream_ceiling", "absent") is None, timeout=10)
-            assert wait_until(lambda: len(simulator.requests) == 1 + held, timeout=10)
+            assert wait_until(lambda: len(simulator.requests) == 1 + held, timeout=20)
             assert httpx.post(url + "/_test/stall?ms=200&seconds=3&burn=true", timeout=10).status_code == 202
             waiting: list[socket.socket] = []
             try:
@@ -288,7 +296,7 @@ def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_unti
                 waiting = [socket.create_connection((host, int(port)), timeout=5) for _ in range(3 * QUEUE_FLOOR)]
                 assert wait_until(lambda: _ready(url)["checks"]["stream_ceiling"] is not None, timeout=15)
                 ceiling = _ready(url)["checks"]["stream_ceiling"]
-                assert 1 <= ceiling <= CEILING_SHARE * held
+                assert CEILING_MIN_STREAMS <= ceiling <= CEILING_SHARE * held
                 assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_stream_ceiling") == ceiling
             finally:
                 for connection in waiting:

@@ -34,6 +34,10 @@ CEILING_SHARE = 0.8  # after an overload of the core, new streams are taken up t
 CEILING_STEP = 0.02  # the ceiling rises by at least this share of itself (and 1) each second it turns streams away
 CEILING_MAX_STEP = 0.05  # and at most by this share: half the room the core has left under its bound
 CEILING_LIFT_SECONDS = 10.0  # and is lifted once fewer than half of it have stayed open this long
+# Fewer streams open when the core falls behind are not what overloads it (a burst of new ones is, and shedding is
+# enough): no ceiling is set, nor lowered below this. Without it, a closed loop of 32 clients that found the
+# process behind for a moment got a ceiling of 1 and spun on refusals (bench/REPORT.md, "its fourth part").
+CEILING_MIN_STREAMS = 50
 # New replies: what is shed. Resumes (GET .../stream/{id}), stops, models, usage and health are not.
 SHED = {
     ("POST", "/api/v1/chat/stream"),
@@ -174,7 +178,10 @@ class Ceiling:
 
     def lower(self, now: float) -> None:
         open_now = self.open_streams()
-        self.limit = max(1, int(CEILING_SHARE * (open_now if self.limit is None else min(self.limit, open_now))))
+        if self.limit is None and open_now < CEILING_MIN_STREAMS:
+            return
+        limit = int(CEILING_SHARE * (open_now if self.limit is None else min(self.limit, open_now)))
+        self.limit = max(CEILING_MIN_STREAMS, limit)
         self._raised_at, self._low_since = now, None
 
     def calm(self, now: float, room: float = 0.0) -> None:
