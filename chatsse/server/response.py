@@ -5,6 +5,7 @@ that answer with one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
@@ -82,8 +83,14 @@ class RelayResponse(EventSourceResponse):
         interval = self.ping_interval or None
         while True:
             message: Message | None = None
-            with anyio.move_on_after(interval):
+            if interval is None:
                 message = await receive()
+            else:
+                # asyncio's own timeout: anyio's scope kept a scope and a task state (with its weak reference)
+                # for every open stream's watcher, for the collector to walk.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        message = await receive()
             if message is None:
                 if self.sending:
                     try:
