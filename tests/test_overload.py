@@ -279,7 +279,7 @@ def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_unti
             bodies: list[str] = []
 
             def read() -> None:
-                message = {"message": f"echo:{words}[sim: delay=0.15]"}  # 6 s each
+                message = {"message": f"echo:{words}[sim: hold_after=2 hold=ceiling]"}  # open until released
                 bodies.append(httpx.post(url + STREAM, json=message, timeout=60).text)
 
             readers = [threading.Thread(target=read) for _ in range(held)]
@@ -309,6 +309,7 @@ def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_unti
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
             assert len(simulator.requests) == before
             assert httpx.get(url + "/health/ready", timeout=10).status_code == 503  # it turned a chat away just now
+            simulator.release("ceiling")
             for reader in readers:
                 reader.join(60)
             assert len(bodies) == held and all(_texts(body) == expected for body in bodies)
