@@ -139,7 +139,9 @@ def chatsse_serve(
     settings at all), `args` on its command line and `env` in its environment; yielded once /health answers 200,
     stopped at the end. `file_limit` lowers its soft limit of open files."""
     port = free_port()
-    environment = clean_env(CHATSSE_LOG_FORMAT="json")
+    # No shedding unless `env` asks for it: these gateways share a busy 2-core machine with the suite, where a loop
+    # that waits for a core waits for the machine's sake, not its own (as in conftest's `settings`).
+    environment = clean_env(CHATSSE_LOG_FORMAT="json", CHATSSE_MAX_LOOP_LAG_MS="0", CHATSSE_MAX_CPU_PERCENT="0")
     if upstream is not None:
         environment.update(
             AZURE_OPENAI_ENDPOINT=upstream, AZURE_OPENAI_API_KEY=API_KEY, AZURE_OPENAI_DEPLOYMENT_NAME=DEPLOYMENT
@@ -186,7 +188,9 @@ class Fleet:
         return UpstreamConfig(name=name, endpoint=endpoint, deployment=f"dep-{name}", api_key=FLEET_KEY, **fields)
 
     def gateway(self, *upstreams: UpstreamConfig, **settings: Any) -> RunningServer:
-        options: dict[str, Any] = {"ping_seconds": 0, "upstream_timeout": 10, "max_retry_wait": 5, **settings}
+        options: dict[str, Any] = {"ping_seconds": 0, "upstream_timeout": 10, "max_retry_wait": 5}
+        options.update(max_loop_lag_ms=0, max_cpu_percent=0)  # no shedding, as in conftest's `settings`
+        options.update(settings)
         app = create_app(Settings(upstreams=upstreams, **options))
         return self.stack.enter_context(serve_in_thread(app))
 

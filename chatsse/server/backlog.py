@@ -24,17 +24,20 @@ class AcceptQueue:
 
     def length(self, now: float) -> int | None:
         """Connections waiting, or None where that cannot be read (no listening socket found, not Linux)."""
-        if not self.fds and now - self._looked_at >= 1.0 and sys.platform == "linux":
+        queues = self._queues()
+        if (len(queues) < len(self.fds) or not self.fds) and now - self._looked_at >= 1.0 and sys.platform == "linux":
+            # None found yet, or one closed (or its number reused): look again, at most once a second. Until then
+            # the listeners still open are read; a listener gone is no reason to read nothing (shedding would then
+            # go on the CPU share alone).
             self._looked_at = now
             self.fds = [fd for fd in _socket_fds() if _listening(fd)]
-        waiting = 0
-        for fd in self.fds:
-            info = _tcp_info(fd)
-            if info is None or info[0] != TCP_LISTEN:  # closed, or the number reused: look again later
-                self.fds = []
-                return None
-            waiting += struct.unpack_from("I", info, 24)[0]  # tcpi_unacked: the accept queue, on a listener
-        return waiting if self.fds else None
+            queues = self._queues()
+        return sum(queues) if queues else None
+
+    def _queues(self) -> list[int]:
+        infos = (_tcp_info(fd) for fd in self.fds)
+        # tcpi_unacked: the accept queue, on a listener
+        return [struct.unpack_from("I", info, 24)[0] for info in infos if info is not None and info[0] == TCP_LISTEN]
 
 
 def _socket_fds() -> list[int]:
