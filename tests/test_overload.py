@@ -86,7 +86,13 @@ def test_a_busy_core_sheds_only_while_new_connections_wait_to_be_accepted() -> N
             clients.append(socket.create_connection(listener.getsockname(), timeout=5))
         reader = LoopLag(0.5, max_cpu=0.8, accepted=lambda: accepted[0])
         reader._accept_queue = queue
-        assert reader._accept_wait(10.0) == float("inf")  # a backlog, and nothing accepted yet
+        # A backlog where the last reading found none is a fresh burst: taken at the loop's next turn, it waits
+        # about as long as the loop was away (the reading's lag), not at the rate of an idle second before it.
+        burst = LoopLag(0.5, max_cpu=0.8, accepted=lambda: accepted[0])
+        burst._accept_queue = queue
+        assert burst._accept_wait(10.0, lag=0.3) == 0.3
+        assert reader._accept_wait(10.0, lag=0.002) == 0.002
+        assert reader._accept_wait(10.05) == float("inf")  # still there, and nothing accepted yet
         accepted[0] = 20
         wait = reader._accept_wait(11.0)
         assert wait is not None and abs(wait - (baseline + QUEUE_FLOOR + 24) / 20) < 1e-9

@@ -96,13 +96,15 @@ class LoopLag:
             expected = loop.time() + TICK_SECONDS
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
+            lag = max(0.0, loop.time() - expected)
             cpu = self._cpu_share(now, thread_demand()) if self.max_cpu else 0.0
-            wait = self._accept_wait(now) if self.max_cpu and self.accepted is not None else None
-            self.observe(max(0.0, loop.time() - expected), now, cpu, wait)
+            wait = self._accept_wait(now, lag) if self.max_cpu and self.accepted is not None else None
+            self.observe(lag, now, cpu, wait)
 
-    def _accept_wait(self, now: float) -> float | None:
+    def _accept_wait(self, now: float, lag: float = 0.0) -> float | None:
         """How long a connection arriving now would wait to be accepted: the queue before it, at the rate this
-        process accepted connections over the last second (None: the queue cannot be read)."""
+        process accepted connections over the last second (None: the queue cannot be read). `lag`: how late this
+        reading came."""
         assert self.accepted is not None
         queue = self._accept_queue.length(now)
         samples = self._accepted_samples
@@ -111,9 +113,13 @@ class LoopLag:
             samples.popleft()
         if queue is None:
             return None
-        self.queue = queue
+        fresh, self.queue = self.queue == 0, queue
         if queue < QUEUE_FLOOR:
             return 0.0
+        if fresh:
+            # Empty at the last reading: a burst that arrived since, not yet taken at a rate of its own (the last
+            # second's may be an idle one's). It waits for the loop's next turn: about as long as this one was late.
+            return lag
         first_at, first_count = samples[0]
         rate = (samples[-1][1] - first_count) / (now - first_at) if now > first_at else 0.0
         return queue / rate if rate > 0 else float("inf")
