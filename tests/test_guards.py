@@ -156,7 +156,7 @@ def test_every_face_gets_the_redacted_reply_and_the_upstream_the_redacted_prompt
     assert metric(scrape, 'chatsse_guard_actions_total{action="redact",guard="pii",on="output"}') >= 5
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "chatsse.access"]
     assert any(line.get("guards") == ["pii:redact:output"] for line in lines)
-    assert not any("4111" in r.getMessage() or "ana.ruiz" in r.getMessage() for r in caplog.records)
+    assert not any("4111 1111" in r.getMessage() or "ana.ruiz" in r.getMessage() for r in caplog.records)
     sdk.close()  # its pooled connection, not left to the collector (ResourceWarning)
 
 
@@ -171,7 +171,7 @@ def test_input_is_redacted_before_the_upstream_sees_it_and_a_blocked_prompt_neve
         ),
     )
     reply = httpx.post(gateway.url + STREAM, json={"message": f"echo:card {CARD} please"})
-    assert '"card"' in reply.text and "[CARD]" in reply.text and "4111" not in reply.text
+    assert '"card"' in reply.text and "[CARD]" in reply.text and "4111 1111" not in reply.text  # not ids' hex
     sent = simulator.requests[-1].json["messages"][-1]["content"]
     assert sent == "echo:card [CARD] please"
     # Tool-call arguments and tool results are checked too (the OpenAI face carries them).

@@ -133,7 +133,7 @@ def test_guards_rewrite_a_responses_upstreams_own_events(
     gateway = gateway_with(make_gateway, tmp_path, toml, api="azure-v1", protocol="responses")
     asked = {"model": "default", "input": FACES_PROMPT + "[sim: builtin=1]", "stream": True}
     body = httpx.post(gateway.url + "/v1/responses", json=asked).text
-    assert "4111" not in body and "ana.ruiz" not in body and KEY not in body
+    assert "4111 1111" not in body and "ana.ruiz" not in body and KEY not in body  # ids are hex: no spaces
     events = responses_events(body)
     assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
     assert "".join(d["delta"] for k, d in events if k == "response.output_text.delta") == FACES_REPLY
