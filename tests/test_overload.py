@@ -100,6 +100,23 @@ def test_a_busy_core_sheds_only_while_new_connections_wait_to_be_accepted() -> N
         for client in clients:
             client.close()
         listener.close()
+    # A busy core sheds only while new connections wait over MAX_ACCEPT_WAIT: a burst of new streams, or steady
+    # work near capacity, is taken on time; where the wait cannot be known (None), the CPU share alone decides.
+    busy = LoopLag(0.5, max_cpu=0.8)
+    busy.observe(0.01, 0.0, 0.95, 0.0)
+    busy.observe(0.01, 0.05, 0.95, MAX_ACCEPT_WAIT)
+    assert not busy.shedding
+    busy.observe(0.01, 0.1, 0.95, MAX_ACCEPT_WAIT * 3)
+    assert busy.shedding and busy.wait == MAX_ACCEPT_WAIT * 3
+    busy.observe(0.01, 0.2, 0.6, 0.0)  # calm: 15 points under the bound, for a second
+    busy.observe(0.01, 0.21 + CALM_SECONDS, 0.6, 0.0)
+    assert not busy.shedding
+    idle = LoopLag(0.5, max_cpu=0.8)
+    idle.observe(0.01, 0.0, 0.3, float("inf"))  # waiting, but not for want of CPU
+    assert not idle.shedding
+    unknown = LoopLag(0.5, max_cpu=0.8)
+    unknown.observe(0.01, 0.0, 0.95, None)
+    assert unknown.shedding
 
 
 def test_a_listener_closed_leaves_the_accept_queue_read_from_those_still_open() -> None:
@@ -125,23 +142,6 @@ def test_a_listener_closed_leaves_the_accept_queue_read_from_those_still_open() 
             client.close()
         for listener in (staying, first, second):
             listener.close()
-    # A busy core sheds only while new connections wait over MAX_ACCEPT_WAIT: a burst of new streams, or steady
-    # work near capacity, is taken on time; where the wait cannot be known (None), the CPU share alone decides.
-    busy = LoopLag(0.5, max_cpu=0.8)
-    busy.observe(0.01, 0.0, 0.95, 0.0)
-    busy.observe(0.01, 0.05, 0.95, MAX_ACCEPT_WAIT)
-    assert not busy.shedding
-    busy.observe(0.01, 0.1, 0.95, MAX_ACCEPT_WAIT * 3)
-    assert busy.shedding and busy.wait == MAX_ACCEPT_WAIT * 3
-    busy.observe(0.01, 0.2, 0.6, 0.0)  # calm: 15 points under the bound, for a second
-    busy.observe(0.01, 0.21 + CALM_SECONDS, 0.6, 0.0)
-    assert not busy.shedding
-    idle = LoopLag(0.5, max_cpu=0.8)
-    idle.observe(0.01, 0.0, 0.3, float("inf"))  # waiting, but not for want of CPU
-    assert not idle.shedding
-    unknown = LoopLag(0.5, max_cpu=0.8)
-    unknown.observe(0.01, 0.0, 0.95, None)
-    assert unknown.shedding
 
 
 def test_an_overload_of_the_core_leaves_a_ceiling_on_the_streams_open_until_the_load_has_gone() -> None:
