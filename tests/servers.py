@@ -101,11 +101,24 @@ def clean_env(**values: str) -> dict[str, str]:
 
 @dataclass
 class GatewayProcess:
-    """A running `chatsse serve`; `stop()` ends it (SIGINT, killed if it hangs) and returns what it wrote to stderr."""
+    """A running `chatsse serve`; `stop()` ends it (SIGINT, killed if it hangs) and returns what it wrote to stderr.
+    Its stderr is read as it is written: a pipe left unread fills (64 KiB of log lines), and a gateway whose next
+    log line cannot be written stops serving everyone (a test's hang, not the gateway's)."""
 
     url: str
     process: subprocess.Popen[str]
     stderr: str = ""
+
+    def __post_init__(self) -> None:
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
+        if self.process.stderr is not None:
+            self._reader = threading.Thread(target=self._drain, args=(self.process.stderr,), daemon=True)
+            self._reader.start()
+
+    def _drain(self, pipe: Any) -> None:
+        for line in pipe:
+            self._lines.append(line)
 
     @property
     def port(self) -> int:
@@ -114,15 +127,20 @@ class GatewayProcess:
     def stop(self) -> str:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
+        killed = ""
         try:
-            _, err = self.process.communicate(timeout=20)
+            self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             # It did not stop: kill it with its workers (its own session), which would hold stderr open forever.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            _, err = self.process.communicate(timeout=20)
-            err = (err or "") + "\n[killed: chatsse serve did not stop within 20 s]"
-        self.stderr += err or ""
+            self.process.wait(timeout=20)
+            killed = "\n[killed: chatsse serve did not stop within 20 s]"
+        if self._reader is not None:
+            self._reader.join(20)
+            self.process.stderr.close()  # type: ignore[union-attr]
+            self._reader = None
+        self.stderr = "".join(self._lines) + killed
         return self.stderr
 
 

@@ -4,7 +4,6 @@ and the client address behind a trusted proxy."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
 from pathlib import Path
 
@@ -90,13 +89,12 @@ def test_forwarded_address_is_trusted_only_when_configured(tmp_path: Path) -> No
             with chatsse_serve(
                 tmp_path, simulator.url, env={"CHATSSE_RATE_LIMIT": "1/minute", "CHATSSE_TRUSTED_PROXIES": trusted}
             ) as gateway:
-                url, process = gateway.url, gateway.process
+                url = gateway.url
                 statuses = [
                     httpx.post(url + "/api/v1/chat/stream", json=body, headers={"x-forwarded-for": ip}).status_code
                     for ip in ("203.0.113.7", "203.0.113.8")
                 ]
-                process.send_signal(signal.SIGINT)
-                _, stderr = process.communicate(timeout=10)
+                stderr = gateway.stop()
             assert statuses == expected, trusted
             lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
             callers = [line["caller"] for line in lines if line["route"] == "/api/v1/chat/stream"]

@@ -63,7 +63,7 @@ def demo_server(tmp_path: Path) -> Iterator[GatewayProcess]:
 def test_demo_mode_streams_without_azure_and_says_it_is_simulated(
     demo_server: GatewayProcess,
 ) -> None:
-    url, process = demo_server.url, demo_server.process
+    url = demo_server.url
     chunks: list[bytes] = []
     with httpx.stream("POST", url + "/api/v1/chat/stream", json={"message": "Hello demo"}, timeout=10) as response:
         assert response.status_code == 200
@@ -73,8 +73,7 @@ def test_demo_mode_streams_without_azure_and_says_it_is_simulated(
     events = [json.loads(block[6:]) for block in b"".join(chunks).decode().split("\n\n") if block.startswith("data: ")]
     assert events[-1]["done"] is True
     assert "Hello demo" in "".join(e.get("content", "") for e in events)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=10)
+    stderr = demo_server.stop()
     assert "DEMO MODE" in stderr and "SIMULATED" in stderr
 
 

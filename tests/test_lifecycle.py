@@ -90,7 +90,7 @@ def test_sigterm_drains_open_streams_then_exits_0(tmp_path: Path) -> None:
             for reader in readers:
                 reader.join(15)
             assert process.wait(15) == 0
-            _, stderr = process.communicate()
+            stderr = gateway.stop()
         # The short stream finished normally during the drain; the long one got a final server_shutdown event.
         assert "".join(str(e.get("content", "")) for e in short) == "a b c d e f" and short[-1].get("done") is True
         assert long[0] == {"content": "never"} and long[-1]["error"]["code"] == "server_shutdown"  # type: ignore[index]
