@@ -2,6 +2,7 @@
 
     python bench/run.py            # full: W1/W2/W3 x 3 interleaved repetitions, + peer, + WEB_CONCURRENCY=2
     python bench/run.py --quick    # a smoke run in well under a minute (CI): completion and correctness only
+                                   # (its gateways do not shed: --shedding to have them)
     python bench/run.py --scale --reps 0 --profile /tmp/prof   # + SLOW, SHORT; py-spy stacks for bench/stacks.py
     python bench/run.py --baseline ae3dbd2 --failover --no-peer --no-workers2 --out bench/results/upstreams
                                    # + the gateway at another commit, + a two-upstream gateway whose first answers 429
@@ -165,6 +166,12 @@ def ensure_peer() -> Path:
     return python
 
 
+# Every chatsse gateway's settings under its own: with --no-shedding (--quick's default), shedding off, since a
+# smoke run checks completeness on a machine busy with other things, where one stall refused a whole face's streams.
+GATEWAY_DEFAULTS: dict[str, str] = {}
+NO_SHEDDING = {"CHATSSE_MAX_LOOP_LAG_MS": "0", "CHATSSE_MAX_CPU_PERCENT": "0"}
+
+
 def gateway_env(upstream_port: int, port: int, **extra: str) -> dict[str, str]:
     """This environment without chatsse or Azure settings, plus a gateway's: the bench upstream, its port, `extra`."""
     return {
@@ -173,6 +180,7 @@ def gateway_env(upstream_port: int, port: int, **extra: str) -> dict[str, str]:
         "AZURE_OPENAI_API_KEY": "bench",
         "AZURE_OPENAI_DEPLOYMENT_NAME": "bench",
         "PORT": str(port),
+        **GATEWAY_DEFAULTS,
         **extra,
     }
 
@@ -950,7 +958,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=0, metavar="N", help="N rounds of W1, SLOW, SHORT, one process")
     parser.add_argument("--rounds-targets", nargs="*", default=["chatsse"], help="--rounds for these (chatsse)")
     parser.add_argument("--rounds-reps", type=int, help="repetitions of --rounds, a process each (default 3; quick 1)")
+    parser.add_argument(
+        "--shedding",
+        action=argparse.BooleanOptionalAction,
+        help="gateways shed under overload, as by default (default: yes; quick: no, a smoke run on a busy machine)",
+    )
     args = parser.parse_args()
+    if not (args.shedding if args.shedding is not None else not args.quick):
+        GATEWAY_DEFAULTS.update(NO_SHEDDING)
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)  # 0: only --scale
     args.peer = (not args.quick) if args.peer is None else args.peer
     args.rounds_reps = args.rounds_reps if args.rounds_reps is not None else (1 if args.quick else 3)

@@ -4,8 +4,10 @@ kernel's accept queue. While the lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU
 CHATSSE_MAX_CPU_PERCENT while they wait, new chat requests get `503 overloaded` with `Retry-After` at once, before
 their body is read or any upstream called; streams already admitted, and resumes of them, go on; readiness answers
 503 so a balancer moves traffic away.
-Shedding ends once both have stayed well under their bounds for a second (hysteresis: it does not flap). An
-overload of the core leaves a ceiling on the streams open behind it (`Ceiling`), so that the next ones are refused
+It starts on two readings over in a row: one late reading is a hiccup (a host's stall, a neighbour's burst), and
+shedding on it refused every new chat for a second for nothing. It ends once both have stayed well under their
+bounds for a second (hysteresis: it does not flap). Each start and end is logged, with its reason. An overload of
+the core leaves a ceiling on the streams open behind it (`Ceiling`), so that the next ones are refused
 at once instead of after queueing again.
 
 Why these signals: a saturated process keeps its loop turning (a 50 ms timer is rarely more than 100 ms late) while
@@ -15,6 +17,7 @@ streams, or steady work near capacity, is served on time). Figures: bench/REPORT
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -23,6 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatsse.errors import Overloaded
 from chatsse.server.backlog import AcceptQueue
+
+log = logging.getLogger("chatsse")
 
 TICK_SECONDS = 0.05  # how often the loop's lag is measured
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
@@ -71,6 +76,8 @@ class LoopLag:
         self.queue = 0  # connections waiting to be accepted
         self.wait = 0.0  # and how long the last of them will wait at the rate they are accepted (seconds)
         self.shedding = False
+        self._shed_since = 0.0
+        self._over_before = False  # the last reading was over a bound: this one, if over too, starts shedding
         self._calm_since: float | None = None
         self._cpu_samples: deque[tuple[float, float]] = deque()
         self._accepted_samples: deque[tuple[float, int]] = deque()
@@ -145,15 +152,23 @@ class LoopLag:
         # Under a ceiling, what is admitted is bounded already: a core back under its bound is calm enough.
         bounded = self.ceiling is not None and self.ceiling.limit is not None
         calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - (0.0 if bounded else CPU_CALM_MARGIN))
-        if over:
-            if not self.shedding and self.ceiling is not None and not (self.max_lag and lag > self.max_lag):
-                self.ceiling.lower(now)  # the core could not keep up with the streams open: fewer from now on
+        over_before, self._over_before = self._over_before, bool(over)
+        if over and (self.shedding or over_before):
+            if not self.shedding:
+                lagging = bool(self.max_lag and lag > self.max_lag)
+                if self.ceiling is not None and not lagging:
+                    self.ceiling.lower(now)  # the core could not keep up with the streams open: fewer from now on
+                self._shed_since = now
+                log.warning("shedding new chats: %s", self._reason(lagging))
             self.shedding, self._calm_since = True, None
+        elif over:
+            self._calm_since = None  # one reading over: a hiccup, unless the next one says the same
         elif self.shedding and calm:
             if self._calm_since is None:
                 self._calm_since = now
             elif now - self._calm_since >= CALM_SECONDS:
                 self.shedding, self._calm_since = False, None
+                log.info("shedding ended after %.1f s", now - self._shed_since)
         else:
             self._calm_since = None
             if not self.shedding and self.ceiling is not None and (not self.max_cpu or cpu < self.max_cpu):
@@ -161,6 +176,19 @@ class LoopLag:
                 self.ceiling.calm(now, (self.max_cpu - cpu) / self.max_cpu if self.max_cpu else 0.0)
         if self.ceiling is not None:
             self.limited(self.ceiling.limit or 0)
+
+    def _reason(self, lagging: bool) -> str:
+        if lagging:
+            return f"the event loop is {self.lag * 1000:.0f} ms late (bound {self.max_lag * 1000:.0f} ms)"
+        if not self.wait:
+            waiting = "its accept queue unread"
+        elif self.wait == float("inf"):
+            waiting = f"{self.queue} new connections wait, none accepted for a second"
+        else:
+            waiting = f"{self.queue} new connections wait {self.wait:.2f} s to be accepted"
+        ceiling = self.ceiling.limit if self.ceiling is not None else None
+        limited = f"; new streams limited to {ceiling} open" if ceiling is not None else ""
+        return f"the loop's thread wants {self.cpu:.0%} of a core (bound {self.max_cpu:.0%}), {waiting}{limited}"
 
 
 class Ceiling:
@@ -205,6 +233,7 @@ class Ceiling:
             if self._low_since is None:
                 self._low_since = now
             elif now - self._low_since >= CEILING_LIFT_SECONDS:
+                log.info("stream ceiling of %d lifted: the load has gone", self.limit)
                 self.limit, self._low_since = None, None
         else:
             self._low_since = None
