@@ -10,7 +10,7 @@ bounds for a second (hysteresis: it does not flap). Each start and end is logged
 the core leaves a ceiling on the streams open behind it (`Ceiling`), so that the next ones are refused
 at once instead of after queueing again.
 
-Why these signals: a saturated process keeps its loop turning (a 50 ms timer is rarely more than 100 ms late) while
+Why these signals: a saturated process keeps its loop turning (its timer is rarely more than 100 ms late) while
 new connections wait in the accept queue for many seconds; and a busy core alone is no overload (a burst of new
 streams, or steady work near capacity, is served on time). Figures: bench/REPORT.md, "Under overload"."""
 
@@ -29,7 +29,7 @@ from chatsse.server.backlog import AcceptQueue
 
 log = logging.getLogger("chatsse")
 
-TICK_SECONDS = 0.05  # how often the loop's lag is measured
+TICK_SECONDS = 0.025  # how often a reading is taken: two in a row over a bound start shedding
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
 CPU_WINDOW_SECONDS = 1.0  # the CPU share is over this long
 CPU_CALM_MARGIN = 0.15  # shedding on CPU ends under the bound less this
