@@ -4,13 +4,13 @@ kernel's accept queue. While the lag is over CHATSSE_MAX_LOOP_LAG_MS, or the CPU
 CHATSSE_MAX_CPU_PERCENT while they wait, new chat requests get `503 overloaded` with `Retry-After` at once, before
 their body is read or any upstream called; streams already admitted, and resumes of them, go on; readiness answers
 503 so a balancer moves traffic away.
-It starts on two readings over in a row: one late reading is a hiccup (a host's stall, a neighbour's burst), and
-shedding on it refused every new chat for a second for nothing. It ends once both have stayed well under their
-bounds for a second (hysteresis: it does not flap). Each start and end is logged, with its reason. An overload of
-the core leaves a ceiling on the streams open behind it (`Ceiling`), so that the next ones are refused
-at once instead of after queueing again.
+The loop lags only if two readings in a row are late: one late reading is a hiccup (a host's stall, a collector
+pass), and shedding on it refused every new chat for a second for nothing. Shedding ends once both have stayed well
+under their bounds for a second (hysteresis: it does not flap). Each start is logged with its reason, each end with
+how long it lasted. An overload of the core leaves a ceiling on the streams open behind it (`Ceiling`), so that
+the next ones are refused at once instead of after queueing again.
 
-Why these signals: a saturated process keeps its loop turning (its timer is rarely more than 100 ms late) while
+Why these signals: a saturated process keeps its loop turning (a 50 ms timer is rarely more than 100 ms late) while
 new connections wait in the accept queue for many seconds; and a busy core alone is no overload (a burst of new
 streams, or steady work near capacity, is served on time). Figures: bench/REPORT.md, "Under overload"."""
 
@@ -29,7 +29,7 @@ from chatsse.server.backlog import AcceptQueue
 
 log = logging.getLogger("chatsse")
 
-TICK_SECONDS = 0.025  # how often a reading is taken: two in a row over a bound start shedding
+TICK_SECONDS = 0.05  # how often the loop's lag is measured
 CALM_SECONDS = 1.0  # the lag must stay under half the threshold this long before shedding ends
 CPU_WINDOW_SECONDS = 1.0  # the CPU share is over this long
 CPU_CALM_MARGIN = 0.15  # shedding on CPU ends under the bound less this
@@ -77,7 +77,7 @@ class LoopLag:
         self.wait = 0.0  # and how long the last of them will wait at the rate they are accepted (seconds)
         self.shedding = False
         self._shed_since = 0.0
-        self._over_before = False  # the last reading was over a bound: this one, if over too, starts shedding
+        self._late_before = False  # the last reading was over the lag bound: this one, if late too, is a lag
         self._calm_since: float | None = None
         self._cpu_samples: deque[tuple[float, float]] = deque()
         self._accepted_samples: deque[tuple[float, int]] = deque()
@@ -147,22 +147,20 @@ class LoopLag:
         # A busy core alone is no overload (a burst of new streams, or steady work near capacity, is served on
         # time); a busy core that leaves new connections waiting to be accepted is one.
         behind = wait is None or wait > MAX_ACCEPT_WAIT
-        over = (self.max_lag and lag > self.max_lag) or (self.max_cpu and cpu > self.max_cpu and behind)
+        late = bool(self.max_lag and lag > self.max_lag)
+        lagging, self._late_before = late and self._late_before, late  # one late reading alone is a hiccup
+        over = lagging or (self.max_cpu and cpu > self.max_cpu and behind)
         calm_lag = not self.max_lag or lag < self.max_lag / 2
         # Under a ceiling, what is admitted is bounded already: a core back under its bound is calm enough.
         bounded = self.ceiling is not None and self.ceiling.limit is not None
         calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - (0.0 if bounded else CPU_CALM_MARGIN))
-        over_before, self._over_before = self._over_before, bool(over)
-        if over and (self.shedding or over_before):
+        if over:
             if not self.shedding:
-                lagging = bool(self.max_lag and lag > self.max_lag)
                 if self.ceiling is not None and not lagging:
                     self.ceiling.lower(now)  # the core could not keep up with the streams open: fewer from now on
                 self._shed_since = now
                 log.warning("shedding new chats: %s", self._reason(lagging))
             self.shedding, self._calm_since = True, None
-        elif over:
-            self._calm_since = None  # one reading over: a hiccup, unless the next one says the same
         elif self.shedding and calm:
             if self._calm_since is None:
                 self._calm_since = now
