@@ -302,6 +302,28 @@ def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_fol
         simulator.stop_thread()
 
 
+def test_one_stall_of_the_loop_is_a_hiccup_and_sheds_nothing(tmp_path: Path) -> None:
+    # One late reading (a host's stall, a collector pass) is no overload: before, it refused every new chat for the
+    # calm second after it. A chat sent during each stall waits for it, then is served; readiness stays 200.
+    simulator = Simulator()
+    simulator.start_in_thread()
+    try:
+        env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "100", "CHATSSE_MAX_CPU_PERCENT": "0"}
+        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+            url = gateway.url
+            for attempt in range(3):
+                stalled = httpx.post(url + "/_test/stall?ms=400&seconds=0.05", timeout=10)  # one block of 400 ms
+                assert stalled.status_code == 202
+                chat = httpx.post(url + STREAM, json={"message": f"echo:after stall {attempt}"}, timeout=30)
+                assert chat.status_code == 200 and f'"content":" {attempt}"' in chat.text
+                assert httpx.get(url + "/health/ready", timeout=10).status_code == 200
+                threading.Event().wait(0.3)
+            assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_shed_total") == 0
+            assert "shedding new chats" not in gateway.stop()
+    finally:
+        simulator.stop_thread()
+
+
 def _texts(body: str) -> str:
     return "".join(line for line in body.splitlines() if '"content"' in line)
 
