@@ -202,6 +202,10 @@ def test_an_overload_of_the_core_leaves_a_ceiling_on_the_streams_open_until_the_
     stalled.observe(0.9, 0.0, 0.2, 0.0)
     stalled.observe(0.9, 0.9, 0.2, 0.0)
     assert stalled.shedding and stalled.ceiling is not None and stalled.ceiling.limit is None
+    # Nor does a late reading on a busy core whose connections wait (the CPU share sheds; the lag alone would not).
+    once = LoopLag(0.5, max_cpu=0.8, accepted=lambda: 0, open_streams=lambda: 500)
+    once.observe(0.9, 0.0, 0.95, MAX_ACCEPT_WAIT * 2)
+    assert once.shedding and once.ceiling is not None and once.ceiling.limit is None
     # With few streams open, the streams are not what overloads the core: no ceiling, and never one below that.
     few = [CEILING_MIN_STREAMS - 1]
     ceiling = Ceiling(lambda: few[0])

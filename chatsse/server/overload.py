@@ -156,7 +156,7 @@ class LoopLag:
         calm = calm_lag and (not self.max_cpu or cpu < self.max_cpu - (0.0 if bounded else CPU_CALM_MARGIN))
         if over:
             if not self.shedding:
-                if self.ceiling is not None and not lagging:
+                if self.ceiling is not None and not late:  # a late loop says nothing of what the core serves
                     self.ceiling.lower(now)  # the core could not keep up with the streams open: fewer from now on
                 self._shed_since = now
                 log.warning("shedding new chats: %s", self._reason(lagging))
