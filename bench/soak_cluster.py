@@ -84,6 +84,7 @@ async def one_stream(client: httpx.AsyncClient, base: str, rng: random.Random, o
     body = {"message": f"echo:{expected}[sim: delay={rng.choice([0.005, 0.02, 0.05])}]"}
     cut = rng.randrange(1, 8) if rng.random() < 0.5 else None
     received, last_id, stream_id, final = "", "", "", None
+    refused_with = ""  # the last resume's status other than 200: what a reply never ended with says why
     deadline = time.monotonic() + 60
     for connection in range(200):
         if final is not None or time.monotonic() > deadline:
@@ -106,6 +107,7 @@ async def one_stream(client: httpx.AsyncClient, base: str, rng: random.Random, o
                 if not stream_id:
                     outcomes[f"http_{response.status_code}"] += 1  # refused before it started
                     return
+                refused_with = f"_after_{response.status_code}"
                 await asyncio.sleep(0.1)  # 503 while Redis fails over, 502 from nginx: resume again
                 continue
             stream_id = stream_id or response.headers.get("x-chatsse-stream", "")
@@ -126,8 +128,10 @@ async def one_stream(client: httpx.AsyncClient, base: str, rng: random.Random, o
             pass  # the instance it was on died: resume on another
         finally:
             await response.aclose()
-    if final is None:
-        outcomes["VIOLATION_no_final_event"] += 1
+    if final is None and not stream_id:
+        outcomes["VIOLATION_no_response"] += 1  # the POST itself failed: no reply to resume
+    elif final is None:
+        outcomes[f"VIOLATION_no_final_event{refused_with}"] += 1
     elif "done" in final:
         outcomes["done" if received == expected else "VIOLATION_text_differs"] += 1
     else:
