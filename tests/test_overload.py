@@ -258,145 +258,132 @@ def test_workers_reckon_their_shared_accept_queue_at_the_rate_of_all_of_them(mon
         GuardedHttpProtocol.header_timeout, GuardedHttpProtocol.max_connections, GuardedHttpProtocol.sharing = saved
 
 
-def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(tmp_path: Path) -> None:
-    simulator = Simulator()
-    simulator.start_in_thread()
-    try:
-        env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "100", "CHATSSE_MAX_CPU_PERCENT": "80"}
-        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
-            url = gateway.url
-            words = " ".join(f"w{i}" for i in range(20))
-            message = {"message": f"echo:{words}[sim: delay=0.1]"}
-            expected = httpx.post(url + STREAM, json={"message": f"echo:{words}"}, timeout=30).text
-            admitted: list[str] = []
+def test_a_blocked_loop_sheds_new_chats_keeps_admitted_streams_and_readiness_follows(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "100", "CHATSSE_MAX_CPU_PERCENT": "80"}
+    with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+        url = gateway.url
+        words = " ".join(f"w{i}" for i in range(20))
+        message = {"message": f"echo:{words}[sim: delay=0.1]"}
+        expected = httpx.post(url + STREAM, json={"message": f"echo:{words}"}, timeout=30).text
+        admitted: list[str] = []
 
-            def read() -> None:
-                admitted.append(httpx.post(url + STREAM, json=message, timeout=60).text)
+        def read() -> None:
+            admitted.append(httpx.post(url + STREAM, json=message, timeout=60).text)
 
-            reader = threading.Thread(target=read)
-            reader.start()
-            assert wait_until(lambda: len(simulator.requests) == 2, timeout=10)
-            assert httpx.post(url + "/_test/stall?ms=300&seconds=3", timeout=10).status_code == 202
-            assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 503, timeout=10)
-            ready = httpx.get(url + "/health/ready", timeout=10).json()
-            assert ready["status"] == "overloaded" and ready["checks"]["shedding"] is True
-            assert ready["checks"]["stream_ceiling"] is None  # a stalled loop is no measure of what the core serves
-            assert httpx.get(url + "/health/live", timeout=10).status_code == 200
-            before = len(simulator.requests)
-            shed = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
-            assert shed.status_code == 503 and shed.json()["error"]["code"] == "overloaded"
-            assert shed.headers["retry-after"] == "1" and len(simulator.requests) == before
-            openai_shed = httpx.post(
-                url + "/v1/chat/completions", json={"model": "default", "messages": []}, timeout=10
-            )
-            assert openai_shed.status_code == 503 and openai_shed.json()["error"]["code"] == "overloaded"
-            reader.join(60)
-            # The reply admitted before the stall ends as it would have (its text reads the same, its usage too).
-            assert admitted and _texts(admitted[0]) == _texts(expected) and '"done":true' in admitted[0]
-            assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 200, timeout=15)
-            assert httpx.post(url + STREAM, json={"message": "echo:back"}, timeout=10).status_code == 200
-            scrape = httpx.get(url + "/metrics", timeout=10).text
-            assert metric(scrape, "chatsse_shed_total") == 2
-            assert metric(scrape, "chatsse_gc_frozen_objects") > 1000  # gc.freeze() ran after start-up
-            # The operator reads when it began, why, and when it ended.
-            logs = gateway.stop()
-            assert logs.count("shedding new chats: the event loop is") == 1 and "ms late (bound 100 ms)" in logs
-            assert logs.count("shedding ended after") == 1
-    finally:
-        simulator.stop_thread()
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert wait_until(lambda: len(simulator.requests) == 2, timeout=10)
+        assert httpx.post(url + "/_test/stall?ms=300&seconds=3", timeout=10).status_code == 202
+        assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 503, timeout=10)
+        ready = httpx.get(url + "/health/ready", timeout=10).json()
+        assert ready["status"] == "overloaded" and ready["checks"]["shedding"] is True
+        assert ready["checks"]["stream_ceiling"] is None  # a stalled loop is no measure of what the core serves
+        assert httpx.get(url + "/health/live", timeout=10).status_code == 200
+        before = len(simulator.requests)
+        shed = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
+        assert shed.status_code == 503 and shed.json()["error"]["code"] == "overloaded"
+        assert shed.headers["retry-after"] == "1" and len(simulator.requests) == before
+        openai_shed = httpx.post(url + "/v1/chat/completions", json={"model": "default", "messages": []}, timeout=10)
+        assert openai_shed.status_code == 503 and openai_shed.json()["error"]["code"] == "overloaded"
+        reader.join(60)
+        # The reply admitted before the stall ends as it would have (its text reads the same, its usage too).
+        assert admitted and _texts(admitted[0]) == _texts(expected) and '"done":true' in admitted[0]
+        assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 200, timeout=15)
+        assert httpx.post(url + STREAM, json={"message": "echo:back"}, timeout=10).status_code == 200
+        scrape = httpx.get(url + "/metrics", timeout=10).text
+        assert metric(scrape, "chatsse_shed_total") == 2
+        assert metric(scrape, "chatsse_gc_frozen_objects") > 1000  # gc.freeze() ran after start-up
+        # The operator reads when it began, why, and when it ended.
+        logs = gateway.stop()
+        assert logs.count("shedding new chats: the event loop is") == 1 and "ms late (bound 100 ms)" in logs
+        assert logs.count("shedding ended after") == 1
 
 
-def test_one_stall_of_the_loop_is_a_hiccup_and_sheds_nothing(tmp_path: Path) -> None:
+def test_one_stall_of_the_loop_is_a_hiccup_and_sheds_nothing(tmp_path: Path, simulator: Simulator) -> None:
     # One late reading (a host's stall, a collector pass) is no overload: before, it refused every new chat for the
     # calm second after it. A chat sent during each stall waits for it, then is served; readiness stays 200.
-    simulator = Simulator()
-    simulator.start_in_thread()
-    try:
-        env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "200", "CHATSSE_MAX_CPU_PERCENT": "0"}
-        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
-            url = gateway.url
-            # A bound of 200 ms: the reading after the stall's would have to come 200 ms late too, on a busy machine.
-            for attempt in range(3):
-                stalled = httpx.post(url + "/_test/stall?ms=600&seconds=0.05", timeout=10)  # one block of 600 ms
-                assert stalled.status_code == 202
-                chat = httpx.post(url + STREAM, json={"message": f"echo:after stall {attempt}"}, timeout=30)
-                assert chat.status_code == 200 and f'"content":" {attempt}"' in chat.text
-                assert httpx.get(url + "/health/ready", timeout=10).status_code == 200
-                threading.Event().wait(0.3)
-            assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_shed_total") == 0
-            assert "shedding new chats" not in gateway.stop()
-    finally:
-        simulator.stop_thread()
+    env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "200", "CHATSSE_MAX_CPU_PERCENT": "0"}
+    with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+        url = gateway.url
+        # A bound of 200 ms: the reading after the stall's would have to come 200 ms late too, on a busy machine.
+        for attempt in range(3):
+            stalled = httpx.post(url + "/_test/stall?ms=600&seconds=0.05", timeout=10)  # one block of 600 ms
+            assert stalled.status_code == 202
+            chat = httpx.post(url + STREAM, json={"message": f"echo:after stall {attempt}"}, timeout=30)
+            assert chat.status_code == 200 and f'"content":" {attempt}"' in chat.text
+            assert httpx.get(url + "/health/ready", timeout=10).status_code == 200
+            threading.Event().wait(0.3)
+        assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_shed_total") == 0
+        assert "shedding new chats" not in gateway.stop()
 
 
 def _texts(body: str) -> str:
     return "".join(line for line in body.splitlines() if '"content"' in line)
 
 
-def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_until_streams_end(tmp_path: Path) -> None:
+def test_an_overloaded_core_leaves_a_ceiling_that_refuses_new_chats_at_once_until_streams_end(
+    tmp_path: Path, simulator: Simulator
+) -> None:
     # A real overload of the core, in a real `chatsse serve`: its loop burns the CPU (the test-only hook) while a
     # burst of new connections waits in its accept queue. 70 streams are open then; the ceiling is 80% of them.
-    simulator = Simulator()
-    simulator.start_in_thread()
     held = 70
-    try:
-        env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "0", "CHATSSE_MAX_CPU_PERCENT": "80"}
-        with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
-            url = gateway.url
-            words = " ".join(f"w{i}" for i in range(40))
-            expected = _texts(httpx.post(url + STREAM, json={"message": f"echo:{words}"}, timeout=30).text)
-            bodies: list[str] = []
+    env = {"CHATSSE_TEST_HOOKS": "true", "CHATSSE_MAX_LOOP_LAG_MS": "0", "CHATSSE_MAX_CPU_PERCENT": "80"}
+    with chatsse_serve(tmp_path, simulator.url, env=env) as gateway:
+        url = gateway.url
+        words = " ".join(f"w{i}" for i in range(40))
+        expected = _texts(httpx.post(url + STREAM, json={"message": f"echo:{words}"}, timeout=30).text)
+        bodies: list[str] = []
 
-            def read() -> None:
-                message = {"message": f"echo:{words}[sim: hold_after=2 hold=ceiling]"}  # open until released
-                bodies.append(httpx.post(url + STREAM, json=message, timeout=60).text)
+        def read() -> None:
+            message = {"message": f"echo:{words}[sim: hold_after=2 hold=ceiling]"}  # open until released
+            bodies.append(httpx.post(url + STREAM, json=message, timeout=60).text)
 
-            readers = [threading.Thread(target=read) for _ in range(held)]
-            # Opened a few at a time: a burst of 70 on this busy machine would be an overload of its own (a queue
-            # of connections, and a loop that waits for a core), shed before the test has its streams.
-            for batch in range(0, held, QUEUE_FLOOR // 2):
-                for reader in readers[batch : batch + QUEUE_FLOOR // 2]:
-                    reader.start()
-                opened = 1 + min(held, batch + QUEUE_FLOOR // 2)
-                assert wait_until(lambda opened=opened: len(simulator.requests) == opened, timeout=20)
-            assert _ready(url)["checks"]["stream_ceiling"] is None and not _ready(url)["checks"]["shedding"]
-            assert httpx.post(url + "/_test/stall?ms=200&seconds=3&burn=true", timeout=10).status_code == 202
-            waiting: list[socket.socket] = []
-            try:
-                # Once the burning has filled the last second, new connections that send nothing yet, arriving for
-                # a second, as under a real overload: a queue at reading after reading.
-                threading.Event().wait(1.2)
-                host, port = url.removeprefix("http://").split(":")
-                for _ in range(10):
-                    waiting += [socket.create_connection((host, int(port)), timeout=5) for _ in range(QUEUE_FLOOR)]
-                    threading.Event().wait(0.1)
-                assert wait_until(lambda: _ready(url)["checks"]["stream_ceiling"] is not None, timeout=15)
-                ceiling = _ready(url)["checks"]["stream_ceiling"]
-                assert CEILING_MIN_STREAMS <= ceiling <= CEILING_SHARE * held
-                assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_stream_ceiling") == ceiling
-            finally:
-                for connection in waiting:
-                    connection.close()
-            # Shedding ends once the core is back under its bound; the ceiling stays, and a new chat at it is
-            # refused at once, with no upstream call, while the streams it let in go on.
-            assert wait_until(lambda: not _ready(url)["checks"]["shedding"], timeout=15)
-            before = len(simulator.requests)
-            refused = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
-            assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
-            assert len(simulator.requests) == before
-            assert httpx.get(url + "/health/ready", timeout=10).status_code == 503  # it turned a chat away just now
-            simulator.release("ceiling")
-            for reader in readers:
-                reader.join(60)
-            assert len(bodies) == held and all(_texts(body) == expected for body in bodies)
-            # The streams have ended: under the ceiling, new chats are taken again, and readiness is back.
-            assert httpx.post(url + STREAM, json={"message": "echo:back"}, timeout=10).status_code == 200
-            assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 200, timeout=15)
-            logs = gateway.stop()
-            assert "of a core (bound 80%)" in logs and "new connections wait" in logs
-            assert "new streams limited to" in logs
-    finally:
-        simulator.stop_thread()
+        readers = [threading.Thread(target=read) for _ in range(held)]
+        # Opened a few at a time: a burst of 70 on this busy machine would be an overload of its own (a queue
+        # of connections, and a loop that waits for a core), shed before the test has its streams.
+        for batch in range(0, held, QUEUE_FLOOR // 2):
+            for reader in readers[batch : batch + QUEUE_FLOOR // 2]:
+                reader.start()
+            opened = 1 + min(held, batch + QUEUE_FLOOR // 2)
+            assert wait_until(lambda opened=opened: len(simulator.requests) == opened, timeout=20)
+        assert _ready(url)["checks"]["stream_ceiling"] is None and not _ready(url)["checks"]["shedding"]
+        assert httpx.post(url + "/_test/stall?ms=200&seconds=3&burn=true", timeout=10).status_code == 202
+        waiting: list[socket.socket] = []
+        try:
+            # Once the burning has filled the last second, new connections that send nothing yet, arriving for
+            # a second, as under a real overload: a queue at reading after reading.
+            threading.Event().wait(1.2)
+            host, port = url.removeprefix("http://").split(":")
+            for _ in range(10):
+                waiting += [socket.create_connection((host, int(port)), timeout=5) for _ in range(QUEUE_FLOOR)]
+                threading.Event().wait(0.1)
+            assert wait_until(lambda: _ready(url)["checks"]["stream_ceiling"] is not None, timeout=15)
+            ceiling = _ready(url)["checks"]["stream_ceiling"]
+            assert CEILING_MIN_STREAMS <= ceiling <= CEILING_SHARE * held
+            assert metric(httpx.get(url + "/metrics", timeout=10).text, "chatsse_stream_ceiling") == ceiling
+        finally:
+            for connection in waiting:
+                connection.close()
+        # Shedding ends once the core is back under its bound; the ceiling stays, and a new chat at it is
+        # refused at once, with no upstream call, while the streams it let in go on.
+        assert wait_until(lambda: not _ready(url)["checks"]["shedding"], timeout=15)
+        before = len(simulator.requests)
+        refused = httpx.post(url + STREAM, json={"message": "echo:new"}, timeout=10)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+        assert len(simulator.requests) == before
+        assert httpx.get(url + "/health/ready", timeout=10).status_code == 503  # it turned a chat away just now
+        simulator.release("ceiling")
+        for reader in readers:
+            reader.join(60)
+        assert len(bodies) == held and all(_texts(body) == expected for body in bodies)
+        # The streams have ended: under the ceiling, new chats are taken again, and readiness is back.
+        assert httpx.post(url + STREAM, json={"message": "echo:back"}, timeout=10).status_code == 200
+        assert wait_until(lambda: httpx.get(url + "/health/ready", timeout=10).status_code == 200, timeout=15)
+        logs = gateway.stop()
+        assert "of a core (bound 80%)" in logs and "new connections wait" in logs
+        assert "new streams limited to" in logs
 
 
 def _ready(url: str) -> dict[str, Any]:
